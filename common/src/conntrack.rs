@@ -1,0 +1,277 @@
+//! Connection tracking and NAT state: one LRU hash map of per-direction entries.
+//!
+//! Every tracked flow has two entries, one keyed by the tuple its packets carry in each
+//! direction as the datapath sees them *before* rewriting. An entry says what tuple the packet
+//! leaves with (`rewrite`; equal to the key when nothing is translated) and names its
+//! `twin`, so state changes and garbage collection always act on the pair. NAT is decided on
+//! these entries alone: a missing entry means "new flow", never "reply" (cilium#47425).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::{
+    addr::{Ipv4Be, PortBe},
+    config::Timeouts,
+};
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// A flow 5-tuple in packet orientation. For ICMP echo the identifier stands in for a port:
+/// requests carry it as `sport` (with `dport` 0), replies as `dport`, so `reversed()` of a
+/// request is its reply.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    pub saddr: Ipv4Be,
+    pub daddr: Ipv4Be,
+    pub sport: PortBe,
+    pub dport: PortBe,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    #[inline(always)]
+    pub const fn new(
+        saddr: Ipv4Be,
+        daddr: Ipv4Be,
+        sport: PortBe,
+        dport: PortBe,
+        proto: u8,
+    ) -> Self {
+        Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The tuple of a packet travelling the other way.
+    #[inline(always)]
+    pub const fn reversed(&self) -> Self {
+        Self::new(self.daddr, self.saddr, self.dport, self.sport, self.proto)
+    }
+}
+
+/// Entry flags.
+pub mod flags {
+    /// This entry matches the reply direction of the flow.
+    pub const REPLY: u16 = 1 << 0;
+    /// Source translated to the uplink address (MASQUERADE).
+    pub const SNAT: u16 = 1 << 1;
+    /// Destination translated to a container (published port).
+    pub const DNAT: u16 = 1 << 2;
+    /// Container → host address → container (published port reached from a container).
+    pub const HAIRPIN: u16 = 1 << 3;
+    /// This direction has sent a FIN.
+    pub const FIN: u16 = 1 << 4;
+    /// Created from the uplink (the world initiated the flow).
+    pub const FROM_WORLD: u16 = 1 << 5;
+    /// The flow's initiator is the host itself (entry never created by the datapath today).
+    pub const FROM_HOST: u16 = 1 << 6;
+}
+
+/// Flow states, shared by both entries of a pair.
+pub mod state {
+    /// TCP: SYN seen, no reply yet. UDP/ICMP/other: no reply yet.
+    pub const NEW: u8 = 1;
+    /// A reply was seen.
+    pub const ESTABLISHED: u8 = 2;
+    /// TCP: one side sent FIN.
+    pub const FIN_WAIT: u8 = 3;
+    /// TCP: both sides sent FIN, or RST seen.
+    pub const CLOSED: u8 = 4;
+
+    pub const fn name(s: u8) -> &'static str {
+        match s {
+            NEW => "new",
+            ESTABLISHED => "established",
+            FIN_WAIT => "fin-wait",
+            CLOSED => "closed",
+            _ => "?",
+        }
+    }
+}
+
+/// TCP flag bits as in the header's 13th byte.
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+
+    /// A connection-opening segment: SYN without ACK.
+    pub const fn is_syn_only(f: u8) -> bool {
+        f & (SYN | ACK | RST) == SYN
+    }
+}
+
+/// One direction of a tracked flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CtEntry {
+    /// The tuple packets matching the key leave with.
+    pub rewrite: FlowKey,
+    /// The key of the other direction's entry.
+    pub twin: FlowKey,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last refresh.
+    pub last_seen: u64,
+    /// When the flow was created (same clock).
+    pub created: u64,
+    /// Identity of the flow's initiator and of its target (for `control conntrack` and for
+    /// re-checking established flows against changed policy).
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    pub flags: u16,
+    pub state: u8,
+    pub _pad: [u8; 5],
+}
+
+impl CtEntry {
+    pub const fn is_reply(&self) -> bool {
+        self.flags & flags::REPLY != 0
+    }
+
+    /// True once the entry has outlived its state's timeout at `now_ns`.
+    #[inline(always)]
+    pub fn expired(&self, now_ns: u64, t: &Timeouts) -> bool {
+        let limit = t.for_state(self.rewrite.proto, self.state) as u64 * 1_000_000_000;
+        now_ns.saturating_sub(self.last_seen) > limit
+    }
+}
+
+/// What a packet does to a TCP flow's state. `this_fin`/`twin_fin` say whether each
+/// direction has already sent a FIN. Returns the new shared state and whether this
+/// direction has now sent a FIN, or `None` when nothing changes (the common case).
+#[inline(always)]
+pub const fn tcp_transition(
+    state: u8,
+    is_reply: bool,
+    this_fin: bool,
+    twin_fin: bool,
+    tcp_flags: u8,
+) -> Option<(u8, bool)> {
+    if tcp_flags & tcp::RST != 0 {
+        return if state == state::CLOSED {
+            None
+        } else {
+            Some((state::CLOSED, this_fin))
+        };
+    }
+    if tcp_flags & tcp::FIN != 0 && !this_fin {
+        let next = if twin_fin {
+            state::CLOSED
+        } else {
+            state::FIN_WAIT
+        };
+        return Some((next, true));
+    }
+    if state == state::NEW && is_reply {
+        return Some((state::ESTABLISHED, this_fin));
+    }
+    None
+}
+
+/// For UDP, ICMP and other protocols: a reply makes the flow established.
+#[inline(always)]
+pub const fn datagram_transition(state: u8, is_reply: bool) -> Option<u8> {
+    if state == state::NEW && is_reply {
+        Some(state::ESTABLISHED)
+    } else {
+        None
+    }
+}
+
+/// A TCP segment that starts a new connection on a tuple whose previous connection is
+/// closing or closed (port reuse) replaces the old flow instead of riding on it.
+#[inline(always)]
+pub const fn reopens(state: u8, proto: u8, tcp_flags: u8) -> bool {
+    proto == IPPROTO_TCP
+        && tcp::is_syn_only(tcp_flags)
+        && (state == state::FIN_WAIT || state == state::CLOSED)
+}
+
+/// Entries are refreshed at most this often per direction, to keep writes to shared cache
+/// lines off the per-packet path; timeouts are far coarser than this.
+pub const REFRESH_NS: u64 = 1_000_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::{ipv4, port_be};
+
+    #[test]
+    fn reverse_is_an_involution() {
+        let k = FlowKey::new(
+            ipv4(10, 0, 0, 2),
+            ipv4(198, 18, 0, 2),
+            port_be(40000),
+            port_be(80),
+            IPPROTO_TCP,
+        );
+        assert_eq!(k.reversed().reversed(), k);
+        assert_eq!(k.reversed().saddr, k.daddr);
+        assert_eq!(k.reversed().sport, k.dport);
+    }
+
+    #[test]
+    fn tcp_lifecycle() {
+        use state::*;
+        // SYN, SYN-ACK, ACK.
+        assert_eq!(tcp_transition(NEW, false, false, false, tcp::SYN), None);
+        assert_eq!(
+            tcp_transition(NEW, true, false, false, tcp::SYN | tcp::ACK),
+            Some((ESTABLISHED, false))
+        );
+        assert_eq!(
+            tcp_transition(ESTABLISHED, false, false, false, tcp::ACK),
+            None
+        );
+        // FIN one way, FIN the other.
+        assert_eq!(
+            tcp_transition(ESTABLISHED, false, false, false, tcp::FIN | tcp::ACK),
+            Some((FIN_WAIT, true))
+        );
+        assert_eq!(
+            tcp_transition(FIN_WAIT, false, true, false, tcp::FIN | tcp::ACK),
+            None
+        );
+        assert_eq!(
+            tcp_transition(FIN_WAIT, true, false, true, tcp::FIN | tcp::ACK),
+            Some((CLOSED, true))
+        );
+        // RST closes from anywhere, once.
+        assert_eq!(
+            tcp_transition(ESTABLISHED, true, false, false, tcp::RST),
+            Some((CLOSED, false))
+        );
+        assert_eq!(tcp_transition(CLOSED, true, false, false, tcp::RST), None);
+        assert!(reopens(CLOSED, IPPROTO_TCP, tcp::SYN));
+        assert!(!reopens(ESTABLISHED, IPPROTO_TCP, tcp::SYN));
+        assert!(!reopens(CLOSED, IPPROTO_TCP, tcp::SYN | tcp::ACK));
+        assert!(!reopens(CLOSED, IPPROTO_UDP, tcp::SYN));
+    }
+
+    #[test]
+    fn expiry_follows_state_timeouts() {
+        let t = Timeouts::KERNEL_DEFAULTS;
+        let mut e = CtEntry {
+            last_seen: 1_000_000_000,
+            ..Default::default()
+        };
+        e.rewrite.proto = IPPROTO_UDP;
+        e.state = state::NEW;
+        let s = 1_000_000_000u64;
+        assert!(!e.expired(s + t.udp as u64 * s, &t));
+        assert!(e.expired(2 * s + t.udp as u64 * s, &t));
+        e.state = state::ESTABLISHED;
+        assert!(!e.expired(2 * s + t.udp as u64 * s, &t));
+        // A clock reading older than last_seen (another CPU refreshed it) is not expiry.
+        assert!(!e.expired(0, &t));
+    }
+}
+crate::user_pod!(FlowKey, CtEntry);

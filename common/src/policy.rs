@@ -1,0 +1,209 @@
+//! Who may open connections to whom. Rules live in hash maps keyed by identities, so
+//! deciding costs at most four lookups whatever the number of rules or containers.
+//!
+//! Resolution for a new flow from container `src` to container `dst` on `proto`/`port`,
+//! most specific first — the first level that has an entry decides:
+//!  1. a rule for exactly (src, dst, proto, port)        — `control allow A B --port P/proto`
+//!  2. a rule for (src, dst, any port)                   — `control isolate A B`, `control allow A B`
+//!  3. a rule for (anyone, dst, any port)                — `control isolate B` (default-deny ingress)
+//!  4. the network default: same network or connected networks allow, otherwise deny.
+//!
+//! At one level an allow beats a deny (the control plane compiles both into one entry).
+//! Only new flows are checked; replies ride on conntrack.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::addr::PortBe;
+
+/// Matches any identity (or any port/protocol when 0 in those fields).
+pub const IDENTITY_ANY: u32 = 0;
+/// The host namespace itself.
+pub const IDENTITY_HOST: u32 = 1;
+/// Anything behind the uplink.
+pub const IDENTITY_WORLD: u32 = 2;
+/// Containers get identities from here up.
+pub const IDENTITY_FIRST_CONTAINER: u32 = 256;
+
+pub const VERDICT_ALLOW: u32 = 1;
+pub const VERDICT_DENY: u32 = 2;
+
+/// Key of `WEIR_POLICY`; value is a verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct PolicyKey {
+    pub src: u32,
+    pub dst: u32,
+    pub port: PortBe,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl PolicyKey {
+    #[inline(always)]
+    pub const fn new(src: u32, dst: u32, proto: u8, port: PortBe) -> Self {
+        Self {
+            src,
+            dst,
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// Key of `WEIR_NET_LINKS` (networks joined with `control network connect`), stored with
+/// `a <= b`; value is 1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct NetPair {
+    pub a: u32,
+    pub b: u32,
+}
+
+impl NetPair {
+    #[inline(always)]
+    pub const fn new(x: u32, y: u32) -> Self {
+        if x <= y {
+            Self { a: x, b: y }
+        } else {
+            Self { a: y, b: x }
+        }
+    }
+}
+
+/// One side of a flow, as far as policy cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub identity: u32,
+    pub network: u32,
+}
+
+/// Which level of the resolution order decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decided {
+    PortRule,
+    PairRule,
+    Isolated,
+    Network,
+}
+
+/// Where rules come from: BPF maps in the datapath, the desired state in the control plane.
+pub trait RuleSource {
+    fn rule(&self, key: &PolicyKey) -> Option<u32>;
+    fn connected(&self, pair: &NetPair) -> bool;
+}
+
+/// Decides a new flow from `src` to `dst`. Returns whether it is allowed and which level said so.
+#[inline(always)]
+pub fn decide<S: RuleSource>(
+    s: &S,
+    src: Peer,
+    dst: Peer,
+    proto: u8,
+    port: PortBe,
+) -> (bool, Decided) {
+    if let Some(v) = s.rule(&PolicyKey::new(src.identity, dst.identity, proto, port)) {
+        return (v == VERDICT_ALLOW, Decided::PortRule);
+    }
+    if let Some(v) = s.rule(&PolicyKey::new(src.identity, dst.identity, 0, 0)) {
+        return (v == VERDICT_ALLOW, Decided::PairRule);
+    }
+    if let Some(v) = s.rule(&PolicyKey::new(IDENTITY_ANY, dst.identity, 0, 0)) {
+        return (v == VERDICT_ALLOW, Decided::Isolated);
+    }
+    let ok = src.network == dst.network || s.connected(&NetPair::new(src.network, dst.network));
+    (ok, Decided::Network)
+}
+
+crate::user_pod!(PolicyKey, NetPair);
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+    use crate::{addr::port_be, conntrack::IPPROTO_TCP};
+
+    #[derive(Default)]
+    struct Rules {
+        rules: HashMap<PolicyKey, u32>,
+        links: HashSet<NetPair>,
+    }
+    impl RuleSource for Rules {
+        fn rule(&self, key: &PolicyKey) -> Option<u32> {
+            self.rules.get(key).copied()
+        }
+        fn connected(&self, pair: &NetPair) -> bool {
+            self.links.contains(pair)
+        }
+    }
+
+    const NET1: u32 = 1;
+    const NET2: u32 = 2;
+    fn peer(id: u32, net: u32) -> Peer {
+        Peer {
+            identity: id,
+            network: net,
+        }
+    }
+
+    #[test]
+    fn resolution_order() {
+        let (app1, app2, db) = (peer(300, NET1), peer(301, NET1), peer(302, NET1));
+        let mut r = Rules::default();
+        let p3306 = port_be(3306);
+        assert_eq!(
+            decide(&r, app1, db, IPPROTO_TCP, p3306),
+            (true, Decided::Network)
+        );
+        // `isolate db`, `allow app1 db --port 3306/tcp`.
+        r.rules.insert(
+            PolicyKey::new(IDENTITY_ANY, db.identity, 0, 0),
+            VERDICT_DENY,
+        );
+        r.rules.insert(
+            PolicyKey::new(app1.identity, db.identity, IPPROTO_TCP, p3306),
+            VERDICT_ALLOW,
+        );
+        assert_eq!(
+            decide(&r, app1, db, IPPROTO_TCP, p3306),
+            (true, Decided::PortRule)
+        );
+        assert_eq!(
+            decide(&r, app1, db, IPPROTO_TCP, port_be(22)),
+            (false, Decided::Isolated)
+        );
+        assert_eq!(
+            decide(&r, app2, db, IPPROTO_TCP, p3306),
+            (false, Decided::Isolated)
+        );
+        // db may still open connections out.
+        assert_eq!(
+            decide(&r, db, app1, IPPROTO_TCP, p3306),
+            (true, Decided::Network)
+        );
+        // `isolate app1 app2` is a pair rule both ways.
+        r.rules.insert(
+            PolicyKey::new(app1.identity, app2.identity, 0, 0),
+            VERDICT_DENY,
+        );
+        r.rules.insert(
+            PolicyKey::new(app2.identity, app1.identity, 0, 0),
+            VERDICT_DENY,
+        );
+        assert_eq!(
+            decide(&r, app2, app1, IPPROTO_TCP, p3306),
+            (false, Decided::PairRule)
+        );
+    }
+
+    #[test]
+    fn networks() {
+        let (fe, be) = (peer(300, NET1), peer(400, NET2));
+        let mut r = Rules::default();
+        assert!(!decide(&r, fe, be, IPPROTO_TCP, port_be(80)).0);
+        r.links.insert(NetPair::new(NET2, NET1));
+        assert!(decide(&r, fe, be, IPPROTO_TCP, port_be(80)).0);
+        assert!(decide(&r, be, fe, IPPROTO_TCP, port_be(80)).0);
+    }
+}

@@ -1,0 +1,156 @@
+//! Datapath counters (per-CPU array `WEIR_STATS`, summed by `control stats`): packets and
+//! bytes per forwarding path, NAT/conntrack events, and drops per (reason, hook). Every
+//! drop in the datapath names one of these reasons.
+
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+crate::user_pod!(Counter);
+
+/// Declares a `#[repr(u32)]` enum with `ALL`, `name()` and `from_u32()`.
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $n:literal => $s:literal,)* }) => {
+        $(#[$m])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($(#[$vm])* $v = $n,)* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            pub const fn name(self) -> &'static str { match self { $($name::$v => $s,)* } }
+            pub const fn from_u32(n: u32) -> Option<Self> { match n { $($n => Some($name::$v),)* _ => None } }
+        }
+    };
+}
+
+named_enum!(
+    /// Where a packet was handled.
+    Hook {
+        FromContainer = 0 => "from-container",
+        UplinkTc = 1 => "uplink-tc",
+        UplinkXdp = 2 => "uplink-xdp",
+        Socket = 3 => "socket",
+    }
+);
+pub const HOOKS: u32 = 4;
+
+named_enum!(
+    /// How a packet was forwarded.
+    Path {
+        /// Container to container, delivered with bpf_redirect_peer.
+        ContainerToContainer = 0 => "container-to-container",
+        /// Container to an address of the host itself (handed to the host stack).
+        ContainerToHost = 1 => "container-to-host",
+        /// Container to the world, masqueraded (and replies' reverse direction).
+        Egress = 2 => "egress-masquerade",
+        /// World to container: replies to masqueraded flows.
+        EgressReply = 3 => "egress-reply",
+        /// World to a published port, DNATed into the container.
+        Published = 4 => "published-in",
+        /// Container's replies to world traffic on a published port.
+        PublishedReply = 5 => "published-reply",
+        /// Container to a published port through a host address.
+        Hairpin = 6 => "hairpin",
+        /// ARP requests answered by the datapath.
+        ArpReply = 7 => "arp-reply",
+        /// Host sockets connecting to a published port, rewritten at connect/sendmsg.
+        HostToPublished = 8 => "host-to-published",
+        /// ICMP errors translated back to the flow they belong to.
+        IcmpError = 9 => "icmp-error-translated",
+        /// Uplink traffic for the host itself, left to the host stack.
+        UplinkToHost = 10 => "uplink-to-host",
+        /// Packets the uplink XDP program passed on to TC.
+        XdpPass = 11 => "xdp-pass",
+    }
+);
+
+named_enum!(
+    /// NAT and conntrack events.
+    Event {
+        CtCreated = 0 => "conntrack-created",
+        SnatNew = 1 => "snat-new",
+        DnatNew = 2 => "dnat-new",
+        SnatPortRetry = 3 => "snat-port-retried",
+        CtReclaimed = 4 => "conntrack-expired-reclaimed",
+        CtReopened = 5 => "conntrack-reopened",
+    }
+);
+
+named_enum!(
+    /// Why a packet was dropped.
+    DropReason {
+        Malformed = 0 => "malformed",
+        SpoofedSource = 1 => "spoofed-source",
+        UnknownEndpoint = 2 => "unknown-endpoint",
+        UnsupportedL3 = 3 => "unsupported-l3",
+        ArpInvalid = 4 => "arp-invalid",
+        PolicyDenied = 5 => "policy-denied",
+        IsolatedDenied = 6 => "policy-isolated",
+        NetworkDenied = 7 => "policy-network",
+        NotPublished = 8 => "not-published",
+        InternalNetwork = 9 => "internal-network",
+        NoRoute = 10 => "no-route",
+        SnatExhausted = 11 => "snat-ports-exhausted",
+        CtInsertFailed = 12 => "conntrack-insert-failed",
+        Fragment = 13 => "fragment-untracked",
+        TtlExceeded = 14 => "ttl-exceeded",
+        Multicast = 15 => "multicast-broadcast",
+        UnsupportedL4 = 16 => "unsupported-l4",
+        RedirectFailed = 17 => "redirect-failed",
+        IcmpErrorUnmatched = 18 => "icmp-error-unmatched",
+        StaleFlow = 19 => "stale-flow",
+    }
+);
+pub const DROP_REASONS: u32 = 32;
+
+/// Index layout of `WEIR_STATS`.
+pub const PATH_BASE: u32 = 0;
+pub const EVENT_BASE: u32 = 32;
+pub const DROP_BASE: u32 = 64;
+pub const STATS_ENTRIES: u32 = DROP_BASE + DROP_REASONS * HOOKS;
+
+#[inline(always)]
+pub const fn path_index(p: Path) -> u32 {
+    PATH_BASE + p as u32
+}
+
+#[inline(always)]
+pub const fn event_index(e: Event) -> u32 {
+    EVENT_BASE + e as u32
+}
+
+#[inline(always)]
+pub const fn drop_index(r: DropReason, h: Hook) -> u32 {
+    DROP_BASE + r as u32 * HOOKS + h as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_distinct_and_in_range() {
+        let mut seen = std::collections::HashSet::new();
+        for p in Path::ALL {
+            assert!(seen.insert(path_index(*p)));
+            assert!(path_index(*p) < EVENT_BASE);
+        }
+        for e in Event::ALL {
+            assert!(seen.insert(event_index(*e)));
+            assert!(event_index(*e) < DROP_BASE);
+        }
+        for r in DropReason::ALL {
+            assert!((*r as u32) < DROP_REASONS);
+            for h in Hook::ALL {
+                assert!(seen.insert(drop_index(*r, *h)));
+                assert!(drop_index(*r, *h) < STATS_ENTRIES);
+            }
+        }
+        assert_eq!(DropReason::from_u32(5), Some(DropReason::PolicyDenied));
+    }
+}

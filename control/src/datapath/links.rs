@@ -1,0 +1,105 @@
+//! Attachments as pinned bpf_links: they outlive every `control` process, and re-running
+//! `control init` swaps programs under them atomically.
+
+use std::{fs::File, path::Path};
+
+use aya::programs::{
+    CgroupAttachMode, LinkOrder, TcAttachType, XdpMode,
+    links::{FdLink, PinnedLink},
+    tc::TcAttachOptions,
+};
+
+use super::{bpfsys, classifier, sock_program, xdp};
+use crate::{
+    error::{Context, Result},
+    instance::Instance,
+};
+
+/// Attaches the pinned classifier `prog` to `ifname`'s TC ingress (tcx, appended after any
+/// existing program) and pins the link as `link`; if that link exists, swaps its program.
+pub fn tc_ingress(inst: &Instance, prog: &str, ifname: &str, link: &str) -> Result<()> {
+    let link_pin = inst.link_pin(link);
+    if link_pin.exists() {
+        return bpfsys::link_update(&link_pin, &inst.prog_pin(prog));
+    }
+    let mut p = classifier(inst, prog)?;
+    let id = p
+        .attach_with_options(
+            ifname,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .ctx(|| format!("attaching {prog} to {ifname} (tcx ingress)"))?;
+    let l = p.take_link(id).ctx(|| format!("taking the {prog} link"))?;
+    let fd: FdLink = l
+        .try_into()
+        .ctx(|| format!("{prog} on {ifname} is not a bpf_link"))?;
+    pin(fd, &link_pin)
+}
+
+/// Attaches the uplink XDP program in native (driver) mode, or generic mode when `skb`.
+pub fn xdp_attach(inst: &Instance, ifname: &str, link: &str, skb: bool) -> Result<()> {
+    let link_pin = inst.link_pin(link);
+    if link_pin.exists() {
+        return bpfsys::link_update(&link_pin, &inst.prog_pin(super::UPLINK_XDP));
+    }
+    let mut p = xdp(inst)?;
+    let flags = if skb { XdpMode::Skb } else { XdpMode::Driver };
+    let id = p
+        .attach(ifname, flags)
+        .ctx(|| format!("attaching XDP to {ifname}"))?;
+    let l = p.take_link(id).ctx(|| "taking the XDP link".to_string())?;
+    let fd: FdLink = l
+        .try_into()
+        .ctx(|| format!("XDP on {ifname} is not a bpf_link"))?;
+    pin(fd, &link_pin)
+}
+
+/// Attaches a sock_addr program to the root of the cgroup v2 hierarchy at `cgroup`.
+pub fn cgroup_attach(inst: &Instance, prog: &str, cgroup: &Path) -> Result<()> {
+    let link_pin = inst.link_pin(prog);
+    if link_pin.exists() {
+        return bpfsys::link_update(&link_pin, &inst.prog_pin(prog));
+    }
+    let mut p = sock_program(inst, prog)?;
+    let cg = File::open(cgroup).ctx(|| format!("opening cgroup {}", cgroup.display()))?;
+    // bpf_link attachments to a cgroup always allow multiple programs (flags must be 0).
+    let id = p
+        .attach(&cg, CgroupAttachMode::Single)
+        .ctx(|| format!("attaching {prog} to {}", cgroup.display()))?;
+    let l = p.take_link(id).ctx(|| format!("taking the {prog} link"))?;
+    let fd: FdLink = l.try_into().ctx(|| format!("{prog} is not a bpf_link"))?;
+    pin(fd, &link_pin)
+}
+
+fn pin(fd: FdLink, path: &Path) -> Result<()> {
+    fd.pin(path)
+        .map(|_| ())
+        .ctx(|| format!("pinning link {}", path.display()))
+}
+
+/// Removes a pinned link; the attachment goes away with its last reference. Absent is fine.
+pub fn unpin(inst: &Instance, link: &str) -> Result<()> {
+    let p = inst.link_pin(link);
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::Error::Other(anyhow::anyhow!(
+            "unpinning {}: {e}",
+            p.display()
+        ))),
+    }
+}
+
+/// The program id behind a pinned link, if the link exists and is live.
+pub fn program_id(inst: &Instance, link: &str) -> Option<u32> {
+    let p = inst.link_pin(link);
+    let l = PinnedLink::from_pin(&p).ok()?;
+    let fd: FdLink = l.into();
+    fd.info().ok().map(|i| i.program_id())
+}
+
+/// Link pin name of a container's from_container attachment.
+pub fn container_link(identity: u32) -> String {
+    format!("c{identity}")
+}

@@ -1,0 +1,219 @@
+//! The eBPF side as the control plane sees it: the embedded object, loading and pinning the
+//! programs, attaching them through pinned bpf_links, and the pinned maps.
+
+pub mod bpfsys;
+pub mod links;
+pub mod maps;
+
+use std::{fs, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::MapData,
+    programs::{CgroupSockAddr, SchedClassifier, Xdp},
+};
+use weir_common::{
+    SCHEMA_VERSION,
+    config::Config,
+    conntrack::{CtEntry, FlowKey},
+    endpoint::{Endpoint, HostAddr},
+    maps as names,
+    policy::{NetPair, PolicyKey},
+    publish::{PublishKey, PublishTarget},
+    stats::Counter,
+};
+
+use crate::{
+    error::{Context, Error, Result},
+    instance::{BPFFS, Instance},
+};
+
+/// The eBPF object built by build.rs from datapath-ebpf.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir"));
+
+pub const FROM_CONTAINER: &str = "from_container";
+pub const UPLINK_TC: &str = "uplink_tc";
+pub const UPLINK_XDP: &str = "uplink_xdp";
+pub const SOCK_CONNECT4: &str = "sock_connect4";
+pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
+pub const SOCK_PROGRAMS: [&str; 3] = [SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4];
+pub const PROGRAMS: [&str; 6] = [
+    FROM_CONTAINER,
+    UPLINK_TC,
+    UPLINK_XDP,
+    SOCK_CONNECT4,
+    SOCK_SENDMSG4,
+    SOCK_RECVMSG4,
+];
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs on /sys/fs/bpf when it is missing (a fresh mount namespace, a minimal host).
+pub fn ensure_bpffs() -> Result<()> {
+    let st = nix::sys::statfs::statfs(BPFFS)
+        .map_err(|e| Error::NoBpf(format!("{BPFFS} is not available ({e}); is sysfs mounted?")))?;
+    if st.filesystem_type().0 as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::NoBpf(format!(
+            "mounting bpffs on {BPFFS} failed ({e}): the kernel needs CONFIG_BPF_SYSCALL"
+        ))
+    })
+}
+
+/// Expected (key size, value size) of every pinned map: pins written by a different layout
+/// must never be reused blindly.
+fn expected_layout(name: &str) -> Option<(u32, u32)> {
+    use std::mem::size_of;
+    let kv = |k: usize, v: usize| Some((k as u32, v as u32));
+    match name {
+        names::CONFIG => kv(4, size_of::<Config>()),
+        names::ENDPOINTS => kv(4, size_of::<Endpoint>()),
+        names::HOST_ADDRS => kv(4, size_of::<HostAddr>()),
+        names::PUBLISH => kv(size_of::<PublishKey>(), size_of::<PublishTarget>()),
+        names::POLICY => kv(size_of::<PolicyKey>(), 4),
+        names::NET_LINKS => kv(size_of::<NetPair>(), 4),
+        names::CONNTRACK => kv(size_of::<FlowKey>(), size_of::<CtEntry>()),
+        names::SOCK_REVNAT => kv(
+            size_of::<names::SockRevKey>(),
+            size_of::<names::SockRevValue>(),
+        ),
+        names::FRAGMENTS => kv(size_of::<names::FragKey>(), size_of::<names::FragPorts>()),
+        names::STATS => kv(4, size_of::<Counter>()),
+        names::EVENTS => kv(0, 0),
+        _ => None,
+    }
+}
+
+/// Checks pinned maps left by an earlier `init` against this build's schema and layouts.
+pub fn check_pinned(inst: &Instance) -> Result<()> {
+    let dir = inst.maps_dir();
+    if let Some(cfg) = maps::read_config(inst)? {
+        if cfg.schema != SCHEMA_VERSION {
+            return Err(Error::Incompatible(format!(
+                "pinned maps in {} were written by datapath schema {} but this build uses {SCHEMA_VERSION}: run `control down` first (established flows will be cut)",
+                dir.display(),
+                cfg.schema
+            )));
+        }
+    }
+    for name in names::ALL {
+        let p = dir.join(name);
+        if !p.exists() {
+            continue;
+        }
+        let info = MapData::from_pin(&p)
+            .and_then(|m| m.info())
+            .ctx(|| format!("reading pinned map {}", p.display()))?;
+        if let Some((k, v)) = expected_layout(name) {
+            if info.key_size() != k || info.value_size() != v {
+                return Err(Error::Incompatible(format!(
+                    "pinned map {} has key/value sizes {}/{} but this build expects {k}/{v}: run `control down` first",
+                    p.display(),
+                    info.key_size(),
+                    info.value_size()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the object (reusing pinned maps, creating and pinning missing ones) and pins every
+/// program, replacing older program pins atomically (pin under a temporary name, rename).
+pub fn load_and_pin(inst: &Instance, conntrack_max: u32) -> Result<Ebpf> {
+    fs::create_dir_all(inst.maps_dir())
+        .ctx(|| format!("creating {}", inst.maps_dir().display()))?;
+    fs::create_dir_all(inst.progs_dir())
+        .ctx(|| format!("creating {}", inst.progs_dir().display()))?;
+    fs::create_dir_all(inst.links_dir())
+        .ctx(|| format!("creating {}", inst.links_dir().display()))?;
+    let mut bpf = EbpfLoader::new()
+        .default_map_pin_directory(inst.maps_dir())
+        .map_max_entries(names::CONNTRACK, conntrack_max)
+        .load(OBJECT)
+        .map_err(|e| Error::NoBpf(format!("loading the eBPF object failed: {e}")))?;
+    for name in PROGRAMS {
+        let prog = bpf.program_mut(name).ok_or_else(|| {
+            Error::Other(anyhow::anyhow!(
+                "program {name} missing from the eBPF object"
+            ))
+        })?;
+        // bpffs refuses names containing a dot.
+        let tmp = inst.prog_pin(&format!("{name}_new"));
+        let _ = fs::remove_file(&tmp);
+        let loaded = match prog {
+            aya::programs::Program::SchedClassifier(p) => {
+                load_pin(p, &tmp, |p| p.load(), |p, t| p.pin(t))
+            }
+            aya::programs::Program::Xdp(p) => load_pin(p, &tmp, |p| p.load(), |p, t| p.pin(t)),
+            aya::programs::Program::CgroupSockAddr(p) => {
+                load_pin(p, &tmp, |p| p.load(), |p, t| p.pin(t))
+            }
+            _ => Err(format!("unexpected program type for {name}")),
+        };
+        loaded.map_err(|e| Error::NoBpf(format!("loading program {name}: {e}")))?;
+        fs::rename(&tmp, inst.prog_pin(name)).ctx(|| format!("pinning program {name}"))?;
+    }
+    Ok(bpf)
+}
+
+fn load_pin<P>(
+    p: &mut P,
+    tmp: &Path,
+    load: impl FnOnce(&mut P) -> Result<(), aya::programs::ProgramError>,
+    pin: impl FnOnce(&mut P, &Path) -> Result<(), aya::pin::PinError>,
+) -> std::result::Result<(), String> {
+    load(p).map_err(|e| verifier_message(&e))?;
+    pin(p, tmp).map_err(|e| e.to_string())
+}
+
+fn verifier_message(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            format!(
+                "{io_error}; verifier: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Opens a pinned program for attaching.
+pub fn classifier(inst: &Instance, name: &str) -> Result<SchedClassifier> {
+    SchedClassifier::from_pin(inst.prog_pin(name)).ctx(|| format!("opening pinned program {name}"))
+}
+
+pub fn xdp(inst: &Instance) -> Result<Xdp> {
+    Xdp::from_pin(
+        inst.prog_pin(UPLINK_XDP),
+        aya_obj::programs::XdpAttachType::Interface,
+    )
+    .ctx(|| format!("opening pinned program {UPLINK_XDP}"))
+}
+
+pub fn sock_program(inst: &Instance, name: &str) -> Result<CgroupSockAddr> {
+    use aya::programs::cgroup_sock_addr::CgroupSockAddrAttachType as T;
+    let t = match name {
+        SOCK_CONNECT4 => T::Connect4,
+        SOCK_SENDMSG4 => T::UDPSendMsg4,
+        _ => T::UDPRecvMsg4,
+    };
+    CgroupSockAddr::from_pin(inst.prog_pin(name), t)
+        .ctx(|| format!("opening pinned program {name}"))
+}

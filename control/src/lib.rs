@@ -1,0 +1,16 @@
+//! Weir's control plane as a library: the `control` binary and `weir-cni` are thin layers over
+//! [`ops`], and tests call it directly too.
+
+pub mod cgroup;
+pub mod datapath;
+pub mod error;
+pub mod instance;
+pub mod netlink;
+pub mod netns;
+pub mod ops;
+pub mod output;
+pub mod state;
+pub mod sysctl;
+pub mod validate;
+
+pub use error::{Error, Result};

@@ -1,0 +1,339 @@
+//! `control container create|rm|ls`, and the plumbing shared with weir-cni: a veth whose peer
+//! lives in the container's namespace, addresses and routes on both sides, the endpoint in the
+//! map and `from_container` on the host side. No bridge.
+
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+use weir_common::{
+    conntrack::{CtEntry, FlowKey},
+    endpoint::{Endpoint, flags as ep_flags},
+    maps as names,
+};
+
+use super::{Ctx, policy, publish};
+use crate::{
+    datapath::{self, links, maps},
+    error::{Context, Error, Result},
+    netlink, netns,
+    state::{self, Container, Phase, State},
+    sysctl, validate,
+};
+
+#[derive(Debug, Default)]
+pub struct CreateOpts {
+    pub name: String,
+    pub network: String,
+    pub ip: Option<String>,
+    pub publish: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub mac: String,
+    pub host_if: String,
+    pub netns: String,
+    pub identity: u32,
+    pub phase: Phase,
+    pub published: Vec<String>,
+}
+
+pub fn info(st: &State, name: &str) -> ContainerInfo {
+    let c = &st.containers[name];
+    let gw = st
+        .networks
+        .get(&c.network)
+        .map(|n| n.gateway)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    ContainerInfo {
+        name: name.to_string(),
+        network: c.network.clone(),
+        ip: c.ip,
+        gateway: gw,
+        mac: c.mac.clone(),
+        host_if: c.host_if.clone(),
+        netns: netns_path(name, c).display().to_string(),
+        identity: c.identity,
+        phase: c.phase,
+        published: st
+            .publishes
+            .iter()
+            .filter(|p| p.container == name)
+            .map(publish::describe)
+            .collect(),
+    }
+}
+
+pub fn list(st: &State) -> Vec<ContainerInfo> {
+    st.containers.keys().map(|n| info(st, n)).collect()
+}
+
+pub fn netns_path(name: &str, c: &Container) -> PathBuf {
+    c.external_netns
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| netns::path(name))
+}
+
+/// The endpoint map value for a container.
+pub fn endpoint(st: &State, name: &str) -> Result<Endpoint> {
+    let c = st.container(name)?;
+    let net = st.network(&c.network)?;
+    Ok(Endpoint {
+        ifindex: c.host_ifindex,
+        identity: c.identity,
+        network: net.id,
+        flags: if net.internal { ep_flags::INTERNAL } else { 0 },
+        gateway: weir_common::addr::from_std(net.gateway),
+        mac: netlink::parse_mac(&c.mac).unwrap_or_default(),
+        host_mac: netlink::parse_mac(&c.host_mac).unwrap_or_default(),
+    })
+}
+
+/// Picks the requested address (checked) or the lowest free one.
+pub fn choose_ip(st: &State, network: &str, want: Option<&str>) -> Result<Ipv4Addr> {
+    let net = st.network(network)?;
+    let used = |ip: Ipv4Addr| {
+        st.containers
+            .values()
+            .any(|c| c.network == network && c.ip == ip)
+    };
+    if let Some(w) = want {
+        let ip = validate::ipv4("address", w)?;
+        if !net.subnet.contains(&ip) {
+            return Err(Error::invalid(format!(
+                "{ip} is outside network {network:?} ({}): pick an address inside it",
+                net.subnet
+            )));
+        }
+        if ip == net.subnet.network() || ip == net.subnet.broadcast() || ip == net.gateway {
+            return Err(Error::invalid(format!(
+                "{ip} is the network, broadcast or gateway address of {}: pick a host address",
+                net.subnet
+            )));
+        }
+        if let Some((other, _)) = st
+            .containers
+            .iter()
+            .find(|(_, c)| c.network == network && c.ip == ip)
+        {
+            return Err(Error::conflict(format!(
+                "{ip} is already used by container {other:?}"
+            )));
+        }
+        return Ok(ip);
+    }
+    net.subnet
+        .hosts()
+        .find(|ip| *ip != net.gateway && !used(*ip))
+        .ok_or_else(|| {
+            Error::conflict(format!(
+                "network {network:?} ({}) has no free address left",
+                net.subnet
+            ))
+        })
+}
+
+/// A new container record (phase Creating) with its identity, MACs and host-side name.
+pub fn new_record(st: &mut State, network: &str, ip: Ipv4Addr) -> Container {
+    let identity = st.alloc_identity();
+    let o = ip.octets();
+    Container {
+        identity,
+        network: network.to_string(),
+        ip,
+        // Locally administered, derived from the address like Docker's 02:42:…
+        mac: netlink::mac_string(&[0x02, 0x42, o[0], o[1], o[2], o[3]]),
+        host_mac: netlink::mac_string(&[0x02, 0xfe, o[0], o[1], o[2], o[3]]),
+        host_if: format!("wr-{identity:x}"),
+        host_ifindex: 0,
+        phase: Phase::Creating,
+        external_netns: None,
+        cni_id: None,
+    }
+}
+
+pub async fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<ContainerInfo> {
+    validate::name("container", &opts.name)?;
+    let specs = opts
+        .publish
+        .iter()
+        .map(|s| validate::publish_spec(s))
+        .collect::<Result<Vec<_>>>()?;
+    let (_lock, mut st) = ctx.begin().await?;
+    let name = opts.name.as_str();
+    if st.containers.contains_key(name) {
+        return Err(Error::conflict(format!(
+            "container {name:?} already exists: remove it first or pick another name"
+        )));
+    }
+    let ip = choose_ip(&st, &opts.network, opts.ip.as_deref())?;
+    if netns::exists(name) {
+        return Err(Error::conflict(format!(
+            "network namespace {name:?} already exists in {}: pick another container name",
+            netns::RUN_DIR
+        )));
+    }
+    let rec = new_record(&mut st, &opts.network, ip);
+    st.containers.insert(name.to_string(), rec);
+    let j = state::Journal::begin(&ctx.inst, &format!("container create {name}"))?;
+    state::save(&ctx.inst, &st)?;
+
+    let made = async {
+        let p = netns::create(name)?;
+        plumb(ctx, &mut st, name, &p, "eth0").await?;
+        for (h, c, pr) in &specs {
+            publish::add(ctx, &mut st, name, *h, *c, *pr, None, true).await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(e) = made {
+        teardown(ctx, &st, name).await;
+        forget(&mut st, name);
+        state::save(&ctx.inst, &st)?;
+        j.done()?;
+        return Err(e);
+    }
+    st.containers.get_mut(name).expect("just inserted").phase = Phase::Ready;
+    state::save(&ctx.inst, &st)?;
+    j.done()?;
+    Ok(info(&st, name))
+}
+
+/// Wires a container whose namespace exists at `ns`: veth (host side `wr-…`, `ifname` inside),
+/// addresses, routes, endpoint entry and the from_container attachment.
+pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &str) -> Result<()> {
+    let c = st.container(name)?.clone();
+    let net = st.network(&c.network)?.clone();
+    let (mac, host_mac) = (
+        netlink::parse_mac(&c.mac).unwrap_or_default(),
+        netlink::parse_mac(&c.host_mac).unwrap_or_default(),
+    );
+    let nsfile = File::open(ns).ctx(|| format!("opening network namespace {}", ns.display()))?;
+    netlink::create_veth(
+        &ctx.nl,
+        &c.host_if,
+        host_mac,
+        ifname,
+        mac,
+        nsfile.as_raw_fd(),
+    )
+    .await?;
+    let host = netlink::link_by_name(&ctx.nl, &c.host_if)
+        .await?
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("{} vanished after creation", c.host_if)))?;
+    st.containers.get_mut(name).expect("exists").host_ifindex = host.index;
+    sysctl::disable_ipv6(&c.host_if)?;
+    sysctl::enable_forwarding(&c.host_if)?;
+    netlink::set_up(&ctx.nl, host.index).await?;
+
+    let (ip, prefix, gw) = (c.ip, net.subnet.prefix_len(), net.gateway);
+    let ifname_owned = ifname.to_string();
+    netns::run_async_in(ns, move || async move {
+        let h = netlink::connect()?;
+        sysctl::disable_ipv6(&ifname_owned)?;
+        if let Some(lo) = netlink::link_by_name(&h, "lo").await? {
+            netlink::set_up(&h, lo.index).await?;
+        }
+        let eth = netlink::link_by_name(&h, &ifname_owned)
+            .await?
+            .ok_or_else(|| {
+                Error::Other(anyhow::anyhow!(
+                    "{ifname_owned} missing in the container namespace"
+                ))
+            })?;
+        netlink::add_addr(&h, eth.index, ip, prefix).await?;
+        netlink::set_up(&h, eth.index).await?;
+        netlink::add_default_route(&h, gw).await
+    })?;
+
+    netlink::add_host_route(&ctx.nl, ip, host.index, gw).await?;
+    netlink::add_neigh(&ctx.nl, host.index, ip, mac).await?;
+    let ep = endpoint(st, name)?;
+    maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)?
+        .insert(weir_common::addr::from_std(ip), ep, 0)
+        .ctx(|| "adding the endpoint".into())?;
+    links::tc_ingress(
+        &ctx.inst,
+        datapath::FROM_CONTAINER,
+        &c.host_if,
+        &links::container_link(c.identity),
+    )?;
+    // Rules may name this container already (a CNI container re-added under its old name).
+    policy::apply_for(ctx, st, name)?;
+    Ok(())
+}
+
+pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
+    let (_lock, mut st) = ctx.begin().await?;
+    st.container(name)?;
+    let j = state::Journal::begin(&ctx.inst, &format!("container rm {name}"))?;
+    st.containers.get_mut(name).expect("checked").phase = Phase::Removing;
+    state::save(&ctx.inst, &st)?;
+    teardown(ctx, &st, name).await;
+    forget(&mut st, name);
+    state::save(&ctx.inst, &st)?;
+    j.done()
+}
+
+/// Removes a container's kernel objects, best effort (used on rollback, rm, repair and down).
+pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
+    let Some(c) = st.containers.get(name) else {
+        return;
+    };
+    let _ = links::unpin(&ctx.inst, &links::container_link(c.identity));
+    let ip = weir_common::addr::from_std(c.ip);
+    if let Ok(mut m) = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS) {
+        if m.get(&ip, 0).is_ok_and(|e| e.identity == c.identity) {
+            let _ = m.remove(&ip);
+        }
+    }
+    for p in st.publishes.iter().filter(|p| p.container == name) {
+        let _ = publish::remove_entry(ctx, st, p);
+    }
+    let _ = policy::remove_for(ctx, st, name);
+    let _ = purge_conntrack(ctx, |k, _| k.saddr == ip || k.daddr == ip);
+    if let Ok(Some(l)) = netlink::link_by_name(&ctx.nl, &c.host_if).await {
+        let _ = netlink::delete_link(&ctx.nl, l.index).await;
+    }
+    if c.external_netns.is_none() {
+        let _ = netns::delete(name);
+    }
+}
+
+/// Drops a container and everything that names it from the state.
+pub fn forget(st: &mut State, name: &str) {
+    st.containers.remove(name);
+    st.publishes.retain(|p| p.container != name);
+    st.rules
+        .retain(|r| r.a != name && r.b.as_deref() != Some(name));
+}
+
+/// Deletes conntrack entries (and their twins) matching `pred`; returns how many flows.
+pub fn purge_conntrack(ctx: &Ctx, pred: impl Fn(&FlowKey, &CtEntry) -> bool) -> Result<usize> {
+    let mut ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
+    let doomed: Vec<(FlowKey, CtEntry)> = ct
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(k, e)| pred(k, e) || pred(&e.rewrite, e))
+        .collect();
+    let mut flows = 0;
+    for (k, e) in doomed {
+        let removed = ct.remove(&k).is_ok();
+        let _ = ct.remove(&e.twin);
+        if removed && !e.is_reply() {
+            flows += 1;
+        }
+    }
+    Ok(flows)
+}

@@ -1,0 +1,378 @@
+//! `control status|stats|conntrack|gc|monitor`: read-only views of the datapath (monitor
+//! flips the event flag while it listens).
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use weir_common::{
+    addr::{port_host, to_std},
+    config::flags as cfg_flags,
+    conntrack::{CtEntry, FlowKey, flags, state as ct_state},
+    event::Event as DropEvent,
+    maps as names,
+    stats::{Counter, DropReason, Event, Hook, Path, drop_index, event_index, path_index},
+};
+
+use super::{Ctx, container};
+use crate::{
+    datapath::{self, links, maps},
+    error::Result,
+    netlink,
+    state::{self, Phase, State},
+};
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProgramStatus {
+    pub program: String,
+    pub attached_to: String,
+    pub program_id: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub state_dir: String,
+    pub pin_dir: String,
+    pub host_netns: Option<String>,
+    pub uplink: String,
+    pub uplink_ip: Ipv4Addr,
+    pub xdp: bool,
+    pub programs: Vec<ProgramStatus>,
+    pub networks: usize,
+    pub containers: usize,
+    pub published_ports: usize,
+    pub rules: usize,
+    pub conntrack_entries: usize,
+    pub conntrack_max: u32,
+    pub problems: Vec<String>,
+}
+
+pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
+    let mut problems = Vec::new();
+    if let Some(j) = state::pending_journal(&ctx.inst) {
+        problems.push(format!(
+            "an interrupted command ({}) left work to repair; the next change repairs it",
+            j.trim()
+        ));
+    }
+    let mut programs = vec![ProgramStatus {
+        program: datapath::UPLINK_TC.into(),
+        attached_to: format!("{} tc ingress", st.uplink.name),
+        program_id: links::program_id(&ctx.inst, datapath::UPLINK_TC),
+    }];
+    if st.uplink.xdp {
+        programs.push(ProgramStatus {
+            program: datapath::UPLINK_XDP.into(),
+            attached_to: format!("{} xdp", st.uplink.name),
+            program_id: links::program_id(&ctx.inst, datapath::UPLINK_XDP),
+        });
+    }
+    for p in datapath::SOCK_PROGRAMS {
+        programs.push(ProgramStatus {
+            program: p.into(),
+            attached_to: format!("cgroup {}", st.cgroup2),
+            program_id: links::program_id(&ctx.inst, p),
+        });
+    }
+    for (name, c) in &st.containers {
+        let id = links::program_id(&ctx.inst, &links::container_link(c.identity));
+        programs.push(ProgramStatus {
+            program: datapath::FROM_CONTAINER.into(),
+            attached_to: format!("{} tc ingress ({name})", c.host_if),
+            program_id: id,
+        });
+        if c.phase != Phase::Ready {
+            problems.push(format!("container {name} is {:?}", c.phase));
+        }
+        if netlink::link_by_name(&ctx.nl, &c.host_if).await?.is_none() {
+            problems.push(format!(
+                "container {name}: host interface {} is missing",
+                c.host_if
+            ));
+        }
+        if !container::netns_path(name, c).exists() {
+            problems.push(format!("container {name}: network namespace is missing"));
+        }
+    }
+    for p in &programs {
+        if p.program_id.is_none() {
+            problems.push(format!(
+                "{} on {} is not attached: run `control init` to repair",
+                p.program, p.attached_to
+            ));
+        }
+    }
+    let now = monotonic_ns();
+    let t = maps::read_config(&ctx.inst)?
+        .map(|c| c.timeouts)
+        .unwrap_or_default();
+    let ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
+    let live = ct
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(_, e)| !e.expired(now, &t))
+        .count();
+    Ok(Status {
+        state_dir: ctx.inst.state_dir.display().to_string(),
+        pin_dir: ctx.inst.pin_dir.display().to_string(),
+        host_netns: st.host_netns.clone(),
+        uplink: st.uplink.name.clone(),
+        uplink_ip: st.uplink.ip,
+        xdp: st.uplink.xdp,
+        programs,
+        networks: st.networks.len(),
+        containers: st.containers.len(),
+        published_ports: st.publishes.len(),
+        rules: st.rules.len(),
+        conntrack_entries: live,
+        conntrack_max: st.settings.conntrack_max,
+        problems,
+    })
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    /// Packets and bytes per forwarding path.
+    pub paths: BTreeMap<String, Counter2>,
+    /// NAT and conntrack events.
+    pub events: BTreeMap<String, u64>,
+    /// Dropped packets per reason, split by hook.
+    pub drops: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Default, Serialize, Clone, Copy)]
+pub struct Counter2 {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub fn stats(ctx: &Ctx) -> Result<Stats> {
+    let m = maps::per_cpu_array::<Counter>(&ctx.inst, names::STATS)?;
+    let sum = |i: u32| -> Counter2 {
+        m.get(&i, 0)
+            .map(|v| {
+                v.iter().fold(Counter2::default(), |a, c| Counter2 {
+                    packets: a.packets + c.packets,
+                    bytes: a.bytes + c.bytes,
+                })
+            })
+            .unwrap_or_default()
+    };
+    let mut s = Stats::default();
+    for p in Path::ALL {
+        s.paths.insert(p.name().into(), sum(path_index(*p)));
+    }
+    for e in Event::ALL {
+        s.events
+            .insert(e.name().into(), sum(event_index(*e)).packets);
+    }
+    for r in DropReason::ALL {
+        let mut by_hook = BTreeMap::new();
+        for h in Hook::ALL {
+            let n = sum(drop_index(*r, *h)).packets;
+            if n > 0 {
+                by_hook.insert(h.name().to_string(), n);
+            }
+        }
+        s.drops.insert(r.name().into(), by_hook);
+    }
+    Ok(s)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Flow {
+    pub proto: String,
+    pub original: String,
+    pub translated: String,
+    pub reply: String,
+    pub state: String,
+    pub kind: String,
+    pub age_s: u64,
+    pub expires_in_s: u64,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        n => n.to_string(),
+    }
+}
+
+fn ep(ip: u32, port: u16, proto: u8) -> String {
+    if proto == 6 || proto == 17 {
+        format!("{}:{}", to_std(ip), port_host(port))
+    } else {
+        format!("{}#{}", to_std(ip), port_host(port))
+    }
+}
+
+fn tuple(k: &FlowKey) -> String {
+    format!(
+        "{} -> {}",
+        ep(k.saddr, k.sport, k.proto),
+        ep(k.daddr, k.dport, k.proto)
+    )
+}
+
+/// Tracked flows (one line per flow, from its original-direction entry).
+pub fn conntrack(ctx: &Ctx, include_expired: bool) -> Result<Vec<Flow>> {
+    let ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
+    let t = maps::read_config(&ctx.inst)?
+        .map(|c| c.timeouts)
+        .unwrap_or_default();
+    let now = monotonic_ns();
+    let mut out = Vec::new();
+    for (k, e) in ct.iter().filter_map(|r| r.ok()) {
+        if e.is_reply() || (!include_expired && e.expired(now, &t)) {
+            continue;
+        }
+        let kind = if e.flags & flags::HAIRPIN != 0 {
+            "hairpin"
+        } else if e.flags & flags::SNAT != 0 {
+            "masquerade"
+        } else if e.flags & flags::DNAT != 0 {
+            "published"
+        } else {
+            "local"
+        };
+        let timeout = t.for_state(e.rewrite.proto, e.state) as u64;
+        let idle = now.saturating_sub(e.last_seen) / 1_000_000_000;
+        out.push(Flow {
+            proto: proto_name(k.proto),
+            original: tuple(&k),
+            translated: tuple(&e.rewrite),
+            reply: tuple(&e.twin),
+            state: ct_state::name(e.state).into(),
+            kind: kind.into(),
+            age_s: now.saturating_sub(e.created) / 1_000_000_000,
+            expires_in_s: timeout.saturating_sub(idle),
+            src_identity: e.src_identity,
+            dst_identity: e.dst_identity,
+        });
+    }
+    out.sort_by(|a, b| a.original.cmp(&b.original));
+    Ok(out)
+}
+
+/// Deletes expired conntrack entries (the datapath already ignores them). Returns the count.
+pub fn gc(ctx: &Ctx) -> Result<usize> {
+    let t = maps::read_config(&ctx.inst)?
+        .map(|c| c.timeouts)
+        .unwrap_or_default();
+    let now = monotonic_ns();
+    let mut ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
+    let dead: Vec<FlowKey> = ct
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(_, e)| e.expired(now, &t))
+        .map(|(k, _)| k)
+        .collect();
+    let mut n = 0;
+    for k in dead {
+        if ct.remove(&k).is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[derive(Debug, Serialize)]
+pub struct MonitorEvent {
+    pub kind: &'static str,
+    pub reason: String,
+    pub hook: String,
+    pub ifindex: u32,
+    pub proto: String,
+    pub flow: String,
+}
+
+impl MonitorEvent {
+    fn from(e: &DropEvent) -> Self {
+        Self {
+            kind: "drop",
+            reason: DropReason::from_u32(e.reason as u32)
+                .map(|r| r.name().to_string())
+                .unwrap_or_else(|| e.reason.to_string()),
+            hook: Hook::from_u32(e.hook as u32)
+                .map(|h| h.name().to_string())
+                .unwrap_or_else(|| e.hook.to_string()),
+            ifindex: e.ifindex,
+            proto: proto_name(e.flow.proto),
+            flow: tuple(&e.flow),
+        }
+    }
+}
+
+/// Streams datapath events until `count` events were seen or `duration` elapsed (forever when
+/// both are None) or Ctrl-C; `emit` prints each.
+pub async fn monitor(
+    ctx: &Ctx,
+    count: Option<u64>,
+    duration: Option<Duration>,
+    mut emit: impl FnMut(&MonitorEvent),
+) -> Result<u64> {
+    let mut rb = maps::ring_buf(&ctx.inst, names::EVENTS)?;
+    let mut cfg = maps::read_config(&ctx.inst)?
+        .ok_or_else(|| crate::Error::NotInitialised(ctx.inst.state_dir.clone()))?;
+    cfg.flags |= cfg_flags::EVENTS;
+    maps::write_config(&ctx.inst, &cfg)?;
+    let start = Instant::now();
+    let mut seen = 0u64;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let result = loop {
+        while let Some(item) = rb.next() {
+            if item.len() >= std::mem::size_of::<DropEvent>() {
+                let ev: DropEvent =
+                    bytemuck::pod_read_unaligned(&item[..std::mem::size_of::<DropEvent>()]);
+                emit(&MonitorEvent::from(&ev));
+                seen += 1;
+            }
+            if count.is_some_and(|c| seen >= c) {
+                break;
+            }
+        }
+        if count.is_some_and(|c| seen >= c) || duration.is_some_and(|d| start.elapsed() >= d) {
+            break Ok(seen);
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => break Ok(seen),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    };
+    if let Ok(Some(mut c)) = maps::read_config(&ctx.inst) {
+        c.flags &= !cfg_flags::EVENTS;
+        maps::write_config(&ctx.inst, &c)?;
+    }
+    result
+}
+
+/// Enter the host namespace recorded for this instance, if any (used before anything else).
+pub fn host_netns_of(inst: &crate::instance::Instance) -> Result<Option<String>> {
+    Ok(state::load(inst)?.and_then(|s| s.host_netns))
+}
+
+/// Flushes tracked flows, all or those of one container.
+pub fn flush(ctx: &Ctx, st: &State, container: Option<&str>) -> Result<usize> {
+    match container {
+        None => container::purge_conntrack(ctx, |_, _| true),
+        Some(n) => {
+            let ip = weir_common::addr::from_std(st.container(n)?.ip);
+            container::purge_conntrack(ctx, move |k, _| k.saddr == ip || k.daddr == ip)
+        }
+    }
+}

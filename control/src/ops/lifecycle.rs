@@ -1,0 +1,350 @@
+//! `control init` and `control down`.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use serde::Serialize;
+use weir_common::{
+    SCHEMA_VERSION,
+    config::{Config, Timeouts},
+    maps as names,
+};
+
+use super::{Ctx, container, reconcile};
+use crate::{
+    cgroup,
+    datapath::{self, links, maps},
+    error::{Error, Result},
+    netlink, netns,
+    state::{self, Phase, Settings, State, Uplink, XdpMode},
+};
+
+/// Where every network's gateway address lives (as a /32) so the host owns those addresses
+/// without a bridge. Loopback: always present (this kernel has no dummy driver) and never
+/// carries traffic to containers, which follows the per-container /32 routes.
+pub const GATEWAY_DEV: &str = "lo";
+
+#[derive(Default, Debug)]
+pub struct InitOpts {
+    pub host_netns: Option<String>,
+    pub uplink: Option<String>,
+    pub xdp: Option<XdpMode>,
+    pub conntrack_max: Option<u32>,
+    pub timeouts: Vec<(String, u32)>,
+    pub snat_ports: Option<(u16, u16)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InitReport {
+    pub state_dir: String,
+    pub pin_dir: String,
+    pub uplink: String,
+    pub uplink_ip: Ipv4Addr,
+    pub xdp: bool,
+    pub xdp_note: Option<String>,
+    pub reinitialised: bool,
+    pub containers_updated: usize,
+}
+
+pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
+    datapath::ensure_bpffs()?;
+    let _lock = ctx.inst.lock()?;
+    let prev = state::load(&ctx.inst)?;
+    if let (Some(p), Some(want)) = (&prev, &opts.host_netns) {
+        if p.host_netns.as_deref() != Some(want.as_str()) {
+            return Err(Error::conflict(format!(
+                "this instance serves host namespace {:?}, not {want:?}: use another --state-dir or `control down` first",
+                p.host_netns.as_deref().unwrap_or("(the current one)")
+            )));
+        }
+    }
+    datapath::check_pinned(&ctx.inst)?;
+
+    // Settings: explicit flags, else what the instance already had, else defaults.
+    let mut settings = prev
+        .as_ref()
+        .map(|p| p.settings.clone())
+        .unwrap_or(Settings {
+            xdp: XdpMode::Auto,
+            conntrack_max: names::CONNTRACK_MAX,
+            timeouts: Timeouts::KERNEL_DEFAULTS,
+            snat_ports: (32768, 60999),
+        });
+    if let Some(x) = opts.xdp {
+        settings.xdp = x;
+    }
+    if let Some(n) = opts.conntrack_max {
+        if !(64..=16_777_216).contains(&n) {
+            return Err(Error::invalid(format!(
+                "--conntrack-max {n} is out of range: use 64 to 16777216"
+            )));
+        }
+        if prev.is_some()
+            && n != settings.conntrack_max
+            && ctx.inst.map_pin(names::CONNTRACK).exists()
+        {
+            return Err(Error::conflict(format!(
+                "the conntrack map already holds up to {} entries; its size changes only after `control down`",
+                settings.conntrack_max
+            )));
+        }
+        settings.conntrack_max = n;
+    }
+    for (k, v) in &opts.timeouts {
+        let slot = settings.timeouts.get_mut(k).ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown conntrack timeout {k:?}: use one of {}",
+                Timeouts::NAMES.join(", ")
+            ))
+        })?;
+        if *v == 0 || *v > 2_000_000 {
+            return Err(Error::invalid(format!(
+                "timeout {k}={v} is out of range: use 1 to 2000000 seconds"
+            )));
+        }
+        *slot = *v;
+    }
+    if let Some(r) = opts.snat_ports {
+        settings.snat_ports = r;
+    }
+
+    let uplink = resolve_uplink(
+        ctx,
+        opts.uplink
+            .as_deref()
+            .or(prev.as_ref().map(|p| p.uplink.name.as_str())),
+    )
+    .await?;
+    let mut st = prev.clone().unwrap_or_else(|| State {
+        version: state::STATE_VERSION,
+        schema: SCHEMA_VERSION,
+        instance: ctx.inst.id.clone(),
+        host_netns: opts.host_netns.clone(),
+        uplink: uplink.clone(),
+        settings: settings.clone(),
+        cgroup2: String::new(),
+        next_identity: weir_common::policy::IDENTITY_FIRST_CONTAINER,
+        next_network_id: 1,
+        networks: BTreeMap::new(),
+        net_links: Vec::new(),
+        containers: BTreeMap::new(),
+        publishes: Vec::new(),
+        rules: Vec::new(),
+    });
+    let j = state::Journal::begin(&ctx.inst, "init")?;
+    if let Some(p) = &prev {
+        if p.uplink.name != uplink.name {
+            links::unpin(&ctx.inst, datapath::UPLINK_TC)?;
+            links::unpin(&ctx.inst, datapath::UPLINK_XDP)?;
+        }
+    }
+    st.settings = settings.clone();
+    st.schema = SCHEMA_VERSION;
+
+    let _bpf = datapath::load_and_pin(&ctx.inst, settings.conntrack_max)?;
+    let cfg = Config {
+        schema: SCHEMA_VERSION,
+        flags: 0,
+        uplink_ifindex: uplink.ifindex,
+        uplink_ip: weir_common::addr::from_std(uplink.ip),
+        netns_cookie: netns::cookie()?,
+        snat_port_min: settings.snat_ports.0,
+        snat_port_max: settings.snat_ports.1,
+        _pad: 0,
+        timeouts: settings.timeouts,
+    };
+    maps::write_config(&ctx.inst, &cfg)?;
+
+    // Attach (or swap programs under existing links: established flows see no gap).
+    links::tc_ingress(
+        &ctx.inst,
+        datapath::UPLINK_TC,
+        &uplink.name,
+        datapath::UPLINK_TC,
+    )?;
+    let (xdp, xdp_note) = attach_xdp(ctx, &settings.xdp, &uplink).await?;
+    let cg = cgroup::root()?;
+    for p in datapath::SOCK_PROGRAMS {
+        links::cgroup_attach(&ctx.inst, p, &cg)?;
+    }
+    st.cgroup2 = cg.display().to_string();
+    let mut updated = 0;
+    for c in st.containers.values().filter(|c| c.phase == Phase::Ready) {
+        links::tc_ingress(
+            &ctx.inst,
+            datapath::FROM_CONTAINER,
+            &c.host_if,
+            &links::container_link(c.identity),
+        )?;
+        updated += 1;
+    }
+    ensure_gateway_dev(ctx, &st).await?;
+    st.uplink = Uplink {
+        xdp,
+        ..uplink.clone()
+    };
+    // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
+    reconcile::sync_maps(ctx, &st)?;
+    state::save(&ctx.inst, &st)?;
+    j.done()?;
+    Ok(InitReport {
+        state_dir: ctx.inst.state_dir.display().to_string(),
+        pin_dir: ctx.inst.pin_dir.display().to_string(),
+        uplink: uplink.name,
+        uplink_ip: uplink.ip,
+        xdp,
+        xdp_note,
+        reinitialised: prev.is_some(),
+        containers_updated: updated,
+    })
+}
+
+async fn resolve_uplink(ctx: &Ctx, name: Option<&str>) -> Result<Uplink> {
+    let link = match name {
+        Some(n) => netlink::link_by_name(&ctx.nl, n).await?.ok_or_else(|| {
+            Error::not_found(format!(
+                "no interface {n:?} in the host namespace: pass an existing --uplink"
+            ))
+        })?,
+        None => {
+            let idx = netlink::default_route_ifindex(&ctx.nl)
+                .await?
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "the host namespace has no IPv4 default route: pass --uplink IFACE",
+                    )
+                })?;
+            netlink::link_by_index(&ctx.nl, idx).await?.ok_or_else(|| {
+                Error::not_found(format!("default route interface #{idx} vanished"))
+            })?
+        }
+    };
+    let addrs = netlink::ipv4_addrs(&ctx.nl, Some(link.index)).await?;
+    let ip = addrs.first().map(|a| a.1).ok_or_else(|| {
+        Error::invalid(format!(
+            "uplink {} has no IPv4 address: add one or pick another --uplink",
+            link.name
+        ))
+    })?;
+    Ok(Uplink {
+        name: link.name,
+        ifindex: link.index,
+        ip,
+        xdp: false,
+    })
+}
+
+async fn attach_xdp(ctx: &Ctx, mode: &XdpMode, uplink: &Uplink) -> Result<(bool, Option<String>)> {
+    let link = datapath::UPLINK_XDP;
+    match mode {
+        XdpMode::Off => {
+            links::unpin(&ctx.inst, link)?;
+            Ok((false, None))
+        }
+        XdpMode::On => {
+            links::xdp_attach(&ctx.inst, &uplink.name, link, false).or_else(|e| {
+                links::xdp_attach(&ctx.inst, &uplink.name, link, true).map_err(|_| e)
+            })?;
+            Ok((true, None))
+        }
+        XdpMode::Auto => {
+            let kind = netlink::link_by_index(&ctx.nl, uplink.ifindex)
+                .await?
+                .and_then(|l| l.kind);
+            if let Some(k) = kind.filter(|k| netlink::is_virtual_kind(k)) {
+                links::unpin(&ctx.inst, link)?;
+                // Native XDP on a veth turns TSO off on its peer (DESIGN.md §2): not by default.
+                return Ok((
+                    false,
+                    Some(format!(
+                        "uplink is a {k} device: XDP not attached (use --xdp on to force)"
+                    )),
+                ));
+            }
+            match links::xdp_attach(&ctx.inst, &uplink.name, link, false) {
+                Ok(()) => Ok((true, None)),
+                Err(e) => Ok((
+                    false,
+                    Some(format!("native XDP unavailable on {}: {e}", uplink.name)),
+                )),
+            }
+        }
+    }
+}
+
+/// Gives the gateway device (up) every network's gateway address.
+pub async fn ensure_gateway_dev(ctx: &Ctx, st: &State) -> Result<()> {
+    let dev = netlink::link_by_name(&ctx.nl, GATEWAY_DEV)
+        .await?
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("{GATEWAY_DEV} vanished after creation")))?;
+    netlink::set_up(&ctx.nl, dev.index).await?;
+    for n in st.networks.values() {
+        netlink::add_addr(&ctx.nl, dev.index, n.gateway, 32).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DownReport {
+    pub containers_removed: Vec<String>,
+    pub warnings: Vec<String>,
+    pub was_initialised: bool,
+}
+
+/// Removes everything this instance created. With `force`, proceeds even when the state file
+/// is unreadable (removing what it can find without it).
+pub async fn down(ctx: &Ctx, force: bool) -> Result<DownReport> {
+    let mut report = DownReport::default();
+    let lock = ctx.inst.lock()?;
+    let st = match state::load(&ctx.inst) {
+        Ok(s) => s,
+        Err(e) if force => {
+            report
+                .warnings
+                .push(format!("ignoring unreadable state: {e}"));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    report.was_initialised = st.is_some() || ctx.inst.pin_dir.exists();
+    let st_for_gw = st.clone();
+    if let Some(mut st) = st {
+        let names: Vec<String> = st.containers.keys().cloned().collect();
+        for n in names {
+            container::teardown(ctx, &st, &n).await;
+            container::forget(&mut st, &n);
+            report.containers_removed.push(n);
+        }
+    } else if force {
+        // Without state: remove host-side veths named like ours.
+        for l in netlink::links(&ctx.nl).await? {
+            if l.name.starts_with("wr-") {
+                let _ = netlink::delete_link(&ctx.nl, l.index).await;
+            }
+        }
+    }
+    if let (Some(st), Some(dev)) = (
+        &st_for_gw,
+        netlink::link_by_name(&ctx.nl, GATEWAY_DEV).await?,
+    ) {
+        for n in st.networks.values() {
+            netlink::del_addr(&ctx.nl, dev.index, n.gateway).await?;
+        }
+    }
+    remove_tree(&ctx.inst.pin_dir, &mut report.warnings);
+    // The per-instance parent directory /sys/fs/bpf/weir stays if other instances use it.
+    if let Some(parent) = ctx.inst.pin_dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    drop(lock);
+    remove_tree(&ctx.inst.state_dir, &mut report.warnings);
+    Ok(report)
+}
+
+fn remove_tree(p: &Path, warnings: &mut Vec<String>) {
+    if !p.exists() {
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(p) {
+        warnings.push(format!("could not remove {}: {e}", p.display()));
+    }
+}

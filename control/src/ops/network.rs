@@ -1,0 +1,201 @@
+//! `control network create|rm|ls|connect|disconnect`.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use weir_common::{endpoint::HostAddr, maps as names, policy::NetPair};
+
+use super::{Ctx, lifecycle};
+use crate::{
+    datapath::maps,
+    error::{Context, Error, Result},
+    netlink,
+    state::{self, Network, State},
+    validate,
+};
+
+#[derive(Debug, Serialize)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub id: u32,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub internal: bool,
+    pub containers: Vec<String>,
+    pub connected: Vec<String>,
+}
+
+pub async fn create(ctx: &Ctx, name: &str, subnet: &str, internal: bool) -> Result<NetworkInfo> {
+    validate::name("network", name)?;
+    let subnet = validate::subnet(subnet)?;
+    let (_lock, mut st) = ctx.begin().await?;
+    if let Some(n) = st.networks.get(name) {
+        if n.subnet == subnet && n.internal == internal {
+            return Ok(info(&st, name)); // idempotent
+        }
+        return Err(Error::conflict(format!(
+            "network {name:?} already exists with subnet {}{}: remove it first or pick another name",
+            n.subnet,
+            if n.internal { " (internal)" } else { "" }
+        )));
+    }
+    for (other, n) in &st.networks {
+        if n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network()) {
+            return Err(Error::conflict(format!(
+                "subnet {subnet} overlaps network {other:?} ({}): pick a disjoint range",
+                n.subnet
+            )));
+        }
+    }
+    let gateways: Vec<Ipv4Addr> = st.networks.values().map(|n| n.gateway).collect();
+    for (idx, ip, plen) in netlink::ipv4_addrs(&ctx.nl, None).await? {
+        if gateways.contains(&ip) || ip.is_loopback() {
+            continue;
+        }
+        let host_net = Ipv4Net::new(ip, plen)
+            .map(|n| n.trunc())
+            .unwrap_or_else(|_| Ipv4Net::from(ip));
+        if subnet.contains(&ip) || host_net.contains(&subnet.network()) {
+            let which = netlink::link_by_index(&ctx.nl, idx)
+                .await?
+                .map(|l| l.name)
+                .unwrap_or_default();
+            return Err(Error::conflict(format!(
+                "subnet {subnet} overlaps host address {ip}/{plen} on {which}: pick a range the host does not use"
+            )));
+        }
+    }
+    let gateway = subnet
+        .hosts()
+        .next()
+        .ok_or_else(|| Error::invalid(format!("subnet {subnet} has no host addresses")))?;
+    let id = st.next_network_id;
+    let j = state::Journal::begin(&ctx.inst, &format!("network create {name}"))?;
+    st.next_network_id += 1;
+    st.networks.insert(
+        name.to_string(),
+        Network {
+            id,
+            subnet,
+            gateway,
+            internal,
+        },
+    );
+    state::save(&ctx.inst, &st)?;
+    lifecycle::ensure_gateway_dev(ctx, &st).await?;
+    maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
+        .insert(weir_common::addr::from_std(gateway), HostAddr::default(), 0)
+        .ctx(|| "adding the gateway to the host addresses map".into())?;
+    j.done()?;
+    Ok(info(&st, name))
+}
+
+pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
+    let (_lock, mut st) = ctx.begin().await?;
+    let net = st.network(name)?.clone();
+    let users: Vec<&String> = st
+        .containers
+        .iter()
+        .filter(|(_, c)| c.network == name)
+        .map(|(n, _)| n)
+        .collect();
+    if !users.is_empty() {
+        let list: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
+        return Err(Error::conflict(format!(
+            "network {name:?} still has {} container(s) ({}): remove them first",
+            list.len(),
+            list.join(", ")
+        )));
+    }
+    let j = state::Journal::begin(&ctx.inst, &format!("network rm {name}"))?;
+    let mut links = maps::hash::<NetPair, u32>(&ctx.inst, names::NET_LINKS)?;
+    for (a, b) in st.net_links.iter().filter(|(a, b)| a == name || b == name) {
+        if let (Some(x), Some(y)) = (st.networks.get(a), st.networks.get(b)) {
+            let _ = links.remove(&NetPair::new(x.id, y.id));
+        }
+    }
+    st.net_links.retain(|(a, b)| a != name && b != name);
+    let _ = maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
+        .remove(&weir_common::addr::from_std(net.gateway));
+    if let Some(dev) = netlink::link_by_name(&ctx.nl, lifecycle::GATEWAY_DEV).await? {
+        netlink::del_addr(&ctx.nl, dev.index, net.gateway).await?;
+    }
+    st.networks.remove(name);
+    state::save(&ctx.inst, &st)?;
+    j.done()
+}
+
+pub fn info(st: &State, name: &str) -> NetworkInfo {
+    let n = &st.networks[name];
+    NetworkInfo {
+        name: name.to_string(),
+        id: n.id,
+        subnet: n.subnet,
+        gateway: n.gateway,
+        internal: n.internal,
+        containers: st
+            .containers
+            .iter()
+            .filter(|(_, c)| c.network == name)
+            .map(|(k, _)| k.clone())
+            .collect(),
+        connected: st
+            .net_links
+            .iter()
+            .filter_map(|(a, b)| {
+                if a == name {
+                    Some(b.clone())
+                } else if b == name {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            })
+            .collect(),
+    }
+}
+
+pub fn list(st: &State) -> Vec<NetworkInfo> {
+    st.networks.keys().map(|n| info(st, n)).collect()
+}
+
+/// Lets containers of networks `a` and `b` open connections to each other (subject to rules).
+pub async fn connect(ctx: &Ctx, a: &str, b: &str, connect: bool) -> Result<bool> {
+    let (_lock, mut st) = ctx.begin().await?;
+    let (na, nb) = (st.network(a)?.id, st.network(b)?.id);
+    if a == b {
+        return Err(Error::invalid(format!(
+            "{a:?} is the same network: containers on one network already talk"
+        )));
+    }
+    let pair = if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    };
+    let present = st.net_links.contains(&pair);
+    if present == connect {
+        return Ok(false);
+    }
+    let j = state::Journal::begin(
+        &ctx.inst,
+        &format!(
+            "network {} {a} {b}",
+            if connect { "connect" } else { "disconnect" }
+        ),
+    )?;
+    let mut links = maps::hash::<NetPair, u32>(&ctx.inst, names::NET_LINKS)?;
+    if connect {
+        links
+            .insert(NetPair::new(na, nb), 1, 0)
+            .ctx(|| "writing the network links map".into())?;
+        st.net_links.push(pair);
+    } else {
+        let _ = links.remove(&NetPair::new(na, nb));
+        st.net_links.retain(|p| *p != pair);
+    }
+    state::save(&ctx.inst, &st)?;
+    j.done()?;
+    Ok(true)
+}

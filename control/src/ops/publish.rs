@@ -1,0 +1,267 @@
+//! `control publish` / `control unpublish`: published ports live in one hash map keyed by
+//! (host address or any, protocol, port); the datapath looks them up on new flows only.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+use weir_common::{
+    addr::port_be,
+    maps as names,
+    publish::{PublishKey, PublishTarget},
+};
+
+use super::Ctx;
+use crate::{
+    datapath::maps,
+    error::{Context, Error, Result},
+    netlink,
+    state::{self, Phase, Proto, Publish, State},
+    validate,
+};
+
+#[derive(Debug, Serialize)]
+pub struct PublishInfo {
+    pub container: String,
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: Proto,
+    pub container_ip: Ipv4Addr,
+}
+
+pub fn describe(p: &Publish) -> String {
+    let host = p.host_ip.map(|ip| format!("{ip}:")).unwrap_or_default();
+    format!(
+        "{host}{}->{}/{}",
+        p.host_port,
+        p.container_port,
+        p.proto.name()
+    )
+}
+
+pub fn list(st: &State) -> Vec<PublishInfo> {
+    st.publishes
+        .iter()
+        .map(|p| PublishInfo {
+            container: p.container.clone(),
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+            container_port: p.container_port,
+            proto: p.proto,
+            container_ip: st
+                .containers
+                .get(&p.container)
+                .map(|c| c.ip)
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+        })
+        .collect()
+}
+
+/// The map entry for a published port.
+pub fn entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarget)> {
+    let c = st.container(&p.container)?;
+    let key = PublishKey::new(
+        p.host_ip.map(weir_common::addr::from_std).unwrap_or(0),
+        port_be(p.host_port),
+        p.proto.number(),
+    );
+    let target = PublishTarget {
+        addr: weir_common::addr::from_std(c.ip),
+        port: port_be(p.container_port),
+        _pad: 0,
+        identity: c.identity,
+    };
+    Ok((key, target))
+}
+
+pub async fn publish(
+    ctx: &Ctx,
+    container: &str,
+    spec: &str,
+    host_ip: Option<&str>,
+) -> Result<PublishInfo> {
+    let (hp, cp, proto) = validate::publish_spec(spec)?;
+    let host_ip = host_ip.map(|s| validate::ipv4("host IP", s)).transpose()?;
+    let (_lock, mut st) = ctx.begin().await?;
+    let j = state::Journal::begin(&ctx.inst, &format!("publish {container} {spec}"))?;
+    let r = add(ctx, &mut st, container, hp, cp, proto, host_ip, false).await;
+    state::save(&ctx.inst, &st)?;
+    j.done()?;
+    r?;
+    Ok(list(&st)
+        .into_iter()
+        .find(|p| {
+            p.container == container
+                && p.host_port == hp
+                && p.proto == proto
+                && p.host_ip == host_ip
+        })
+        .expect("just added"))
+}
+
+/// Publishes `host_port` on `host_ip` (None: every host address) to `container:container_port`.
+/// `runtime_owned`: a container runtime (CNI) holds the host port itself, so skip the
+/// "port in use" check.
+#[allow(clippy::too_many_arguments)]
+pub async fn add(
+    ctx: &Ctx,
+    st: &mut State,
+    container: &str,
+    host_port: u16,
+    container_port: u16,
+    proto: Proto,
+    host_ip: Option<Ipv4Addr>,
+    runtime_owned: bool,
+) -> Result<()> {
+    let c = st.container(container)?;
+    let net = st.network(&c.network)?;
+    if net.internal {
+        return Err(Error::invalid(format!(
+            "container {container:?} is on internal network {:?}, which cannot be reached from outside: publish from a non-internal network",
+            c.network
+        )));
+    }
+    if c.phase == Phase::Removing {
+        return Err(Error::conflict(format!(
+            "container {container:?} is being removed"
+        )));
+    }
+    let p = Publish {
+        container: container.to_string(),
+        host_ip,
+        host_port,
+        container_port,
+        proto,
+    };
+    if let Some(existing) = st.publishes.iter().find(|e| {
+        e.proto == proto
+            && e.host_port == host_port
+            && (e.host_ip == host_ip || e.host_ip.is_none() || host_ip.is_none())
+    }) {
+        if *existing == p {
+            return Ok(()); // idempotent
+        }
+        return Err(Error::conflict(format!(
+            "host port {host_port}/{} is already published ({} {}): unpublish it first or pick another port",
+            proto.name(),
+            existing.container,
+            describe(existing)
+        )));
+    }
+    if let Some(ip) = host_ip {
+        let local = netlink::ipv4_addrs(&ctx.nl, None)
+            .await?
+            .iter()
+            .any(|(_, a, _)| *a == ip);
+        if !local {
+            return Err(Error::invalid(format!(
+                "--host-ip {ip} is not an address of the host namespace: use one of its addresses or omit --host-ip"
+            )));
+        }
+    }
+    if !runtime_owned {
+        port_free(host_ip, host_port, proto)?;
+    }
+    let (k, v) = entry(st, &p)?;
+    maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH)?
+        .insert(k, v, 0)
+        .ctx(|| "writing the published-ports map".into())?;
+    st.publishes.push(p);
+    Ok(())
+}
+
+/// Fails when a socket in the host namespace already owns the port (a listener for TCP, any
+/// bound socket for UDP): Weir would silently steal its traffic.
+fn port_free(host_ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<()> {
+    let addr = std::net::SocketAddrV4::new(host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port);
+    let res = match proto {
+        Proto::Tcp => {
+            // SO_REUSEADDR: only a listening socket makes bind fail, not TIME_WAIT leftovers.
+            let s = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Stream,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .ctx(|| "socket".into())?;
+            let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReuseAddr, &true);
+            nix::sys::socket::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                &nix::sys::socket::SockaddrIn::from(addr),
+            )
+        }
+        Proto::Udp => {
+            let s = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Datagram,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .ctx(|| "socket".into())?;
+            nix::sys::socket::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                &nix::sys::socket::SockaddrIn::from(addr),
+            )
+        }
+    };
+    match res {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EADDRINUSE) => Err(Error::conflict(format!(
+            "host port {port}/{} is in use by a socket in the host namespace: stop that service or pick another port",
+            proto.name()
+        ))),
+        Err(nix::errno::Errno::EADDRNOTAVAIL) => Err(Error::invalid(format!(
+            "{} is not an address of the host namespace",
+            addr.ip()
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
+pub async fn unpublish(
+    ctx: &Ctx,
+    container: &str,
+    spec: &str,
+    host_ip: Option<&str>,
+) -> Result<()> {
+    let (hp, proto) = validate::host_port_spec(spec)?;
+    let host_ip = host_ip.map(|s| validate::ipv4("host IP", s)).transpose()?;
+    let (_lock, mut st) = ctx.begin().await?;
+    st.container(container)?;
+    let Some(i) = st.publishes.iter().position(|p| {
+        p.container == container
+            && p.host_port == hp
+            && p.proto == proto
+            && (host_ip.is_none() || p.host_ip == host_ip)
+    }) else {
+        return Err(Error::not_found(format!(
+            "container {container:?} has no published host port {hp}/{}: see `control ports`",
+            proto.name()
+        )));
+    };
+    let j = state::Journal::begin(&ctx.inst, &format!("unpublish {container} {spec}"))?;
+    let p = st.publishes.remove(i);
+    remove_entry(ctx, &st, &p)?;
+    state::save(&ctx.inst, &st)?;
+    j.done()
+}
+
+/// Removes a published port's map entry (the state is the caller's business).
+pub fn remove_entry(ctx: &Ctx, st: &State, p: &Publish) -> Result<()> {
+    let key = PublishKey::new(
+        p.host_ip.map(weir_common::addr::from_std).unwrap_or(0),
+        port_be(p.host_port),
+        p.proto.number(),
+    );
+    let mut m = maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH)?;
+    // Only if it still points at this container (a stale state must not remove someone else's).
+    if let (Ok(cur), Some(c)) = (m.get(&key, 0), st.containers.get(&p.container)) {
+        if cur.addr != weir_common::addr::from_std(c.ip) {
+            return Ok(());
+        }
+    }
+    match m.remove(&key) {
+        Ok(()) => Ok(()),
+        Err(_) => Ok(()),
+    }
+}

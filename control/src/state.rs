@@ -1,0 +1,257 @@
+//! Desired state: networks, containers, published ports and rules, as the user asked for
+//! them. The kernel side (maps, links, namespaces) is derived from it. Written atomically
+//! (temp file, fsync, rename) so a crash leaves either the old or the new file, and a
+//! journal marks commands in flight so the next command can repair what one left half-done.
+
+use std::{collections::BTreeMap, fs, io::Write, net::Ipv4Addr, path::Path};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use weir_common::config::Timeouts;
+
+use crate::{
+    error::{Context, Error, Result},
+    instance::Instance,
+};
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpMode {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Uplink {
+    pub name: String,
+    pub ifindex: u32,
+    pub ip: Ipv4Addr,
+    /// Whether the XDP program is attached to it.
+    pub xdp: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Network {
+    pub id: u32,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub internal: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// A command was creating it and may not have finished.
+    Creating,
+    Ready,
+    /// A command was removing it and may not have finished.
+    Removing,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Container {
+    pub identity: u32,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub host_mac: String,
+    pub host_if: String,
+    pub host_ifindex: u32,
+    pub phase: Phase,
+    /// Netns path when the namespace was handed to us (CNI); we then never delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_netns: Option<String>,
+    /// CNI container id, when created through weir-cni.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => weir_common::conntrack::IPPROTO_TCP,
+            Proto::Udp => weir_common::conntrack::IPPROTO_UDP,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Publish {
+    pub container: String,
+    /// None: every host address.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: Proto,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    Isolate,
+    Allow,
+}
+
+/// A policy rule as the user wrote it. `isolate A B` and `isolate A` deny; `allow A B
+/// [--port]` is an exception.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rule {
+    pub kind: RuleKind,
+    pub a: String,
+    /// None only for `isolate A` (A accepts no new connections from other containers).
+    pub b: Option<String>,
+    pub port: Option<(Proto, u16)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    pub xdp: XdpMode,
+    pub conntrack_max: u32,
+    pub timeouts: Timeouts,
+    pub snat_ports: (u16, u16),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub schema: u32,
+    pub instance: String,
+    pub host_netns: Option<String>,
+    pub uplink: Uplink,
+    pub settings: Settings,
+    /// Where the cgroup v2 hierarchy the sock_addr programs attach to is mounted.
+    pub cgroup2: String,
+    pub next_identity: u32,
+    pub next_network_id: u32,
+    pub networks: BTreeMap<String, Network>,
+    /// Pairs of connected networks (names, sorted within a pair).
+    pub net_links: Vec<(String, String)>,
+    pub containers: BTreeMap<String, Container>,
+    pub publishes: Vec<Publish>,
+    pub rules: Vec<Rule>,
+}
+
+impl State {
+    pub fn network(&self, name: &str) -> Result<&Network> {
+        self.networks.get(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "no network named {name:?}: see `control network ls`"
+            ))
+        })
+    }
+
+    pub fn container(&self, name: &str) -> Result<&Container> {
+        self.containers.get(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "no container named {name:?}: see `control container ls`"
+            ))
+        })
+    }
+
+    pub fn container_by_ip(&self, ip: Ipv4Addr) -> Option<(&String, &Container)> {
+        self.containers.iter().find(|(_, c)| c.ip == ip)
+    }
+
+    pub fn alloc_identity(&mut self) -> u32 {
+        let id = self.next_identity;
+        self.next_identity += 1;
+        id
+    }
+}
+
+/// Reads the state file: `Ok(None)` when the instance was never initialised.
+pub fn load(inst: &Instance) -> Result<Option<State>> {
+    let path = inst.state_file();
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Other(anyhow::anyhow!(
+                "reading {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let state: State = serde_json::from_str(&text).map_err(|e| Error::CorruptState {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if state.version != STATE_VERSION {
+        return Err(Error::Incompatible(format!(
+            "state file {} has version {} but this control understands {STATE_VERSION}: use the matching control binary, or `control down` and init again",
+            path.display(),
+            state.version
+        )));
+    }
+    Ok(Some(state))
+}
+
+/// Loads the state of an initialised instance.
+pub fn load_required(inst: &Instance) -> Result<State> {
+    load(inst)?.ok_or_else(|| Error::NotInitialised(inst.state_dir.clone()))
+}
+
+/// Writes `state` atomically.
+pub fn save(inst: &Instance, state: &State) -> Result<()> {
+    let text = serde_json::to_vec_pretty(state).ctx(|| "serialising state".into())?;
+    write_atomic(&inst.state_file(), &text)
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = fs::File::create(&tmp).ctx(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .ctx(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
+    drop(f);
+    fs::rename(&tmp, path).ctx(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+/// Marks a command in flight. If the process dies before [`Journal::done`], the next command
+/// finds the journal and reconciles the kernel with the state file.
+pub struct Journal {
+    path: std::path::PathBuf,
+}
+
+impl Journal {
+    pub fn begin(inst: &Instance, what: &str) -> Result<Self> {
+        let path = inst.journal_file();
+        write_atomic(&path, what.as_bytes())?;
+        Ok(Self { path })
+    }
+
+    pub fn done(self) -> Result<()> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Other(anyhow::anyhow!(
+                "removing {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+/// The interrupted command's description, if the previous command did not finish.
+pub fn pending_journal(inst: &Instance) -> Option<String> {
+    fs::read_to_string(inst.journal_file()).ok()
+}

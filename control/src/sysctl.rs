@@ -1,0 +1,25 @@
+//! The few per-interface sysctls Weir sets. /proc/sys/net is per network namespace: the file
+//! is resolved in the namespace of the thread that opens it.
+
+use crate::error::{Context, Result};
+
+fn write(path: &str, value: &str) -> Result<()> {
+    std::fs::write(path, value).ctx(|| format!("writing {value} to {path}"))
+}
+
+/// IPv4 forwarding on one host-side veth: `bpf_fib_lookup` refuses to route for an ingress
+/// device without it (BPF_FIB_LKUP_RET_FWD_DISABLED). The kernel itself forwards nothing
+/// Weir hands it except TTL-expiring packets, which it answers with ICMP time exceeded.
+pub fn enable_forwarding(ifname: &str) -> Result<()> {
+    write(&format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "1")
+}
+
+/// Containers get IPv4 only: no link-local addresses, router solicitations or DAD noise.
+pub fn disable_ipv6(ifname: &str) -> Result<()> {
+    let p = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    if std::path::Path::new(&p).exists() {
+        write(&p, "1")
+    } else {
+        Ok(())
+    }
+}

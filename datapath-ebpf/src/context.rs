@@ -1,0 +1,70 @@
+//! One interface over TC (`__sk_buff`) and XDP contexts, so parsing and lookups are written
+//! once (the idea of Cilium's overloadable_skb.h / overloadable_xdp.h).
+
+use aya_ebpf::programs::{TcContext, XdpContext};
+
+pub trait PacketCtx {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Length of the whole packet (for counters).
+    fn packet_len(&self) -> u32;
+}
+
+impl PacketCtx for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> u32 {
+        self.len()
+    }
+}
+
+impl PacketCtx for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> u32 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+}
+
+/// A bounds-checked pointer to a `T` at `off` bytes into the packet.
+#[inline(always)]
+pub fn ptr_at<C: PacketCtx, T>(ctx: &C, off: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *mut T)
+}
+
+/// The ifindex a TC program runs on.
+#[inline(always)]
+pub fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context pointer is valid for the whole program run.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Makes at least the first `want` bytes (or the whole packet) directly readable: headers
+/// of GSO packets may sit in paged data.
+#[inline(always)]
+pub fn linearize(ctx: &TcContext, want: u32) {
+    let len = ctx.len();
+    let want = if want > len { len } else { want };
+    if (ctx.data_end() - ctx.data()) < want as usize {
+        let _ = ctx.pull_data(want);
+    }
+}

@@ -1,0 +1,131 @@
+//! Where packets go after their verdict: straight into a container's namespace with
+//! `bpf_redirect_peer`, or out of the uplink after a FIB lookup.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
+        TC_ACT_REDIRECT, bpf_fib_lookup, bpf_redir_neigh,
+    },
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    programs::TcContext,
+};
+use weir_common::{endpoint::Endpoint, stats::DropReason};
+
+use crate::{nat, packet::Ipv4};
+
+const AF_INET: u8 = 2;
+
+/// Delivers into the container behind `ep`: it sees a frame from its gateway MAC to its own.
+#[inline(always)]
+pub fn to_endpoint(ctx: &TcContext, ep: &Endpoint) -> Result<i32, DropReason> {
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&ep.mac);
+    macs[6..].copy_from_slice(&ep.host_mac);
+    ctx.store(0, &macs, 0).map_err(|_| DropReason::Malformed)?;
+    // SAFETY: helper without memory arguments.
+    let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32;
+    if rc == TC_ACT_REDIRECT as i32 {
+        Ok(rc)
+    } else {
+        Err(DropReason::RedirectFailed)
+    }
+}
+
+/// Result of routing a packet that is not for a container.
+pub enum Route {
+    /// The destination is an address of the host: hand the packet to the host stack.
+    Local,
+    /// Forward out of `ifindex` (MACs resolved when `neigh` is false).
+    Out {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+        nexthop: u32,
+        neigh: bool,
+    },
+}
+
+/// Looks up the route for `daddr` as if the packet arrived on `in_ifindex`.
+#[inline(always)]
+pub fn route(
+    ctx: &TcContext,
+    in_ifindex: u32,
+    saddr: u32,
+    daddr: u32,
+    proto: u8,
+) -> Result<Route, DropReason> {
+    // SAFETY: all-zero is a valid bpf_fib_lookup.
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = proto;
+    p.ifindex = in_ifindex;
+    p.__bindgen_anon_3.ipv4_src = saddr;
+    p.__bindgen_anon_4.ipv4_dst = daddr;
+    // SAFETY: `p` is a properly sized, initialised bpf_fib_lookup on our stack.
+    let rc = unsafe {
+        aya_ebpf::helpers::bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            &mut p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    } as u32;
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::Out {
+            ifindex: p.ifindex,
+            smac: p.smac,
+            dmac: p.dmac,
+            // SAFETY: the kernel sets ipv4_dst to the next hop.
+            nexthop: unsafe { p.__bindgen_anon_4.ipv4_dst },
+            neigh: rc == BPF_FIB_LKUP_RET_NO_NEIGH,
+        }),
+        BPF_FIB_LKUP_RET_NOT_FWDED => Ok(Route::Local),
+        _ => Err(DropReason::NoRoute),
+    }
+}
+
+/// Sends a routed packet out of the device `route` chose, decrementing its TTL.
+#[inline(always)]
+pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
+    let Route::Out {
+        ifindex,
+        smac,
+        dmac,
+        nexthop,
+        neigh,
+    } = *r
+    else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    nat::dec_ttl(ctx, pkt.ttl)?;
+    if neigh {
+        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+        nh.nh_family = AF_INET as u32;
+        nh.__bindgen_anon_1.ipv4_nh = nexthop;
+        // SAFETY: `nh` lives on our stack for the call.
+        let rc = unsafe {
+            bpf_redirect_neigh(
+                ifindex,
+                &mut nh,
+                core::mem::size_of::<bpf_redir_neigh>() as i32,
+                0,
+            )
+        } as i32;
+        return if rc == TC_ACT_REDIRECT as i32 {
+            Ok(rc)
+        } else {
+            Err(DropReason::RedirectFailed)
+        };
+    }
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&dmac);
+    macs[6..].copy_from_slice(&smac);
+    ctx.store(0, &macs, 0).map_err(|_| DropReason::Malformed)?;
+    // SAFETY: helper without memory arguments.
+    let rc = unsafe { bpf_redirect(ifindex, 0) } as i32;
+    if rc == TC_ACT_REDIRECT as i32 {
+        Ok(rc)
+    } else {
+        Err(DropReason::RedirectFailed)
+    }
+}

@@ -1,0 +1,67 @@
+//! The pinned maps. Names, key and value types come from `weir_common`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use weir_common::{
+    config::Config,
+    conntrack::{CtEntry, FlowKey},
+    endpoint::{Endpoint, HostAddr},
+    maps::*,
+    policy::{NetPair, PolicyKey},
+    publish::{PublishKey, PublishTarget},
+    stats::{Counter, STATS_ENTRIES},
+};
+
+#[map]
+pub static WEIR_CONFIG: Array<Config> = Array::pinned(1, 0);
+
+#[map]
+pub static WEIR_ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(ENDPOINTS_MAX, 0);
+
+#[map]
+pub static WEIR_HOST_ADDRS: HashMap<u32, HostAddr> = HashMap::pinned(HOST_ADDRS_MAX, 0);
+
+#[map]
+pub static WEIR_PUBLISH: HashMap<PublishKey, PublishTarget> = HashMap::pinned(PUBLISH_MAX, 0);
+
+#[map]
+pub static WEIR_POLICY: HashMap<PolicyKey, u32> = HashMap::pinned(POLICY_MAX, 0);
+
+#[map]
+pub static WEIR_NET_LINKS: HashMap<NetPair, u32> = HashMap::pinned(NET_LINKS_MAX, 0);
+
+#[map]
+pub static WEIR_CT: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(CONNTRACK_MAX, 0);
+
+#[map]
+pub static WEIR_SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::pinned(SOCK_REVNAT_MAX, 0);
+
+#[map]
+pub static WEIR_FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
+
+#[map]
+pub static WEIR_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_ENTRIES, 0);
+
+#[map]
+pub static WEIR_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// The configuration, or `None` before `control init` has written it.
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    WEIR_CONFIG.get(0)
+}
+
+#[inline(always)]
+pub fn endpoint(addr: u32) -> Option<&'static Endpoint> {
+    // SAFETY: endpoints are only replaced whole by the control plane; a racing reader sees
+    // either the old or the new value of each field, both valid.
+    unsafe { WEIR_ENDPOINTS.get(&addr) }
+}
+
+#[inline(always)]
+pub fn is_host_addr(addr: u32) -> bool {
+    WEIR_HOST_ADDRS.get_ptr(&addr).is_some()
+}

@@ -1,0 +1,84 @@
+//! Counters and drop events. Every drop names a reason; nothing logs per packet.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use weir_common::{
+    config::flags as cfg_flags,
+    conntrack::FlowKey,
+    event::{Event as DropEvent, KIND_DROP},
+    stats::{DropReason, Event, Hook, Path, drop_index, event_index, path_index},
+};
+
+use crate::maps::{WEIR_EVENTS, WEIR_STATS, config};
+
+#[inline(always)]
+fn bump(index: u32, bytes: u32) {
+    if let Some(c) = WEIR_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no other writer on this CPU while we run.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn path(p: Path, bytes: u32) {
+    bump(path_index(p), bytes);
+}
+
+#[inline(always)]
+pub fn event(e: Event) {
+    bump(event_index(e), 0);
+}
+
+/// A packet dropped (or refused) for `d.reason` at `hook`.
+#[derive(Clone, Copy)]
+pub struct Drop {
+    pub reason: DropReason,
+    pub flow: FlowKey,
+}
+
+impl Drop {
+    #[inline(always)]
+    pub const fn new(reason: DropReason) -> Self {
+        Self {
+            reason,
+            flow: FlowKey::new(0, 0, 0, 0, 0),
+        }
+    }
+    #[inline(always)]
+    pub const fn flow(reason: DropReason, flow: FlowKey) -> Self {
+        Self { reason, flow }
+    }
+}
+
+impl From<DropReason> for Drop {
+    #[inline(always)]
+    fn from(r: DropReason) -> Self {
+        Self::new(r)
+    }
+}
+
+/// Counts the drop and, while `control monitor` listens, reports it.
+#[inline(always)]
+pub fn dropped(d: Drop, hook: Hook, ifindex: u32, bytes: u32) {
+    bump(drop_index(d.reason, hook), bytes);
+    let listening = match config() {
+        Some(c) => c.flags & cfg_flags::EVENTS != 0,
+        None => false,
+    };
+    if listening {
+        let ev = DropEvent {
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            kind: KIND_DROP,
+            reason: d.reason as u16,
+            hook: hook as u16,
+            _pad: 0,
+            ifindex,
+            _pad2: 0,
+            flow: d.flow,
+        };
+        let _ = WEIR_EVENTS.output::<DropEvent>(&ev, 0);
+    }
+}

@@ -1,0 +1,149 @@
+//! Address and port rewriting with correct checksums on the skb path, and SNAT source-port
+//! allocation for masquerading.
+//!
+//! Checksums go through `bpf_l3_csum_replace`/`bpf_l4_csum_replace`, which also handle
+//! CHECKSUM_PARTIAL packets from local stacks (only the pseudo-header part is patched) and
+//! UDP's "no checksum" zero (BPF_F_MARK_MANGLED_0).
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::bpf_get_prandom_u32,
+    programs::TcContext,
+};
+use weir_common::{
+    config::Config,
+    conntrack::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, flags},
+    ports::{SNAT_RETRIES, candidate},
+    stats::{DropReason, Event},
+};
+
+use crate::{
+    conntrack::{NewFlow, insert_orig, insert_reply},
+    metrics,
+    packet::{Frag, ICMP_ECHO, ICMP_ECHO_REPLY, Ipv4, L3_OFF},
+};
+
+const IP_CSUM_OFF: usize = L3_OFF + 10;
+const IP_SRC_OFF: usize = L3_OFF + 12;
+const IP_DST_OFF: usize = L3_OFF + 16;
+const IP_TTL_OFF: usize = L3_OFF + 8;
+
+/// Offset of the L4 checksum field and the extra csum flags for `proto`, if it has one
+/// covering the pseudo-header.
+#[inline(always)]
+fn l4_csum(pkt: &Ipv4) -> Option<(usize, u64)> {
+    match pkt.proto {
+        IPPROTO_TCP => Some((pkt.l4_off + 16, 0)),
+        IPPROTO_UDP => Some((pkt.l4_off + 6, BPF_F_MARK_MANGLED_0 as u64)),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn set_addr(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u32, new: u32) -> Result<(), DropReason> {
+    if old == new {
+        return Ok(());
+    }
+    if pkt.frag != Frag::Later {
+        if let Some((csum_off, extra)) = l4_csum(pkt) {
+            ctx.l4_csum_replace(
+                csum_off,
+                old as u64,
+                new as u64,
+                BPF_F_PSEUDO_HDR as u64 | extra | 4,
+            )
+            .map_err(|_| DropReason::Malformed)?;
+        }
+    }
+    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 4)
+        .map_err(|_| DropReason::Malformed)?;
+    ctx.store(off, &new, 0).map_err(|_| DropReason::Malformed)
+}
+
+#[inline(always)]
+fn set_port(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u16, new: u16) -> Result<(), DropReason> {
+    if old == new || pkt.frag == Frag::Later {
+        return Ok(());
+    }
+    let (csum_off, extra) = match pkt.proto {
+        // The ICMP checksum covers the echo identifier but no pseudo-header.
+        IPPROTO_ICMP => (pkt.l4_off + 2, 0),
+        _ => match l4_csum(pkt) {
+            Some(c) => c,
+            None => return Ok(()),
+        },
+    };
+    ctx.l4_csum_replace(csum_off, old as u64, new as u64, extra | 2)
+        .map_err(|_| DropReason::Malformed)?;
+    ctx.store(off, &new, 0).map_err(|_| DropReason::Malformed)
+}
+
+/// Rewrites the packet described by `pkt` to carry the tuple `new`.
+#[inline(always)]
+pub fn rewrite(ctx: &TcContext, pkt: &Ipv4, new: &FlowKey) -> Result<(), DropReason> {
+    set_addr(ctx, pkt, IP_SRC_OFF, pkt.saddr, new.saddr)?;
+    set_addr(ctx, pkt, IP_DST_OFF, pkt.daddr, new.daddr)?;
+    match pkt.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            set_port(ctx, pkt, pkt.l4_off, pkt.sport, new.sport)?;
+            set_port(ctx, pkt, pkt.l4_off + 2, pkt.dport, new.dport)?;
+        }
+        IPPROTO_ICMP => {
+            // The identifier sits in `sport` for requests and `dport` for replies.
+            if pkt.icmp_type == ICMP_ECHO {
+                set_port(ctx, pkt, pkt.l4_off + 4, pkt.sport, new.sport)?;
+            } else if pkt.icmp_type == ICMP_ECHO_REPLY {
+                set_port(ctx, pkt, pkt.l4_off + 4, pkt.dport, new.dport)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Decrements the TTL of a routed packet (the kernel would have, as a router).
+#[inline(always)]
+pub fn dec_ttl(ctx: &TcContext, ttl: u8) -> Result<(), DropReason> {
+    // TTL shares a 16-bit checksum word with the protocol byte; only the high byte changes.
+    let old = u16::from_ne_bytes([ttl, 0]);
+    let new = u16::from_ne_bytes([ttl - 1, 0]);
+    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
+        .map_err(|_| DropReason::Malformed)?;
+    ctx.store(IP_TTL_OFF, &(ttl - 1), 0)
+        .map_err(|_| DropReason::Malformed)
+}
+
+/// Picks a source port on `uplink_ip` for a masqueraded flow and creates its conntrack pair.
+/// The container's own port is kept when free (like the kernel's MASQUERADE); otherwise up to
+/// SNAT_RETRIES random ports of the configured range are probed. Returns the new tuple.
+#[inline(always)]
+pub fn masquerade(
+    orig: &FlowKey,
+    f: &NewFlow,
+    cfg: &Config,
+    now: u64,
+) -> Result<FlowKey, DropReason> {
+    let f = NewFlow {
+        flags: f.flags | flags::SNAT,
+        ..*f
+    };
+    // SAFETY: helper without preconditions.
+    let seed = unsafe { bpf_get_prandom_u32() };
+    let mut port = orig.sport;
+    let mut attempt = 0u32;
+    while attempt <= SNAT_RETRIES {
+        if attempt > 0 {
+            port = candidate(seed, attempt, cfg.snat_port_min, cfg.snat_port_max).to_be();
+            metrics::event(Event::SnatPortRetry);
+        }
+        let new = FlowKey::new(cfg.uplink_ip, orig.daddr, port, orig.dport, orig.proto);
+        let reply_key = new.reversed();
+        if insert_reply(&reply_key, orig, &f, cfg, now) {
+            insert_orig(orig, &new, &reply_key, &f, now)?;
+            metrics::event(Event::SnatNew);
+            return Ok(new);
+        }
+        attempt += 1;
+    }
+    Err(DropReason::SnatExhausted)
+}

@@ -1,0 +1,226 @@
+//! IPv4 header parsing with the header length taken from IHL (IP options respected) and
+//! every access bounds-checked. Offsets are kept, not pointers: the TC paths rewrite with
+//! skb helpers, which invalidate packet pointers.
+
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use weir_common::{
+    conntrack::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    maps::{FragKey, FragPorts},
+    stats::DropReason,
+};
+
+use crate::{
+    context::{PacketCtx, ptr_at},
+    maps::WEIR_FRAGS,
+};
+
+pub const ETH_P_IP: u16 = 0x0800u16.to_be();
+pub const ETH_P_ARP: u16 = 0x0806u16.to_be();
+pub const L3_OFF: usize = EthHdr::LEN;
+
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROB: u8 = 12;
+
+/// Fragment position of a packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    None,
+    /// Offset 0 with more fragments: carries the L4 header.
+    First,
+    /// Offset > 0: no L4 header; ports come from `WEIR_FRAGS`.
+    Later,
+}
+
+/// What the datapath needs to know about an IPv4 packet.
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub proto: u8,
+    pub ttl: u8,
+    /// Offset of the L4 header (14 + IHL * 4).
+    pub l4_off: usize,
+    /// Ports in network order; for ICMP echo the identifier (request: sport, reply: dport).
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub frag: Frag,
+}
+
+impl Ipv4 {
+    #[inline(always)]
+    pub const fn flow(&self) -> FlowKey {
+        FlowKey::new(self.saddr, self.daddr, self.sport, self.dport, self.proto)
+    }
+
+    /// ICMP errors (destination unreachable, time exceeded, parameter problem) quote the
+    /// packet they are about; they belong to that packet's flow.
+    #[inline(always)]
+    pub const fn is_icmp_error(&self) -> bool {
+        self.proto == IPPROTO_ICMP
+            && self.frag as u8 == Frag::None as u8
+            && (self.icmp_type == ICMP_DEST_UNREACH
+                || self.icmp_type == ICMP_TIME_EXCEEDED
+                || self.icmp_type == ICMP_PARAMETER_PROB)
+    }
+
+    /// Whether a packet of this flow may open a new translated flow: TCP only with a bare SYN
+    /// (a stray ACK to a published port is the host's business), UDP and ICMP echo requests always.
+    #[inline(always)]
+    pub const fn may_open(&self) -> bool {
+        match self.proto {
+            IPPROTO_TCP => weir_common::conntrack::tcp::is_syn_only(self.tcp_flags),
+            IPPROTO_UDP => true,
+            IPPROTO_ICMP => self.icmp_type == ICMP_ECHO,
+            _ => false,
+        }
+    }
+}
+
+/// Ethertype of the frame (network order), or None when it is too short.
+#[inline(always)]
+pub fn ether_type<C: PacketCtx>(ctx: &C) -> Option<u16> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: bounds checked by ptr_at.
+    Some(unsafe { (*eth).ether_type })
+}
+
+/// Parses the IPv4 header at [`L3_OFF`] and the L4 ports. `track_frags` records the ports of
+/// first fragments so later fragments of the datagram can be matched (TC paths only).
+#[inline(always)]
+pub fn parse_ipv4<C: PacketCtx>(ctx: &C, track_frags: bool) -> Result<Ipv4, DropReason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, L3_OFF).ok_or(DropReason::Malformed)?;
+    // SAFETY: bounds checked.
+    let ip = unsafe { &*ip };
+    if ip.vihl >> 4 != 4 {
+        return Err(DropReason::Malformed);
+    }
+    let hlen = ((ip.vihl & 0x0f) as usize) * 4;
+    if hlen < Ipv4Hdr::LEN {
+        return Err(DropReason::Malformed);
+    }
+    let tot_len = u16::from_be_bytes(ip.tot_len) as u32;
+    let frame_l3 = ctx.packet_len().saturating_sub(L3_OFF as u32);
+    if tot_len < hlen as u32 || tot_len > frame_l3 {
+        return Err(DropReason::Malformed);
+    }
+    let frags = u16::from_be_bytes(ip.frags);
+    let more = frags & 0x2000 != 0;
+    let offset = frags & 0x1fff;
+    let frag = if offset != 0 {
+        Frag::Later
+    } else if more {
+        Frag::First
+    } else {
+        Frag::None
+    };
+    let mut p = Ipv4 {
+        saddr: u32::from_ne_bytes(ip.src_addr),
+        daddr: u32::from_ne_bytes(ip.dst_addr),
+        proto: ip.proto,
+        ttl: ip.ttl,
+        l4_off: L3_OFF + hlen,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        frag,
+    };
+    let id = u16::from_ne_bytes(ip.id);
+    if frag == Frag::Later {
+        if p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP {
+            let key = FragKey {
+                saddr: p.saddr,
+                daddr: p.daddr,
+                id,
+                proto: p.proto,
+                _pad: 0,
+            };
+            // SAFETY: plain value read.
+            let ports = unsafe { WEIR_FRAGS.get(&key) }.ok_or(DropReason::Fragment)?;
+            p.sport = ports.sport;
+            p.dport = ports.dport;
+        } else if p.proto == IPPROTO_ICMP {
+            return Err(DropReason::Fragment);
+        }
+        return Ok(p);
+    }
+    parse_l4(ctx, &mut p, hlen as u32, tot_len)?;
+    if frag == Frag::First && track_frags && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) {
+        let key = FragKey {
+            saddr: p.saddr,
+            daddr: p.daddr,
+            id,
+            proto: p.proto,
+            _pad: 0,
+        };
+        let ports = FragPorts {
+            sport: p.sport,
+            dport: p.dport,
+        };
+        let _ = WEIR_FRAGS.insert(&key, &ports, 0);
+    }
+    Ok(p)
+}
+
+#[inline(always)]
+fn parse_l4<C: PacketCtx>(
+    ctx: &C,
+    p: &mut Ipv4,
+    hlen: u32,
+    tot_len: u32,
+) -> Result<(), DropReason> {
+    let l4_len = tot_len - hlen;
+    match p.proto {
+        IPPROTO_TCP => {
+            if l4_len < 20 {
+                return Err(DropReason::Malformed);
+            }
+            let h: *const [u8; 20] = ptr_at(ctx, p.l4_off).ok_or(DropReason::Malformed)?;
+            // SAFETY: bounds checked.
+            let h = unsafe { &*h };
+            let doff = (h[12] >> 4) as u32 * 4;
+            if doff < 20 || doff > l4_len {
+                return Err(DropReason::Malformed);
+            }
+            p.sport = u16::from_ne_bytes([h[0], h[1]]);
+            p.dport = u16::from_ne_bytes([h[2], h[3]]);
+            p.tcp_flags = h[13];
+        }
+        IPPROTO_UDP => {
+            if l4_len < 8 {
+                return Err(DropReason::Malformed);
+            }
+            let h: *const [u8; 8] = ptr_at(ctx, p.l4_off).ok_or(DropReason::Malformed)?;
+            // SAFETY: bounds checked.
+            let h = unsafe { &*h };
+            let ulen = u16::from_be_bytes([h[4], h[5]]) as u32;
+            if ulen < 8 || (p.frag == Frag::None && ulen > l4_len) {
+                return Err(DropReason::Malformed);
+            }
+            p.sport = u16::from_ne_bytes([h[0], h[1]]);
+            p.dport = u16::from_ne_bytes([h[2], h[3]]);
+        }
+        IPPROTO_ICMP => {
+            if l4_len < 8 {
+                return Err(DropReason::Malformed);
+            }
+            let h: *const [u8; 8] = ptr_at(ctx, p.l4_off).ok_or(DropReason::Malformed)?;
+            // SAFETY: bounds checked.
+            let h = unsafe { &*h };
+            p.icmp_type = h[0];
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            match h[0] {
+                ICMP_ECHO => p.sport = id,
+                ICMP_ECHO_REPLY => p.dport = id,
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The uplink: TC ingress (`uplink_tc`) is the always-correct path for world traffic —
+//! replies to masqueraded flows and new flows to published ports are translated and
+//! redirected straight into the container; XDP (`uplink_xdp`) drops what may never reach a
+//! container at the cheapest point and leaves everything else to TC.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use weir_common::{
+    conntrack::flags,
+    policy::IDENTITY_WORLD,
+    stats::{DropReason, Event, Hook, Path},
+};
+
+use crate::{
+    conntrack::{self, Hit, NewFlow},
+    context::{PacketCtx, ifindex, linearize},
+    deliver, icmp,
+    maps::{config, endpoint},
+    metrics::{self, Drop},
+    nat,
+    packet::{self, ETH_P_IP, Ipv4},
+    publish,
+};
+
+#[classifier]
+pub fn uplink_tc(ctx: TcContext) -> i32 {
+    let len = ctx.packet_len();
+    match try_uplink_tc(&ctx, len) {
+        Ok(v) => v,
+        Err(d) => {
+            metrics::dropped(d, Hook::UplinkTc, ifindex(&ctx), len);
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+#[inline(always)]
+fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
+    linearize(ctx, 128);
+    if packet::ether_type(ctx) != Some(ETH_P_IP) {
+        return Ok(TC_ACT_OK as i32);
+    }
+    let Some(cfg) = config() else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    // What we cannot parse is not for a container; the host stack validates and drops it.
+    let Ok(pkt) = packet::parse_ipv4(ctx, true) else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    let key = pkt.flow();
+    let now = conntrack::now();
+
+    if pkt.is_icmp_error() {
+        if let Some(t) = icmp::translate(ctx, &pkt, cfg, now).map_err(|r| Drop::flow(r, key))? {
+            metrics::path(Path::IcmpError, len);
+            return into_container(ctx, &pkt, t.daddr).map_err(|r| Drop::flow(r, key));
+        }
+    }
+
+    if let Some(e) = conntrack::lookup(&key, cfg, now) {
+        if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, &pkt, now) {
+            nat::rewrite(ctx, &pkt, &rewrite).map_err(|r| Drop::flow(r, key))?;
+            let path = if flags & flags::SNAT != 0 {
+                Path::EgressReply
+            } else {
+                Path::Published
+            };
+            metrics::path(path, len);
+            return into_container(ctx, &pkt, rewrite.daddr).map_err(|r| Drop::flow(r, key));
+        }
+    }
+
+    if pkt.may_open() {
+        if let Some(t) = publish::lookup(pkt.daddr, pkt.proto, pkt.dport, false) {
+            let dst = endpoint(t.addr).ok_or(Drop::flow(DropReason::UnknownEndpoint, key))?;
+            let new = weir_common::conntrack::FlowKey::new(
+                pkt.saddr, t.addr, pkt.sport, t.port, pkt.proto,
+            );
+            let f = NewFlow {
+                flags: flags::DNAT | flags::FROM_WORLD,
+                src_identity: IDENTITY_WORLD,
+                dst_identity: dst.identity,
+                state: conntrack::initial_state(&pkt),
+            };
+            conntrack::create_pair(&key, &new, &f, cfg, now).map_err(|r| Drop::flow(r, key))?;
+            metrics::event(Event::DnatNew);
+            nat::rewrite(ctx, &pkt, &new).map_err(|r| Drop::flow(r, key))?;
+            metrics::path(Path::Published, len);
+            return into_container(ctx, &pkt, t.addr).map_err(|r| Drop::flow(r, key));
+        }
+    }
+    if endpoint(pkt.daddr).is_some() {
+        // Containers are reachable from the world only through published ports.
+        return Err(Drop::flow(DropReason::NotPublished, key));
+    }
+    metrics::path(Path::UplinkToHost, len);
+    Ok(TC_ACT_OK as i32)
+}
+
+/// Routes a translated world packet into its container, decrementing the TTL like a router.
+#[inline(always)]
+fn into_container(ctx: &TcContext, pkt: &Ipv4, daddr: u32) -> Result<i32, DropReason> {
+    let ep = endpoint(daddr).ok_or(DropReason::UnknownEndpoint)?;
+    if pkt.ttl <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    nat::dec_ttl(ctx, pkt.ttl)?;
+    deliver::to_endpoint(ctx, ep)
+}
+
+#[xdp]
+pub fn uplink_xdp(ctx: XdpContext) -> u32 {
+    match try_uplink_xdp(&ctx) {
+        Ok(v) => v,
+        Err(d) => {
+            // SAFETY: the context pointer is valid for the whole program run.
+            let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+            metrics::dropped(d, Hook::UplinkXdp, ifindex, ctx.packet_len());
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
+    if packet::ether_type(ctx) != Some(ETH_P_IP) {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let Ok(pkt) = packet::parse_ipv4(ctx, false) else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    // World traffic reaches containers through host addresses (published ports, masquerade
+    // replies), never addressed to a container directly.
+    if endpoint(pkt.daddr).is_some() {
+        return Err(Drop::flow(DropReason::NotPublished, pkt.flow()));
+    }
+    Ok(xdp_action::XDP_PASS)
+}
