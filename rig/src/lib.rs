@@ -1,1 +1,420 @@
+//! The test rig (DESIGN.md §4): a sandboxed "host" network namespace running a Weir instance,
+//! an "ext" namespace behind its uplink (198.18.0.0/15, the benchmarking range), and
+//! containers — all with unique names, all removed by RAII guards even when a test panics.
+//!
+//! Nothing here touches the root namespace's interfaces, routes or firewall: links are created
+//! directly inside the sandbox namespaces.
 
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub mod net;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (in this or any concurrently running process) uses.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{:x}{n:x}", std::process::id())
+}
+
+/// Runs a program, capturing output.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+}
+
+/// Runs a shell script, capturing output.
+pub fn sh(script: &str) -> Output {
+    run(&["sh", "-c", script])
+}
+
+/// Runs and asserts success; returns stdout.
+pub fn must(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A named network namespace (`/run/netns/NAME`), deleted on drop together with every
+/// process still running in it.
+pub struct Netns {
+    pub name: String,
+    owned: bool,
+}
+
+impl Netns {
+    /// Creates a namespace with loopback up.
+    pub fn new(name: &str) -> Self {
+        must(&["ip", "netns", "add", name]);
+        must(&["ip", "-n", name, "link", "set", "lo", "up"]);
+        Self {
+            name: name.to_string(),
+            owned: true,
+        }
+    }
+
+    /// A namespace someone else (Weir) created and will delete; we only run things in it.
+    pub fn borrowed(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            owned: false,
+        }
+    }
+
+    fn prefix<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["ip", "netns", "exec", self.name.as_str()];
+        v.extend_from_slice(args);
+        v
+    }
+
+    /// Runs a program inside the namespace.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run(&self.prefix(args))
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn must(&self, args: &[&str]) -> String {
+        must(&self.prefix(args))
+    }
+
+    /// Runs a shell script inside the namespace.
+    pub fn sh(&self, script: &str) -> Output {
+        self.run(&["sh", "-c", script])
+    }
+
+    /// Starts a background process inside the namespace; killed on drop.
+    pub fn spawn(&self, args: &[&str]) -> Bg {
+        let argv = self.prefix(args);
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {argv:?}: {e}"));
+        Bg {
+            child: Some(child),
+            cleanup: None,
+        }
+    }
+
+    /// Starts a background process with piped stdout/stderr (read them via `Bg::finish`).
+    pub fn spawn_piped(&self, args: &[&str]) -> Bg {
+        let argv = self.prefix(args);
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {argv:?}: {e}"));
+        Bg {
+            child: Some(child),
+            cleanup: None,
+        }
+    }
+
+    /// Kills every process in the namespace.
+    pub fn kill_all(&self) {
+        let pids = run(&["ip", "netns", "pids", &self.name]);
+        for pid in text(&pids.stdout).split_whitespace() {
+            if let Ok(p) = pid.parse::<i32>() {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.kill_all();
+        if self.owned {
+            let _ = run(&["ip", "netns", "del", &self.name]);
+        }
+    }
+}
+
+/// A background process, killed (and reaped) on drop.
+pub struct Bg {
+    child: Option<Child>,
+    /// A directory removed together with the process.
+    cleanup: Option<PathBuf>,
+}
+
+impl Bg {
+    /// Removes `dir` when the process is dropped.
+    pub fn with_cleanup(mut self, dir: PathBuf) -> Self {
+        self.cleanup = Some(dir);
+        self
+    }
+
+    /// Waits for the process and returns its output (stdout, stderr, success).
+    pub fn finish(mut self) -> Output {
+        self.child
+            .take()
+            .expect("child")
+            .wait_with_output()
+            .expect("waiting for child")
+    }
+
+    /// Waits at most `timeout`; kills on timeout.
+    pub fn finish_within(mut self, timeout: Duration) -> Output {
+        let mut child = self.child.take().expect("child");
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().expect("waiting for child")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(d) = self.cleanup.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Addresses of the sandbox uplink (host side .1, ext side .2).
+pub const UPLINK_IP: &str = "198.18.0.1";
+pub const EXT_IP: &str = "198.18.0.2";
+
+/// A sandboxed host running its own Weir instance, with an ext namespace behind the uplink.
+/// Dropping it runs `control down`, then removes every namespace it knows of.
+pub struct Sandbox {
+    pub id: String,
+    pub control: PathBuf,
+    pub state_dir: PathBuf,
+    pub host: Netns,
+    pub ext: Netns,
+}
+
+impl Sandbox {
+    /// Builds host and ext namespaces joined by a veth (`up0` in host, `eth0` in ext) with
+    /// the host's default route via ext. Weir is not initialised yet: call [`Sandbox::init`].
+    pub fn new(control: impl AsRef<Path>) -> Self {
+        let id = unique("s");
+        let host = Netns::new(&format!("{id}h"));
+        let ext = Netns::new(&format!("{id}x"));
+        must(&[
+            "ip", "link", "add", "up0", "netns", &host.name, "type", "veth", "peer", "name",
+            "eth0", "netns", &ext.name,
+        ]);
+        host.must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{UPLINK_IP}/24"),
+            "dev",
+            "up0",
+        ]);
+        host.must(&["ip", "link", "set", "up0", "up"]);
+        host.must(&["ip", "route", "add", "default", "via", EXT_IP]);
+        ext.must(&["ip", "addr", "add", &format!("{EXT_IP}/24"), "dev", "eth0"]);
+        ext.must(&["ip", "link", "set", "eth0", "up"]);
+        let state_dir = std::env::temp_dir().join(format!("weir-test-{id}"));
+        Self {
+            id,
+            control: control.as_ref().to_path_buf(),
+            state_dir,
+            host,
+            ext,
+        }
+    }
+
+    /// A new sandbox with Weir initialised on its uplink (extra `init` flags appended).
+    pub fn with_weir(control: impl AsRef<Path>, init_args: &[&str]) -> Self {
+        let s = Self::new(control);
+        s.init(init_args);
+        s
+    }
+
+    pub fn init(&self, extra: &[&str]) -> String {
+        let mut a = vec!["init", "--uplink", "up0"];
+        a.extend_from_slice(extra);
+        self.ok(&a)
+    }
+
+    /// Runs `control` against this instance.
+    pub fn control(&self, args: &[&str]) -> Output {
+        Command::new(&self.control)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--host-netns")
+            .arg(&self.host.name)
+            .args(args)
+            .env_remove("WEIR_STATE_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running control {args:?}: {e}"))
+    }
+
+    /// Runs `control`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.control(args);
+        assert!(
+            o.status.success(),
+            "control {args:?} failed: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// Runs `control`, asserts failure with exactly one line on stderr, returns that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.control(args);
+        assert!(
+            !o.status.success(),
+            "control {args:?} should have failed: {}",
+            text(&o.stdout)
+        );
+        let err = text(&o.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("note:")).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "control {args:?}: expected one error line, got {err:?}"
+        );
+        lines[0].to_string()
+    }
+
+    /// `control ... --json` parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a))
+            .unwrap_or_else(|e| panic!("control {args:?} --json: {e}"))
+    }
+
+    /// A unique container name for this sandbox (container namespaces are global files).
+    pub fn name(&self, short: &str) -> String {
+        format!("{}-{short}", self.id)
+    }
+
+    /// Creates a network (name made unique) and returns its name.
+    pub fn network(&self, short: &str, subnet: &str, extra: &[&str]) -> String {
+        let n = self.name(short);
+        let mut a = vec!["network", "create", n.as_str(), "--subnet", subnet];
+        a.extend_from_slice(extra);
+        self.ok(&a);
+        n
+    }
+
+    /// Creates a container (name made unique) and returns a handle to run things in it.
+    pub fn container(&self, short: &str, network: &str, extra: &[&str]) -> Netns {
+        let n = self.name(short);
+        let mut a = vec!["container", "create", n.as_str(), "--network", network];
+        a.extend_from_slice(extra);
+        self.ok(&a);
+        Netns::borrowed(&n)
+    }
+
+    /// The address `control` gave a container.
+    pub fn ip_of(&self, c: &Netns) -> String {
+        let v = self.json(&["container", "ls"]);
+        v.as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == c.name.as_str()))
+            .and_then(|x| x["ip"].as_str())
+            .unwrap_or_else(|| panic!("container {} not listed", c.name))
+            .to_string()
+    }
+
+    /// Summed datapath counters (`control stats --json`).
+    pub fn stats(&self) -> serde_json::Value {
+        self.json(&["stats"])
+    }
+
+    /// Packets dropped for `reason` (all hooks).
+    pub fn drops(&self, reason: &str) -> u64 {
+        let s = self.stats();
+        s["drops"][reason]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Packets counted on forwarding path `path`.
+    pub fn path_packets(&self, path: &str) -> u64 {
+        self.stats()["paths"][path]["packets"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Kill servers in containers first so namespaces can go away with them.
+        if let Ok(entries) = std::fs::read_dir("/run/netns") {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&format!("{}-", self.id)) {
+                    Netns::borrowed(&n).kill_all();
+                }
+            }
+        }
+        if self.state_dir.exists() {
+            let _ = self.control(&["down", "--force"]);
+        }
+        // Anything `down` could not remove (e.g. when init never ran).
+        if let Ok(entries) = std::fs::read_dir("/run/netns") {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&format!("{}-", self.id)) {
+                    let _ = run(&["ip", "netns", "del", &n]);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}

@@ -1,0 +1,136 @@
+//! Traffic helpers: servers and clients run inside namespaces with standard tools.
+
+use std::time::Duration;
+
+use crate::{Bg, Netns, text, wait_for};
+
+/// An HTTP server (python's http.server) serving `body` at `/` on `port`.
+pub fn http_server(ns: &Netns, port: u16, body: &str) -> Bg {
+    let dir = std::env::temp_dir().join(format!("weir-www-{}-{port}", ns.name));
+    std::fs::create_dir_all(&dir).expect("www dir");
+    std::fs::write(dir.join("index.html"), body).expect("index.html");
+    let bg = ns.spawn(&[
+        "python3",
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "0.0.0.0",
+        "-d",
+        dir.to_str().unwrap(),
+    ]);
+    wait_listening(ns, port, "tcp");
+    bg.with_cleanup(dir)
+}
+
+/// Waits until something listens on `port`/`proto` in `ns`.
+pub fn wait_listening(ns: &Netns, port: u16, proto: &str) {
+    let flag = if proto == "udp" { "-uln" } else { "-tln" };
+    let ok = wait_for(Duration::from_secs(10), || {
+        let o = ns.run(&["ss", "-H", flag, "sport", &format!("= :{port}")]);
+        !text(&o.stdout).trim().is_empty()
+    });
+    assert!(ok, "nothing listens on {port}/{proto} in {}", ns.name);
+}
+
+/// `curl` from `ns`; returns the body, or None on failure (timeout `secs`).
+pub fn curl(ns: &Netns, url: &str, secs: u32) -> Option<String> {
+    let o = ns.run(&["curl", "-s", "-f", "-m", &secs.to_string(), url]);
+    o.status.success().then(|| text(&o.stdout))
+}
+
+/// A UDP echo server (socat) on `port`.
+pub fn udp_echo(ns: &Netns, port: u16) -> Bg {
+    let bg = ns.spawn(&[
+        "socat",
+        &format!("UDP4-RECVFROM:{port},fork,reuseaddr"),
+        "EXEC:cat",
+    ]);
+    wait_listening(ns, port, "udp");
+    bg
+}
+
+/// Sends `msg` over UDP to `addr:port` from `ns` and returns the reply, if any within `secs`.
+pub fn udp_ask(ns: &Netns, addr: &str, port: u16, msg: &str, secs: u32) -> Option<String> {
+    let o = ns.sh(&format!(
+        "printf '%s' '{msg}' | timeout {secs} socat -T{secs} - UDP4:{addr}:{port}"
+    ));
+    let out = text(&o.stdout);
+    (!out.is_empty()).then_some(out)
+}
+
+/// A TCP connection test with nc: true when `addr:port` accepts within `secs`.
+pub fn tcp_connects(ns: &Netns, addr: &str, port: u16, secs: u32) -> bool {
+    ns.run(&["nc", "-z", "-w", &secs.to_string(), addr, &port.to_string()])
+        .status
+        .success()
+}
+
+/// A TCP listener (nc -lk) on `port` that accepts connections and discards data.
+pub fn tcp_listener(ns: &Netns, port: u16) -> Bg {
+    let bg = ns.spawn(&["nc", "-lk", "-p", &port.to_string()]);
+    wait_listening(ns, port, "tcp");
+    bg
+}
+
+/// ping; true when at least one reply arrives.
+pub fn ping(ns: &Netns, addr: &str, count: u32) -> bool {
+    ns.run(&[
+        "ping",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        addr,
+    ])
+    .status
+    .success()
+}
+
+/// An iperf3 server on `port` (one client at a time).
+pub fn iperf_server(ns: &Netns, port: u16) -> Bg {
+    let bg = ns.spawn(&["iperf3", "-s", "-p", &port.to_string()]);
+    wait_listening(ns, port, "tcp");
+    bg
+}
+
+/// Runs an iperf3 client; returns the parsed JSON report.
+pub fn iperf(ns: &Netns, addr: &str, port: u16, args: &[&str]) -> serde_json::Value {
+    let p = port.to_string();
+    let mut a = vec!["iperf3", "-J", "-c", addr, "-p", p.as_str()];
+    a.extend_from_slice(args);
+    let o = ns.run(&a);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert!(
+        o.status.success() && v.get("error").is_none(),
+        "iperf3 {a:?} failed: {} {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    v
+}
+
+/// Received bits per second of an iperf3 TCP report.
+pub fn iperf_bps(v: &serde_json::Value) -> f64 {
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// Retransmitted segments of an iperf3 TCP report.
+pub fn iperf_retransmits(v: &serde_json::Value) -> u64 {
+    v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0)
+}
+
+/// The kernel counter `name` (nstat) in `ns`.
+pub fn nstat(ns: &Netns, name: &str) -> u64 {
+    let o = ns.run(&["nstat", "-az", name]);
+    text(&o.stdout)
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
