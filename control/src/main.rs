@@ -289,13 +289,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         _ => state::load(&inst)?.and_then(|s| s.host_netns),
     };
-    if let (Some(given), Some(rec)) = (&cli.host_netns, &recorded) {
-        if given != rec && !matches!(cli.cmd, Cmd::Init(_)) {
-            return Err(Error::conflict(format!(
-                "state dir {} serves host namespace {rec:?}, not {given:?}",
-                inst.state_dir.display()
-            )));
-        }
+    if let (Some(given), Some(rec)) = (&cli.host_netns, &recorded)
+        && given != rec
+        && !matches!(cli.cmd, Cmd::Init(_))
+    {
+        return Err(Error::conflict(format!(
+            "state dir {} serves host namespace {rec:?}, not {given:?}",
+            inst.state_dir.display()
+        )));
     }
     let host_netns = cli.host_netns.clone().or(recorded);
     if let Some(h) = &host_netns {
@@ -789,12 +790,12 @@ async fn dispatch(ctx: &Ctx, cmd: Cmd, host_netns: Option<String>) -> Result<()>
             duration,
         } => {
             state::load_required(&ctx.inst)?;
-            if let Some(d) = duration {
-                if !(d > 0.0 && d < 1e9) {
-                    return Err(Error::invalid(
-                        "--duration must be a positive number of seconds",
-                    ));
-                }
+            if let Some(d) = duration
+                && !(d > 0.0 && d < 1e9)
+            {
+                return Err(Error::invalid(
+                    "--duration must be a positive number of seconds",
+                ));
             }
             let n = inspect::monitor(ctx, count, duration.map(Duration::from_secs_f64), |e| {
                 if j {

@@ -140,10 +140,10 @@ fn bpf_linker(llvm: &str) -> Result<()> {
     let have = Command::new(cargo_bin().join("bpf-linker"))
         .arg("--version")
         .output();
-    if let Ok(o) = have {
-        if String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION) {
-            return Ok(());
-        }
+    if let Ok(o) = have
+        && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
     }
     eprintln!(
         "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (about a minute)"

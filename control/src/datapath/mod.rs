@@ -97,14 +97,14 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
 /// Checks pinned maps left by an earlier `init` against this build's schema and layouts.
 pub fn check_pinned(inst: &Instance) -> Result<()> {
     let dir = inst.maps_dir();
-    if let Some(cfg) = maps::read_config(inst)? {
-        if cfg.schema != SCHEMA_VERSION {
-            return Err(Error::Incompatible(format!(
-                "pinned maps in {} were written by datapath schema {} but this build uses {SCHEMA_VERSION}: run `control down` first (established flows will be cut)",
-                dir.display(),
-                cfg.schema
-            )));
-        }
+    if let Some(cfg) = maps::read_config(inst)?
+        && cfg.schema != SCHEMA_VERSION
+    {
+        return Err(Error::Incompatible(format!(
+            "pinned maps in {} were written by datapath schema {} but this build uses {SCHEMA_VERSION}: run `control down` first (established flows will be cut)",
+            dir.display(),
+            cfg.schema
+        )));
     }
     for name in names::ALL {
         let p = dir.join(name);
@@ -114,15 +114,15 @@ pub fn check_pinned(inst: &Instance) -> Result<()> {
         let info = MapData::from_pin(&p)
             .and_then(|m| m.info())
             .ctx(|| format!("reading pinned map {}", p.display()))?;
-        if let Some((k, v)) = expected_layout(name) {
-            if info.key_size() != k || info.value_size() != v {
-                return Err(Error::Incompatible(format!(
-                    "pinned map {} has key/value sizes {}/{} but this build expects {k}/{v}: run `control down` first",
-                    p.display(),
-                    info.key_size(),
-                    info.value_size()
-                )));
-            }
+        if let Some((k, v)) = expected_layout(name)
+            && (info.key_size() != k || info.value_size() != v)
+        {
+            return Err(Error::Incompatible(format!(
+                "pinned map {} has key/value sizes {}/{} but this build expects {k}/{v}: run `control down` first",
+                p.display(),
+                info.key_size(),
+                info.value_size()
+            )));
         }
     }
     Ok(())

@@ -293,10 +293,10 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     };
     let _ = links::unpin(&ctx.inst, &links::container_link(c.identity));
     let ip = weir_common::addr::from_std(c.ip);
-    if let Ok(mut m) = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS) {
-        if m.get(&ip, 0).is_ok_and(|e| e.identity == c.identity) {
-            let _ = m.remove(&ip);
-        }
+    if let Ok(mut m) = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)
+        && m.get(&ip, 0).is_ok_and(|e| e.identity == c.identity)
+    {
+        let _ = m.remove(&ip);
     }
     for p in st.publishes.iter().filter(|p| p.container == name) {
         let _ = publish::remove_entry(ctx, st, p);

@@ -49,13 +49,13 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     datapath::ensure_bpffs()?;
     let _lock = ctx.inst.lock()?;
     let prev = state::load(&ctx.inst)?;
-    if let (Some(p), Some(want)) = (&prev, &opts.host_netns) {
-        if p.host_netns.as_deref() != Some(want.as_str()) {
-            return Err(Error::conflict(format!(
-                "this instance serves host namespace {:?}, not {want:?}: use another --state-dir or `control down` first",
-                p.host_netns.as_deref().unwrap_or("(the current one)")
-            )));
-        }
+    if let (Some(p), Some(want)) = (&prev, &opts.host_netns)
+        && p.host_netns.as_deref() != Some(want.as_str())
+    {
+        return Err(Error::conflict(format!(
+            "this instance serves host namespace {:?}, not {want:?}: use another --state-dir or `control down` first",
+            p.host_netns.as_deref().unwrap_or("(the current one)")
+        )));
     }
     datapath::check_pinned(&ctx.inst)?;
 
@@ -131,11 +131,11 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         rules: Vec::new(),
     });
     let j = state::Journal::begin(&ctx.inst, "init")?;
-    if let Some(p) = &prev {
-        if p.uplink.name != uplink.name {
-            links::unpin(&ctx.inst, datapath::UPLINK_TC)?;
-            links::unpin(&ctx.inst, datapath::UPLINK_XDP)?;
-        }
+    if let Some(p) = &prev
+        && p.uplink.name != uplink.name
+    {
+        links::unpin(&ctx.inst, datapath::UPLINK_TC)?;
+        links::unpin(&ctx.inst, datapath::UPLINK_XDP)?;
     }
     st.settings = settings.clone();
     st.schema = SCHEMA_VERSION;

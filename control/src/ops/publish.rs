@@ -255,10 +255,10 @@ pub fn remove_entry(ctx: &Ctx, st: &State, p: &Publish) -> Result<()> {
     );
     let mut m = maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH)?;
     // Only if it still points at this container (a stale state must not remove someone else's).
-    if let (Ok(cur), Some(c)) = (m.get(&key, 0), st.containers.get(&p.container)) {
-        if cur.addr != weir_common::addr::from_std(c.ip) {
-            return Ok(());
-        }
+    if let (Ok(cur), Some(c)) = (m.get(&key, 0), st.containers.get(&p.container))
+        && cur.addr != weir_common::addr::from_std(c.ip)
+    {
+        return Ok(());
     }
     match m.remove(&key) {
         Ok(()) => Ok(()),
