@@ -100,8 +100,10 @@ enum Cmd {
     Allow(AllowArgs),
     /// Undo `allow` with the same arguments.
     Disallow(AllowArgs),
-    /// List rules.
+    /// List rules, or `rules import FILE` to add many at once.
     Rules {
+        #[command(subcommand)]
+        action: Option<RulesCmd>,
         #[arg(long)]
         json: bool,
     },
@@ -237,6 +239,13 @@ struct AllowArgs {
     cut: bool,
 }
 
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Add the rules in FILE ("-" for stdin), one per line: `isolate A [B]` or
+    /// `allow A B [--port PORT/PROTO]`; `#` starts a comment. All or nothing.
+    Import { file: String },
+}
+
 #[derive(Args)]
 struct ConntrackArgs {
     #[command(subcommand)]
@@ -258,6 +267,9 @@ enum ConntrackCmd {
 }
 
 fn main() -> ExitCode {
+    // Behave like other CLI tools when piped into `head`: die quietly on SIGPIPE.
+    // SAFETY: resetting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -627,7 +639,24 @@ async fn dispatch(ctx: &Ctx, cmd: Cmd, host_netns: Option<String>) -> Result<()>
                 println!("no such allow rule");
             }
         }
-        Cmd::Rules { json: j } => {
+        Cmd::Rules {
+            action: Some(RulesCmd::Import { file }),
+            ..
+        } => {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| Error::invalid(format!("reading stdin: {e}")))?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| Error::invalid(format!("cannot read rules file {file}: {e}")))?
+            };
+            let n = policy::import(ctx, &text).await?;
+            println!("added {n} rule(s)");
+        }
+        Cmd::Rules {
+            action: None,
+            json: j,
+        } => {
             let st = state::load_required(&ctx.inst)?;
             let l = policy::list(&st);
             if j {

@@ -101,7 +101,7 @@ pub struct Publish {
     pub proto: Proto,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleKind {
     Isolate,
@@ -110,7 +110,7 @@ pub enum RuleKind {
 
 /// A policy rule as the user wrote it. `isolate A B` and `isolate A` deny; `allow A B
 /// [--port]` is an exception.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Rule {
     pub kind: RuleKind,
     pub a: String,

@@ -225,6 +225,56 @@ pub async fn change(
     Ok(true)
 }
 
+/// Parses one rule line: `isolate A [B]` or `allow A B [--port PORT/PROTO]` (blank lines and
+/// `#` comments are skipped: returns None).
+pub fn parse_line(st: &State, line: &str) -> Result<Option<Rule>> {
+    let line = line.split('#').next().unwrap_or("").trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let bad = || {
+        Error::invalid(format!(
+            "invalid rule {line:?}: expected `isolate A [B]` or `allow A B [--port PORT/PROTO]`"
+        ))
+    };
+    match w.as_slice() {
+        ["isolate", a] => rule(st, RuleKind::Isolate, a, None, None).map(Some),
+        ["isolate", a, b] => rule(st, RuleKind::Isolate, a, Some(b), None).map(Some),
+        ["allow", a, b] => rule(st, RuleKind::Allow, a, Some(b), None).map(Some),
+        ["allow", a, b, "--port", p] => rule(st, RuleKind::Allow, a, Some(b), Some(p)).map(Some),
+        _ => Err(bad()),
+    }
+}
+
+/// Adds many rules in one change (all or nothing: any invalid line fails before anything is
+/// applied). Returns how many were new.
+pub async fn import(ctx: &Ctx, text: &str) -> Result<usize> {
+    let (_lock, mut st) = ctx.begin().await?;
+    let mut new = Vec::new();
+    let mut seen: HashSet<Rule> = st.rules.iter().cloned().collect();
+    for (i, line) in text.lines().enumerate() {
+        let r =
+            parse_line(&st, line).map_err(|e| Error::invalid(format!("line {}: {e}", i + 1)))?;
+        if let Some(r) = r {
+            if seen.insert(r.clone()) {
+                new.push(r);
+            }
+        }
+    }
+    if new.is_empty() {
+        return Ok(0);
+    }
+    let j = state::Journal::begin(&ctx.inst, &format!("rules import ({} rules)", new.len()))?;
+    let keys: Vec<PolicyKey> = new.iter().flat_map(|r| keys_of(&st, r)).collect();
+    let n = new.len();
+    st.rules.extend(new);
+    state::save(&ctx.inst, &st)?;
+    write_keys(ctx, &st, &keys)?;
+    j.done()?;
+    Ok(n)
+}
+
 /// The current policy as the datapath sees it, evaluated in user space over the state.
 struct Compiled<'a> {
     rules: HashMap<PolicyKey, u32>,
