@@ -181,6 +181,11 @@ pub fn rule(
             "allow needs two containers: control allow FROM TO [--port PORT/PROTO]",
         ));
     }
+    // `isolate A B` and `isolate B A` are the same rule.
+    let (a, b) = match (kind, b) {
+        (RuleKind::Isolate, Some(b)) if b < a => (b, Some(a)),
+        _ => (a, b),
+    };
     Ok(Rule {
         kind,
         a: a.to_string(),
