@@ -10,11 +10,13 @@ pub const NET_LINKS: &str = "WEIR_NET_LINKS";
 pub const CONNTRACK: &str = "WEIR_CT";
 pub const SOCK_REVNAT: &str = "WEIR_SOCK_REVNAT";
 pub const FRAGMENTS: &str = "WEIR_FRAGS";
+/// LPM trie of every network's subnet (key: prefix length + address) → network id.
+pub const SUBNETS: &str = "WEIR_SUBNETS";
 pub const STATS: &str = "WEIR_STATS";
 pub const EVENTS: &str = "WEIR_EVENTS";
 
 /// Every pinned map, for schema checks and teardown.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     CONFIG,
     ENDPOINTS,
     HOST_ADDRS,
@@ -24,6 +26,7 @@ pub const ALL: [&str; 11] = [
     CONNTRACK,
     SOCK_REVNAT,
     FRAGMENTS,
+    SUBNETS,
     STATS,
     EVENTS,
 ];
@@ -37,6 +40,7 @@ pub const NET_LINKS_MAX: u32 = 4_096;
 pub const CONNTRACK_MAX: u32 = 262_144;
 pub const SOCK_REVNAT_MAX: u32 = 65_536;
 pub const FRAGMENTS_MAX: u32 = 8_192;
+pub const SUBNETS_MAX: u32 = 1_024;
 pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// Key of `WEIR_SOCK_REVNAT`: a UDP socket that sent to a published port, and the container

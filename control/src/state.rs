@@ -31,6 +31,10 @@ pub struct Uplink {
     pub ip: Ipv4Addr,
     /// Whether the XDP program is attached to it.
     pub xdp: bool,
+    /// Every IPv4 address of the host namespace at `control init` (published ports without
+    /// --host-ip answer on all of them, like Docker's `addrtype LOCAL`).
+    #[serde(default)]
+    pub host_addrs: Vec<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -222,3 +222,30 @@ fn two_sandboxed_hosts_do_not_interfere() {
         Some("two")
     );
 }
+
+#[test]
+fn unknown_addresses_of_a_network_go_nowhere() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.47.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    // Nobody holds 10.47.0.77: it must not leak to the world through the default route.
+    let dump = s.ext.spawn_piped(&[
+        "timeout",
+        "3",
+        "tcpdump",
+        "-c",
+        "1",
+        "-n",
+        "-i",
+        "eth0",
+        "host",
+        "10.47.0.77",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!net::ping(&a, "10.47.0.77", 1));
+    let seen = text(&dump.finish_within(std::time::Duration::from_secs(5)).stdout);
+    assert!(!seen.contains("10.47.0.77"), "leaked to ext: {seen}");
+    assert!(s.drops("unknown-endpoint") > 0);
+    // The gateway itself is the host and answers.
+    assert!(net::ping(&a, "10.47.0.1", 1));
+}

@@ -465,3 +465,89 @@ fn established_flows_survive_every_control_command() {
         assert!(net::iperf_bps(&v) > 1e8, "{name} stalled");
     }
 }
+
+#[test]
+fn fragmented_datagrams_follow_their_flow() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.68.0.0/24", &[]);
+    let web = s.container("web", &n, &[]);
+    let cli = s.container("cli", &n, &[]);
+    let _c2c = net::udp_echo(&web, 7);
+    let _ext = net::udp_echo(&s.ext, 7);
+    s.ok(&["publish", &web.name, "7007:7/udp"]);
+    let big = "x".repeat(4000);
+    let webip = s.ip_of(&web);
+    // Container to container, to the world through MASQUERADE, and from the world through DNAT:
+    // 4000-byte datagrams travel as three fragments each way.
+    assert_eq!(
+        net::udp_ask(&cli, &webip, 7, &big, 3).map(|r| r.len()),
+        Some(4000),
+        "c2c"
+    );
+    assert_eq!(
+        net::udp_ask(&cli, EXT_IP, 7, &big, 3).map(|r| r.len()),
+        Some(4000),
+        "masquerade"
+    );
+    assert_eq!(
+        net::udp_ask(&s.ext, UPLINK_IP, 7007, &big, 3).map(|r| r.len()),
+        Some(4000),
+        "dnat"
+    );
+}
+
+#[test]
+fn every_host_address_serves_published_ports() {
+    let s = Sandbox::new(CONTROL);
+    s.host
+        .must(&["ip", "addr", "add", "198.18.0.10/24", "dev", "up0"]);
+    s.init(&[]);
+    let n = s.network("n", "10.69.0.0/24", &[]);
+    let web = s.container("web", &n, &[]);
+    let _srv = net::http_server(&web, 80, "web");
+    s.ok(&["publish", &web.name, "8080:80"]);
+    s.ok(&["publish", &web.name, "8081:80", "--host-ip", "198.18.0.10"]);
+    for url in [
+        "http://198.18.0.1:8080/",
+        "http://198.18.0.10:8080/",
+        "http://198.18.0.10:8081/",
+    ] {
+        assert_eq!(net::curl(&s.ext, url, 5).as_deref(), Some("web"), "{url}");
+    }
+    // Bound to one address only.
+    assert!(net::curl(&s.ext, "http://198.18.0.1:8081/", 2).is_none());
+}
+
+/// XDP forced onto the (veth) uplink: published ports still work, and world traffic aimed
+/// straight at a container address is dropped at XDP, before any skb exists.
+#[test]
+fn uplink_xdp_end_to_end() {
+    let s = Sandbox::with_weir(CONTROL, &["--xdp", "on"]);
+    assert_eq!(s.json(&["status"])["xdp"], true);
+    let n = s.network("n", "10.71.0.0/24", &[]);
+    let web = s.container("web", &n, &[]);
+    let _srv = net::http_server(&web, 80, "web");
+    s.ok(&["publish", &web.name, "8080:80"]);
+    assert_eq!(
+        net::curl(&s.ext, &format!("http://{UPLINK_IP}:8080/"), 5).as_deref(),
+        Some("web")
+    );
+    s.ext
+        .must(&["ip", "route", "add", "10.71.0.0/24", "via", UPLINK_IP]);
+    assert!(net::curl(&s.ext, &format!("http://{}/", s.ip_of(&web)), 2).is_none());
+    let st = s.stats();
+    assert!(
+        st["drops"]["not-published"]["uplink-xdp"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{st}"
+    );
+    // Back to no XDP without losing anything.
+    s.init(&["--xdp", "off"]);
+    assert_eq!(s.json(&["status"])["xdp"], false);
+    assert_eq!(
+        net::curl(&s.ext, &format!("http://{UPLINK_IP}:8080/"), 5).as_deref(),
+        Some("web")
+    );
+}

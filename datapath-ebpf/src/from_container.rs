@@ -25,7 +25,7 @@ use crate::{
     context::{PacketCtx, ifindex, linearize},
     deliver::{self, Route},
     icmp,
-    maps::{config, endpoint},
+    maps::{config, endpoint, in_weir_subnet, is_host_addr},
     metrics::{self, Drop},
     nat,
     packet::{self, ETH_P_ARP, ETH_P_IP, Ipv4},
@@ -176,6 +176,12 @@ fn new_flow(
             metrics::path(Path::Hairpin, len);
             return deliver::to_endpoint(ctx, dst);
         }
+    }
+
+    // An address of a Weir network that no container holds (the gateway aside) exists nowhere:
+    // never let it leak to the world through the default route.
+    if in_weir_subnet(pkt.daddr) && !is_host_addr(pkt.daddr) {
+        return Err(DropReason::UnknownEndpoint);
     }
 
     // The host itself, or the world.

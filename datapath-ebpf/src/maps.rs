@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use weir_common::{
     config::Config,
@@ -43,6 +43,9 @@ pub static WEIR_SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
 pub static WEIR_FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
 
 #[map]
+pub static WEIR_SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(SUBNETS_MAX, 0);
+
+#[map]
 pub static WEIR_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_ENTRIES, 0);
 
 #[map]
@@ -64,4 +67,10 @@ pub fn endpoint(addr: u32) -> Option<&'static Endpoint> {
 #[inline(always)]
 pub fn is_host_addr(addr: u32) -> bool {
     WEIR_HOST_ADDRS.get_ptr(&addr).is_some()
+}
+
+/// Whether `addr` lies inside one of Weir's networks.
+#[inline(always)]
+pub fn in_weir_subnet(addr: u32) -> bool {
+    WEIR_SUBNETS.get(Key::new(32, addr)).is_some()
 }

@@ -1,6 +1,6 @@
 //! Typed handles on the pinned maps (opened by path for each command).
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf};
 use weir_common::config::Config;
 
 use crate::{
@@ -24,6 +24,13 @@ pub fn hash<K: aya::Pod, V: aya::Pod>(
     name: &str,
 ) -> Result<HashMap<MapData, K, V>> {
     HashMap::try_from(open(inst, name)?).ctx(|| format!("map {name} has an unexpected type"))
+}
+
+pub fn lpm<K: aya::Pod, V: aya::Pod>(
+    inst: &Instance,
+    name: &str,
+) -> Result<LpmTrie<MapData, K, V>> {
+    LpmTrie::try_from(open(inst, name)?).ctx(|| format!("map {name} has an unexpected type"))
 }
 
 pub fn array<V: aya::Pod>(inst: &Instance, name: &str) -> Result<Array<MapData, V>> {

@@ -90,6 +90,7 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
         names::FRAGMENTS => kv(size_of::<names::FragKey>(), size_of::<names::FragPorts>()),
         names::STATS => kv(4, size_of::<Counter>()),
         names::EVENTS => kv(0, 0),
+        names::SUBNETS => kv(8, 4),
         _ => None,
     }
 }

@@ -178,8 +178,16 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         updated += 1;
     }
     ensure_gateway_dev(ctx, &st).await?;
+    let gateways: Vec<Ipv4Addr> = st.networks.values().map(|n| n.gateway).collect();
+    let host_addrs = netlink::ipv4_addrs(&ctx.nl, None)
+        .await?
+        .into_iter()
+        .map(|(_, ip, _)| ip)
+        .filter(|ip| !ip.is_loopback() && !gateways.contains(ip))
+        .collect();
     st.uplink = Uplink {
         xdp,
+        host_addrs,
         ..uplink.clone()
     };
     // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
@@ -230,6 +238,7 @@ async fn resolve_uplink(ctx: &Ctx, name: Option<&str>) -> Result<Uplink> {
         ifindex: link.index,
         ip,
         xdp: false,
+        host_addrs: Vec::new(),
     })
 }
 

@@ -87,6 +87,7 @@ pub async fn create(ctx: &Ctx, name: &str, subnet: &str, internal: bool) -> Resu
     maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
         .insert(weir_common::addr::from_std(gateway), HostAddr::default(), 0)
         .ctx(|| "adding the gateway to the host addresses map".into())?;
+    super::reconcile::sync_subnets(ctx, &st)?;
     j.done()?;
     Ok(info(&st, name))
 }
@@ -122,6 +123,7 @@ pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
         netlink::del_addr(&ctx.nl, dev.index, net.gateway).await?;
     }
     st.networks.remove(name);
+    super::reconcile::sync_subnets(ctx, &st)?;
     state::save(&ctx.inst, &st)?;
     j.done()
 }

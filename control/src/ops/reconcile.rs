@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use aya::maps::lpm_trie::Key;
+
 use weir_common::{
     endpoint::{Endpoint, HostAddr},
     maps as names,
@@ -75,11 +77,40 @@ pub fn sync_maps(ctx: &Ctx, st: &State) -> Result<()> {
         .values()
         .map(|n| (weir_common::addr::from_std(n.gateway), HostAddr::default()))
         .collect();
-    addrs.insert(
-        weir_common::addr::from_std(st.uplink.ip),
-        HostAddr::default(),
-    );
-    sync(maps::hash::<u32, HostAddr>(inst, names::HOST_ADDRS)?, addrs)
+    for ip in std::iter::once(&st.uplink.ip).chain(&st.uplink.host_addrs) {
+        addrs.insert(weir_common::addr::from_std(*ip), HostAddr::default());
+    }
+    sync(maps::hash::<u32, HostAddr>(inst, names::HOST_ADDRS)?, addrs)?;
+    sync_subnets(ctx, st)
+}
+
+/// Rewrites the subnet trie from the networks in `st`.
+pub fn sync_subnets(ctx: &Ctx, st: &State) -> Result<()> {
+    let mut trie = maps::lpm::<u32, u32>(&ctx.inst, names::SUBNETS)?;
+    let want: HashMap<(u32, u32), u32> = st
+        .networks
+        .values()
+        .map(|n| {
+            (
+                (
+                    n.subnet.prefix_len() as u32,
+                    weir_common::addr::from_std(n.subnet.network()),
+                ),
+                n.id,
+            )
+        })
+        .collect();
+    let have: Vec<Key<u32>> = trie.keys().filter_map(|k| k.ok()).collect();
+    for k in have {
+        if !want.contains_key(&(k.prefix_len(), k.data())) {
+            let _ = trie.remove(&k);
+        }
+    }
+    for ((plen, addr), id) in want {
+        trie.insert(&Key::new(plen, addr), id, 0)
+            .ctx(|| "writing the subnet map".into())?;
+    }
+    Ok(())
 }
 
 fn sync<K, V>(
