@@ -32,6 +32,7 @@ pub async fn repair(ctx: &Ctx, st: &mut State) -> Result<()> {
         container::teardown(ctx, st, &name).await;
         container::forget(st, &name);
     }
+    super::lifecycle::ensure_gateway_dev(ctx, st).await?;
     sync_maps(ctx, st)
 }
 
