@@ -102,6 +102,50 @@ fn internal_networks_have_no_egress() {
     // And it cannot be published.
     let e = s.fails(&["publish", &c.name, "8080:80"]);
     assert!(e.contains("internal"), "{e}");
+    // It reaches the host at its gateway only, not at the host's other addresses.
+    let _hweb = net::http_server(&s.host, 8001, "host");
+    assert_eq!(
+        net::curl(&c, "http://10.51.0.1:8001/", 5).as_deref(),
+        Some("host")
+    );
+    assert!(net::curl(&c, &format!("http://{UPLINK_IP}:8001/"), 2).is_none());
+}
+
+#[test]
+fn world_cannot_pose_as_a_container() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.72.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let _web = net::http_server(&b, 80, "b");
+    s.ok(&["publish", &b.name, "8080:80"]);
+    s.ok(&["isolate", &a.name, &b.name]);
+    // ext claims a's address and connects to b's published port: b's replies would then be
+    // delivered to a across the isolation. The uplink drops it.
+    s.ext.must(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/32", s.ip_of(&a)),
+        "dev",
+        "eth0",
+    ]);
+    let before = s.drops("spoofed-source");
+    let o = s.ext.run(&[
+        "curl",
+        "-s",
+        "-m",
+        "2",
+        "--interface",
+        &s.ip_of(&a),
+        &format!("http://{UPLINK_IP}:8080/"),
+    ]);
+    assert!(!o.status.success(), "spoofed world client got an answer");
+    assert!(s.drops("spoofed-source") > before);
+    assert_eq!(
+        net::curl(&s.ext, &format!("http://{UPLINK_IP}:8080/"), 5).as_deref(),
+        Some("b")
+    );
 }
 
 #[test]

@@ -61,7 +61,7 @@ fn tracked_path(f: u16) -> Path {
 
 #[inline(always)]
 fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Drop> {
-    linearize(ctx, 128);
+    linearize(ctx, packet::COMMON_HEADERS);
     let ethertype = packet::ether_type(ctx).ok_or(DropReason::Malformed)?;
     if ethertype == ETH_P_ARP {
         let v = arp::answer(ctx, ifindex)?;
@@ -72,7 +72,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Dr
         return Err(DropReason::UnsupportedL3.into());
     }
     let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
-    let pkt = packet::parse_ipv4(ctx, true)?;
+    let pkt = packet::parse_ipv4_tc(ctx)?;
     let key = pkt.flow();
 
     // Anti-spoofing: the source must be this veth's container, by address and MAC.
@@ -194,6 +194,10 @@ fn new_flow(
         ifindex: out_if, ..
     } = r
     else {
+        // An internal network reaches the host only at its own gateway, like Docker's.
+        if src.flags & ep_flags::INTERNAL != 0 && pkt.daddr != src.gateway {
+            return Err(DropReason::InternalNetwork);
+        }
         metrics::path(Path::ContainerToHost, len);
         return Ok(TC_ACT_OK as i32);
     };

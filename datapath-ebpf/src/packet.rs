@@ -9,8 +9,10 @@ use weir_common::{
     stats::DropReason,
 };
 
+use aya_ebpf::programs::TcContext;
+
 use crate::{
-    context::{PacketCtx, ptr_at},
+    context::{PacketCtx, linearize, ptr_at},
     maps::WEIR_FRAGS,
 };
 
@@ -78,6 +80,28 @@ impl Ipv4 {
             IPPROTO_ICMP => self.icmp_type == ICMP_ECHO,
             _ => false,
         }
+    }
+}
+
+/// Ethernet + IPv4 without options + the first 20 bytes of L4: what almost every packet needs
+/// directly readable. TSO packets from local stacks carry only their headers in the linear
+/// area; pulling more would copy payload on every packet.
+pub const COMMON_HEADERS: u32 = 14 + 20 + 20;
+/// Ethernet + the longest IPv4 header + the longest TCP header.
+pub const MAX_HEADERS: u32 = 14 + 60 + 60;
+
+/// [`parse_ipv4`] on the skb path, pulling the longest possible headers into the linear area
+/// when the common size was not enough (IP options, long L4 headers).
+#[inline(always)]
+pub fn parse_ipv4_tc(ctx: &TcContext) -> Result<Ipv4, DropReason> {
+    match parse_ipv4(ctx, true) {
+        Err(DropReason::Malformed)
+            if ctx.data_end() - ctx.data() < MAX_HEADERS.min(ctx.len()) as usize =>
+        {
+            linearize(ctx, MAX_HEADERS);
+            parse_ipv4(ctx, true)
+        }
+        r => r,
     }
 }
 

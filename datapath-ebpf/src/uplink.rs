@@ -18,7 +18,7 @@ use crate::{
     conntrack::{self, Hit, NewFlow},
     context::{PacketCtx, ifindex, linearize},
     deliver, icmp,
-    maps::{config, endpoint},
+    maps::{config, endpoint, in_weir_subnet},
     metrics::{self, Drop},
     nat,
     packet::{self, ETH_P_IP, Ipv4},
@@ -39,7 +39,7 @@ pub fn uplink_tc(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
-    linearize(ctx, 128);
+    linearize(ctx, packet::COMMON_HEADERS);
     if packet::ether_type(ctx) != Some(ETH_P_IP) {
         return Ok(TC_ACT_OK as i32);
     }
@@ -47,7 +47,7 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
         return Ok(TC_ACT_OK as i32);
     };
     // What we cannot parse is not for a container; the host stack validates and drops it.
-    let Ok(pkt) = packet::parse_ipv4(ctx, true) else {
+    let Ok(pkt) = packet::parse_ipv4_tc(ctx) else {
         return Ok(TC_ACT_OK as i32);
     };
     let key = pkt.flow();
@@ -73,6 +73,11 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
         }
     }
 
+    // The world never legitimately sends from a container network's addresses: such packets
+    // would reach a container as if from its neighbour (rp_filter does not protect here).
+    if in_weir_subnet(pkt.saddr) {
+        return Err(Drop::flow(DropReason::SpoofedSource, key));
+    }
     if pkt.may_open() {
         if let Some(t) = publish::lookup(pkt.daddr, pkt.proto, pkt.dport, false) {
             let dst = endpoint(t.addr).ok_or(Drop::flow(DropReason::UnknownEndpoint, key))?;
@@ -136,6 +141,9 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
     // replies), never addressed to a container directly.
     if endpoint(pkt.daddr).is_some() {
         return Err(Drop::flow(DropReason::NotPublished, pkt.flow()));
+    }
+    if in_weir_subnet(pkt.saddr) {
+        return Err(Drop::flow(DropReason::SpoofedSource, pkt.flow()));
     }
     Ok(xdp_action::XDP_PASS)
 }
