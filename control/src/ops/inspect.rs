@@ -361,11 +361,6 @@ pub async fn monitor(
     result
 }
 
-/// Enter the host namespace recorded for this instance, if any (used before anything else).
-pub fn host_netns_of(inst: &crate::instance::Instance) -> Result<Option<String>> {
-    Ok(state::load(inst)?.and_then(|s| s.host_netns))
-}
-
 /// Flushes tracked flows, all or those of one container.
 pub fn flush(ctx: &Ctx, st: &State, container: Option<&str>) -> Result<usize> {
     match container {
