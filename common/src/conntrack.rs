@@ -104,9 +104,11 @@ pub mod tcp {
     pub const RST: u8 = 0x04;
     pub const ACK: u8 = 0x10;
 
-    /// A connection-opening segment: SYN without ACK.
+    /// A connection-opening segment: SYN without ACK, RST or FIN. SYN+FIN is no opening:
+    /// Linux discards it in LISTEN and nf_conntrack calls it invalid, so it must neither
+    /// open a (published-port) flow nor reopen a closed one.
     pub const fn is_syn_only(f: u8) -> bool {
-        f & (SYN | ACK | RST) == SYN
+        f & (SYN | ACK | RST | FIN) == SYN
     }
 }
 
@@ -162,7 +164,9 @@ pub const fn tcp_transition(
             Some((state::CLOSED, this_fin))
         };
     }
-    if tcp_flags & tcp::FIN != 0 && !this_fin {
+    // A late FIN (after an RST) leaves a closed flow closed, as nf_conntrack does: going back
+    // to FIN_WAIT would keep a reset connection 12 times longer.
+    if tcp_flags & tcp::FIN != 0 && !this_fin && state != state::CLOSED {
         let next = if twin_fin {
             state::CLOSED
         } else {
@@ -272,6 +276,155 @@ mod tests {
         assert!(!e.expired(2 * s + t.udp as u64 * s, &t));
         // A clock reading older than last_seen (another CPU refreshed it) is not expiry.
         assert!(!e.expired(0, &t));
+    }
+
+    use proptest::prelude::*;
+
+    /// Segments worth telling apart, plus any byte at all.
+    fn tcp_flags() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            Just(tcp::SYN),
+            Just(tcp::SYN | tcp::ACK),
+            Just(tcp::ACK),
+            Just(tcp::FIN | tcp::ACK),
+            Just(tcp::FIN),
+            Just(tcp::RST),
+            Just(tcp::RST | tcp::ACK),
+            Just(tcp::SYN | tcp::FIN),
+            Just(0),
+            any::<u8>(),
+        ]
+    }
+
+    /// Reference: a TCP flow's state from the whole history of its packets (direction,
+    /// flags) — not step by step: any RST, or a FIN each way, closes it for good; one FIN
+    /// makes it half-closed; a reply (or being picked up mid-stream) establishes it.
+    fn tcp_state_after(mid_stream: bool, history: &[(bool, u8)]) -> u8 {
+        let any = |pred: &dyn Fn(bool, u8) -> bool| history.iter().any(|&(r, f)| pred(r, f));
+        let fin_from = |reply: bool| any(&|r, f| r == reply && f & tcp::FIN != 0);
+        if any(&|_, f| f & tcp::RST != 0) || (fin_from(false) && fin_from(true)) {
+            state::CLOSED
+        } else if fin_from(false) || fin_from(true) {
+            state::FIN_WAIT
+        } else if mid_stream || any(&|r, _| r) {
+            state::ESTABLISHED
+        } else {
+            state::NEW
+        }
+    }
+
+    proptest! {
+        /// Driving `tcp_transition` packet by packet, the way the datapath does (each
+        /// direction's FIN flag only ever set, the state shared), always agrees with the
+        /// reference; and it only answers `Some` for a real change.
+        #[test]
+        fn tcp_transition_matches_the_history_model(
+            mid_stream in any::<bool>(),
+            history in proptest::collection::vec((any::<bool>(), tcp_flags()), 1..24),
+        ) {
+            let mut st = if mid_stream { state::ESTABLISHED } else { state::NEW };
+            let mut fin = [false; 2];
+            for (i, &(reply, f)) in history.iter().enumerate() {
+                let (this, twin) = (fin[reply as usize], fin[!reply as usize]);
+                if let Some((s, this_fin)) = tcp_transition(st, reply, this, twin, f) {
+                    prop_assert!((s, this_fin) != (st, this), "Some without a change");
+                    st = s;
+                    fin[reply as usize] |= this_fin;
+                }
+                prop_assert_eq!(
+                    st,
+                    tcp_state_after(mid_stream, &history[..=i]),
+                    "after {:?}",
+                    &history[..=i]
+                );
+            }
+        }
+
+        /// Datagram flows: established by the first reply, nothing else changes them.
+        #[test]
+        fn datagram_transition_matches_the_history_model(
+            replies in proptest::collection::vec(any::<bool>(), 1..16),
+        ) {
+            let mut st = state::NEW;
+            for (i, &reply) in replies.iter().enumerate() {
+                if let Some(s) = datagram_transition(st, reply) {
+                    st = s;
+                }
+                let want = if replies[..=i].iter().any(|&r| r) {
+                    state::ESTABLISHED
+                } else {
+                    state::NEW
+                };
+                prop_assert_eq!(st, want);
+            }
+        }
+
+        #[test]
+        fn reversal_swaps_ends_and_is_an_involution(
+            s in any::<u32>(), d in any::<u32>(), sp in any::<u16>(), dp in any::<u16>(), p in any::<u8>(),
+        ) {
+            let k = FlowKey::new(s, d, sp, dp, p);
+            let r = k.reversed();
+            prop_assert_eq!((r.saddr, r.daddr, r.sport, r.dport, r.proto), (d, s, dp, sp, p));
+            prop_assert_eq!(r.reversed(), k);
+            prop_assert_eq!(r == k, s == d && sp == dp);
+            prop_assert_eq!(r._pad, [0; 3]);
+        }
+
+        /// Expiry: strictly more than the state's timeout since the last refresh, per the
+        /// table of which timeout applies to which (protocol, state); never for a clock
+        /// reading older than the refresh.
+        #[test]
+        fn expiry_matches_the_timeout_table(
+            proto in prop_oneof![Just(IPPROTO_ICMP), Just(IPPROTO_TCP), Just(IPPROTO_UDP), Just(47u8)],
+            st in 1u8..=4,
+            secs in proptest::collection::vec(0u32..2_000_000, 8),
+            last in any::<u64>(),
+            ago in prop_oneof![any::<u64>(), 0u64..3_000_000_000_000_000],
+        ) {
+            let t = Timeouts {
+                tcp_syn: secs[0],
+                tcp_established: secs[1],
+                tcp_fin: secs[2],
+                tcp_closed: secs[3],
+                udp: secs[4],
+                udp_stream: secs[5],
+                icmp: secs[6],
+                other: secs[7],
+            };
+            let limit = match (proto, st) {
+                (IPPROTO_TCP, state::ESTABLISHED) => t.tcp_established,
+                (IPPROTO_TCP, state::FIN_WAIT) => t.tcp_fin,
+                (IPPROTO_TCP, state::CLOSED) => t.tcp_closed,
+                (IPPROTO_TCP, _) => t.tcp_syn,
+                (IPPROTO_UDP, state::ESTABLISHED) => t.udp_stream,
+                (IPPROTO_UDP, _) => t.udp,
+                (IPPROTO_ICMP, _) => t.icmp,
+                _ => t.other,
+            };
+            let mut e = CtEntry { last_seen: last, state: st, ..Default::default() };
+            e.rewrite.proto = proto;
+            let now = last.wrapping_add(ago);
+            let want = now > last && (now - last) as u128 > limit as u128 * 1_000_000_000;
+            prop_assert_eq!(e.expired(now, &t), want);
+        }
+    }
+
+    /// Opening segments: SYN without ACK, RST or FIN; other bits (ECN setup, PSH, URG) do
+    /// not matter.
+    #[test]
+    fn syn_only_is_exactly_an_opening_segment() {
+        for f in 0..=255u8 {
+            let bit = |b: u8| f & b != 0;
+            let want = bit(tcp::SYN) && !bit(tcp::ACK) && !bit(tcp::RST) && !bit(tcp::FIN);
+            assert_eq!(tcp::is_syn_only(f), want, "flags {f:#04x}");
+            assert_eq!(
+                reopens(state::CLOSED, IPPROTO_TCP, f),
+                want,
+                "reopen with {f:#04x}"
+            );
+        }
+        assert!(tcp::is_syn_only(tcp::SYN | 0x40 | 0x80)); // SYN + ECE + CWR
     }
 }
 crate::user_pod!(FlowKey, CtEntry);

@@ -164,4 +164,93 @@ mod tests {
             prop_assert!(got == expect || (got ^ expect) == 0xffff && (got == 0 || expect == 0));
         }
     }
+    /// Reference: the RFC 1071 checksum by its definition — big-endian words summed as plain
+    /// integers, reduced modulo 0xffff (a nonzero multiple of 0xffff is "negative zero",
+    /// 0xffff), complemented — independent of this module's folding and byte-order shortcuts.
+    fn reference(seed: u64, data: &[u8]) -> u16 {
+        let words: u64 = data
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]) as u64)
+            .sum();
+        let s = seed + words;
+        let ones = if s == 0 {
+            0
+        } else {
+            ((s - 1) % 0xffff + 1) as u16
+        };
+        !ones
+    }
+
+    /// 0x0000 and 0xffff are the same one's-complement number (both verify).
+    fn same(a: u16, b: u16) -> bool {
+        a == b || (a ^ b) == 0xffff && (a == 0 || b == 0)
+    }
+
+    proptest! {
+        /// `checksum` (native-endian words) agrees with the by-definition reference on any
+        /// data, odd lengths included, and with any pseudo-header seed.
+        #[test]
+        fn checksum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..200),
+                                      s in any::<u32>(), d in any::<u32>(), proto in any::<u8>(),
+                                      len in any::<u16>()) {
+            prop_assert_eq!(checksum(0, &data).to_ne_bytes(), reference(0, &data).to_be_bytes());
+            // The pseudo-header as bytes on the wire: addresses, zero, protocol, length.
+            let mut ph = Vec::new();
+            ph.extend_from_slice(&s.to_ne_bytes());
+            ph.extend_from_slice(&d.to_ne_bytes());
+            ph.extend_from_slice(&[0, proto]);
+            ph.extend_from_slice(&len.to_be_bytes());
+            let with_seed = checksum(pseudo_header(s, d, proto, len), &data);
+            ph.extend_from_slice(&data);
+            prop_assert!(same(with_seed, checksum(0, &ph)),
+                "seeded {:#x} vs concatenated {:#x}", with_seed, checksum(0, &ph));
+        }
+
+        /// Folding keeps the value modulo 0xffff (resp. 0xffff_ffff) and yields zero only
+        /// for zero: what makes the partial sums safe to chain.
+        #[test]
+        fn folds_preserve_the_ones_complement_value(x in any::<u32>(), y in any::<u64>()) {
+            prop_assert_eq!(fold(x) as u64 % 0xffff, x as u64 % 0xffff);
+            prop_assert_eq!(fold(x) == 0, x == 0);
+            prop_assert_eq!(fold64(y) as u64 % 0xffff_ffff, y % 0xffff_ffff);
+            prop_assert_eq!(fold64(y) == 0, y == 0);
+            // Deltas add like numbers modulo 0xffff.
+            let (a, b) = (x, (y >> 3) as u32);
+            prop_assert_eq!(fold(add(a, b)) as u64 % 0xffff, (a as u64 + b as u64) % 0xffff);
+        }
+
+        /// Any number of 16- and 32-bit rewrites (overlapping or not, as NAT of addresses,
+        /// ports, quoted headers and their checksums does) gives the recomputed checksum,
+        /// whether applied one by one (`replace*`) or accumulated into one delta (`add` of
+        /// `diff*`, as `bpf_l4_csum_replace` with size 0 receives it).
+        #[test]
+        fn accumulated_rewrites_match_recompute(
+            mut data in proptest::collection::vec(any::<u8>(), 8..128),
+            changes in proptest::collection::vec((any::<usize>(), any::<u32>(), any::<bool>()), 1..8),
+        ) {
+            let len = data.len() & !1;
+            data.truncate(len);
+            let before = checksum(0, &data);
+            let (mut one_by_one, mut delta) = (before, 0u32);
+            for (at, new, wide) in changes {
+                if wide {
+                    let off = (at % (len - 3)) & !1;
+                    let old = word32(&data, off);
+                    one_by_one = replace32(one_by_one, old, new);
+                    delta = add(delta, diff32(old, new));
+                    data[off..off + 4].copy_from_slice(&new.to_ne_bytes());
+                } else {
+                    let off = (at % (len - 1)) & !1;
+                    let (old, new) = (word16(&data, off), new as u16);
+                    one_by_one = replace16(one_by_one, old, new);
+                    delta = add(delta, diff16(old, new));
+                    data[off..off + 2].copy_from_slice(&new.to_ne_bytes());
+                }
+            }
+            let full = checksum(0, &data);
+            prop_assert!(same(one_by_one, full), "replace: {:#x} vs {:#x}", one_by_one, full);
+            let applied = apply(before, delta);
+            prop_assert!(same(applied, full), "delta: {:#x} vs {:#x}", applied, full);
+        }
+    }
 }

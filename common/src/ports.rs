@@ -50,6 +50,26 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// With the default SNAT range, the probes of one allocation are pairwise distinct
+        /// whatever the seed: no retry is wasted on a port already tried. (Not true of every
+        /// range size: e.g. 3, 5, 17 or many sizes below ~65k can repeat within 32 probes.)
+        #[test]
+        fn default_range_probes_are_distinct(seed in any::<u32>()) {
+            let c = crate::config::Config::default();
+            let mut seen = std::collections::HashSet::new();
+            for a in 1..=SNAT_RETRIES {
+                prop_assert!(seen.insert(candidate(seed, a, c.snat_port_min, c.snat_port_max)));
+            }
+        }
+
+        /// A range given the wrong way round (`--snat-ports 61000-32768`) is the same range.
+        #[test]
+        fn bounds_in_either_order(seed in any::<u32>(), attempt in any::<u32>(), a in any::<u16>(), b in any::<u16>()) {
+            prop_assert_eq!(candidate(seed, attempt, a, b), candidate(seed, attempt, b, a));
+        }
+    }
+
     #[test]
     fn single_port_range() {
         assert_eq!(candidate(12345, 7, 5000, 5000), 5000);

@@ -84,7 +84,27 @@ impl Instance {
                 std::io::Error::last_os_error()
             )));
         }
+        remove_stale_temp_files(&self.state_dir);
         Ok(Lock { _file: file })
+    }
+}
+
+/// Every state write happens under the instance lock (write to `NAME.tmp.PID`, then rename),
+/// so a temp file found by the lock holder belongs to a command that died mid-write: its
+/// content never became the state, and nothing else would ever remove it.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale = name
+            .rsplit_once(".tmp.")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if stale {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 

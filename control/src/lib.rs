@@ -2,6 +2,7 @@
 //! [`ops`], and tests call it directly too.
 
 pub mod cgroup;
+pub mod cni;
 pub mod datapath;
 pub mod error;
 pub mod instance;

@@ -270,13 +270,47 @@ fn main() -> ExitCode {
     // Behave like other CLI tools when piped into `head`: die quietly on SIGPIPE.
     // SAFETY: resetting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // --help, --version and bare `control network`: clap's full output is the point.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A usage error as one line, like every other error (clap spreads it over several: the
+/// error, tips, usage and a pointer to --help).
+fn usage_error_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let mut parts = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"));
+    let mut first = parts.next().unwrap_or("error: invalid usage").to_string();
+    let mut rest: Vec<&str> = parts.collect();
+    // "the following required arguments were not provided:" continues on the next line.
+    if first.ends_with(':') && !rest.is_empty() {
+        first = format!("{first} {}", rest.remove(0));
+    }
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first} ({})", rest.join("; "))
     }
 }
 

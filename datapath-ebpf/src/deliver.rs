@@ -97,6 +97,11 @@ pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
     else {
         return Ok(TC_ACT_OK as i32);
     };
+    if pkt.ttl <= 1 {
+        // Never route an expiring packet (nor wrap a TTL of 0 to 255). Callers hand those to
+        // the host stack before translating; this catches the rest (translated ICMP errors).
+        return Err(DropReason::TtlExceeded);
+    }
     nat::dec_ttl(ctx, pkt.ttl)?;
     if neigh {
         let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };

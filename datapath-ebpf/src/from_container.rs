@@ -88,7 +88,9 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Dr
     let now = conntrack::now();
 
     if pkt.is_icmp_error() {
-        if let Some(t) = icmp::translate(ctx, &pkt, cfg, now).map_err(|r| Drop::flow(r, key))? {
+        if let Some(t) = icmp::translate(ctx, &pkt, cfg, now, icmp::Sender::Container)
+            .map_err(|r| Drop::flow(r, key))?
+        {
             metrics::path(Path::IcmpError, len);
             return forward(ctx, &pkt, t.daddr, cfg, ifindex).map_err(|r| Drop::flow(r, key));
         }
@@ -185,10 +187,6 @@ fn new_flow(
     }
 
     // The host itself, or the world.
-    if pkt.ttl <= 1 {
-        // Let the host stack answer with ICMP time exceeded, as a router would.
-        return Ok(TC_ACT_OK as i32);
-    }
     let r = deliver::route(ctx, ifindex, pkt.saddr, pkt.daddr, pkt.proto)?;
     let Route::Out {
         ifindex: out_if, ..
@@ -206,6 +204,12 @@ fn new_flow(
     }
     if src.flags & ep_flags::INTERNAL != 0 {
         return Err(DropReason::InternalNetwork);
+    }
+    if pkt.ttl <= 1 {
+        // Routed and expiring: the host stack answers with ICMP time exceeded, as a router
+        // would. Only now, after the checks above: handing it over earlier let an internal
+        // network reach every host address with TTL 1 packets (local delivery ignores TTL).
+        return Ok(TC_ACT_OK as i32);
     }
     if pkt.frag == packet::Frag::Later {
         // The first fragment created the flow; this one follows its translation or not at all.

@@ -12,9 +12,21 @@ use weir_common::{
 };
 
 use crate::{
-    conntrack, nat,
+    conntrack,
+    maps::in_weir_subnet,
+    nat,
     packet::{ICMP_ECHO, ICMP_ECHO_REPLY, Ipv4},
 };
+
+/// Who sent an ICMP error, which bounds the flows it may report on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// A container (anti-spoofed): only about packets it received itself.
+    Container,
+    /// The world (the far end or any router on the path): only about flows that crossed the
+    /// uplink, i.e. whose quoted destination is outside Weir's networks.
+    World,
+}
 
 /// The outer header's new destination.
 pub struct Translated {
@@ -39,6 +51,7 @@ pub fn translate(
     pkt: &Ipv4,
     cfg: &Config,
     now: u64,
+    sender: Sender,
 ) -> Result<Option<Translated>, DropReason> {
     let inner_off = pkt.l4_off + 8;
     let ih: [u8; 20] = load(ctx, inner_off)?;
@@ -50,6 +63,19 @@ pub fn translate(
     let isrc = u32::from_ne_bytes([ih[12], ih[13], ih[14], ih[15]]);
     let idst = u32::from_ne_bytes([ih[16], ih[17], ih[18], ih[19]]);
     let icsum = u16::from_ne_bytes([ih[10], ih[11]]);
+    // An error goes back to the source of the packet it quotes, and a sender only reports on
+    // flows it is part of. Anything else is not ours to translate (it is then handled like
+    // any packet, under policy and NAT): otherwise a container could address an error about
+    // another container's flow to anyone and have it delivered past policy (or sent out
+    // unmasqueraded), and the world could reach containers' own flows.
+    let plausible = pkt.daddr == isrc
+        && match sender {
+            Sender::Container => pkt.saddr == idst,
+            Sender::World => !in_weir_subnet(idst),
+        };
+    if !plausible {
+        return Ok(None);
+    }
     let l4: [u8; 8] = match load(ctx, il4) {
         Ok(b) => b,
         // RFC 792 guarantees 8 bytes of the quoted datagram; shorter quotes are not ours.
@@ -122,9 +148,10 @@ pub fn translate(
     ctx.l4_csum_replace(pkt.l4_off + 2, 0, delta as u64, 0)
         .map_err(|_| DropReason::Malformed)?;
 
-    // Outer header: whoever was addressed as the quoted packet's source gets its new address,
-    // and an error sent by the quoted packet's destination itself appears to come from its new one.
-    let odst = if pkt.daddr == isrc { nsrc } else { pkt.daddr };
+    // Outer header: the quoted packet's source (its addressee, checked above) gets its new
+    // address, and an error sent by the quoted packet's destination itself appears to come
+    // from its new one (routers on the path keep theirs).
+    let odst = nsrc;
     let osrc = if pkt.saddr == idst { ndst } else { pkt.saddr };
     nat::rewrite(ctx, pkt, &FlowKey::new(osrc, odst, 0, 0, IPPROTO_ICMP))?;
     Ok(Some(Translated { daddr: odst }))

@@ -53,8 +53,18 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     let key = pkt.flow();
     let now = conntrack::now();
 
+    // The world never legitimately sends from a container network's addresses: such packets
+    // would reach a container as if from its neighbour (rp_filter does not protect here).
+    // Checked before conntrack: a forged tuple of a flow between containers (or a hairpin)
+    // would otherwise match its entry and be delivered.
+    if in_weir_subnet(pkt.saddr) {
+        return Err(Drop::flow(DropReason::SpoofedSource, key));
+    }
+
     if pkt.is_icmp_error() {
-        if let Some(t) = icmp::translate(ctx, &pkt, cfg, now).map_err(|r| Drop::flow(r, key))? {
+        if let Some(t) = icmp::translate(ctx, &pkt, cfg, now, icmp::Sender::World)
+            .map_err(|r| Drop::flow(r, key))?
+        {
             metrics::path(Path::IcmpError, len);
             return into_container(ctx, &pkt, t.daddr).map_err(|r| Drop::flow(r, key));
         }
@@ -73,11 +83,6 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
         }
     }
 
-    // The world never legitimately sends from a container network's addresses: such packets
-    // would reach a container as if from its neighbour (rp_filter does not protect here).
-    if in_weir_subnet(pkt.saddr) {
-        return Err(Drop::flow(DropReason::SpoofedSource, key));
-    }
     if pkt.may_open() {
         if let Some(t) = publish::lookup(pkt.daddr, pkt.proto, pkt.dport, false) {
             let dst = endpoint(t.addr).ok_or(Drop::flow(DropReason::UnknownEndpoint, key))?;

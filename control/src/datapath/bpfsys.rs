@@ -1,5 +1,6 @@
-//! Two bpf(2) commands aya does not expose for pinned objects: opening any pin as an fd, and
-//! BPF_LINK_UPDATE, which swaps the program behind a link atomically (no gap for traffic).
+//! bpf(2) commands aya does not expose for pinned objects: opening any pin as an fd,
+//! BPF_LINK_UPDATE, which swaps the program behind a link atomically (no gap for traffic), and
+//! BPF_MAP_LOOKUP_BATCH, which reads a busy hash map without restarting.
 
 use std::{
     ffi::CString,
@@ -10,6 +11,7 @@ use std::{
 use crate::error::{Error, Result};
 
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 
 fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> libc::c_long {
@@ -57,4 +59,51 @@ pub fn link_update(link: &Path, prog: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Every entry of the hash map pinned at `path`, read bucket by bucket with
+/// BPF_MAP_LOOKUP_BATCH. A get_next_key walk restarts from the first key whenever the current
+/// one was deleted meanwhile, so on a map the datapath churns (conntrack under a flood) it
+/// counts entries several times over and may never finish; a batch walk sees each entry at
+/// most once and always ends.
+pub fn dump_hash<K: bytemuck::Pod, V: bytemuck::Pod>(path: &Path) -> Result<Vec<(K, V)>> {
+    // Larger than any bucket can grow (the kernel fails with ENOSPC otherwise).
+    const CHUNK: usize = 4096;
+    let map = obj_get(path)?;
+    let mut keys = vec![K::zeroed(); CHUNK];
+    let mut values = vec![V::zeroed(); CHUNK];
+    let mut out = Vec::new();
+    // Hash maps use a bucket index as the batch token.
+    let (mut in_batch, mut out_batch) = (0u32, 0u32);
+    let mut first = true;
+    loop {
+        let mut attr = [0u64; 16];
+        // struct { u64 in_batch; u64 out_batch; u64 keys; u64 values; u32 count; u32 map_fd;
+        //          u64 elem_flags; u64 flags; }
+        attr[0] = if first {
+            0
+        } else {
+            &in_batch as *const u32 as u64
+        };
+        attr[1] = &mut out_batch as *mut u32 as u64;
+        attr[2] = keys.as_mut_ptr() as u64;
+        attr[3] = values.as_mut_ptr() as u64;
+        attr[4] = CHUNK as u64 | ((map.as_raw_fd() as u32 as u64) << 32);
+        let rc = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let err = std::io::Error::last_os_error();
+        // The kernel writes back how many elements it filled, also on the last (ENOENT) batch.
+        let n = ((attr[4] & 0xffff_ffff) as usize).min(CHUNK);
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        if rc < 0 {
+            if err.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(out);
+            }
+            return Err(Error::Other(anyhow::anyhow!(
+                "reading map {}: {err}",
+                path.display()
+            )));
+        }
+        in_batch = out_batch;
+        first = false;
+    }
 }

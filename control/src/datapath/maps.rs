@@ -1,7 +1,10 @@
 //! Typed handles on the pinned maps (opened by path for each command).
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf};
-use weir_common::config::Config;
+use weir_common::{
+    config::Config,
+    conntrack::{CtEntry, FlowKey},
+};
 
 use crate::{
     error::{Context, Result},
@@ -43,6 +46,11 @@ pub fn per_cpu_array<V: aya::Pod>(inst: &Instance, name: &str) -> Result<PerCpuA
 
 pub fn ring_buf(inst: &Instance, name: &str) -> Result<RingBuf<MapData>> {
     RingBuf::try_from(open(inst, name)?).ctx(|| format!("map {name} has an unexpected type"))
+}
+
+/// Every conntrack entry, each once, even while the datapath adds and evicts entries.
+pub fn conntrack_entries(inst: &Instance) -> Result<Vec<(FlowKey, CtEntry)>> {
+    super::bpfsys::dump_hash(&inst.map_pin(weir_common::maps::CONNTRACK))
 }
 
 /// The datapath configuration, or None when no config map is pinned yet.

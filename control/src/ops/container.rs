@@ -192,7 +192,7 @@ pub async fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<ContainerInfo> {
         let p = netns::create(name)?;
         plumb(ctx, &mut st, name, &p, "eth0").await?;
         for (h, c, pr) in &specs {
-            publish::add(ctx, &mut st, name, *h, *c, *pr, None, true).await?;
+            publish::add(ctx, &mut st, name, *h, *c, *pr, None, false).await?;
         }
         Ok::<(), Error>(())
     }
@@ -322,9 +322,8 @@ pub fn forget(st: &mut State, name: &str) {
 /// Deletes conntrack entries (and their twins) matching `pred`; returns how many flows.
 pub fn purge_conntrack(ctx: &Ctx, pred: impl Fn(&FlowKey, &CtEntry) -> bool) -> Result<usize> {
     let mut ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
-    let doomed: Vec<(FlowKey, CtEntry)> = ct
-        .iter()
-        .filter_map(|r| r.ok())
+    let doomed: Vec<(FlowKey, CtEntry)> = maps::conntrack_entries(&ctx.inst)?
+        .into_iter()
         .filter(|(k, e)| pred(k, e) || pred(&e.rewrite, e))
         .collect();
     let mut flows = 0;

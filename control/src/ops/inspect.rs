@@ -116,10 +116,8 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
     let t = maps::read_config(&ctx.inst)?
         .map(|c| c.timeouts)
         .unwrap_or_default();
-    let ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
-    let live = ct
+    let live = maps::conntrack_entries(&ctx.inst)?
         .iter()
-        .filter_map(|r| r.ok())
         .filter(|(_, e)| !e.expired(now, &t))
         .count();
     Ok(Status {
@@ -230,13 +228,12 @@ fn tuple(k: &FlowKey) -> String {
 
 /// Tracked flows (one line per flow, from its original-direction entry).
 pub fn conntrack(ctx: &Ctx, include_expired: bool) -> Result<Vec<Flow>> {
-    let ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
     let t = maps::read_config(&ctx.inst)?
         .map(|c| c.timeouts)
         .unwrap_or_default();
     let now = monotonic_ns();
     let mut out = Vec::new();
-    for (k, e) in ct.iter().filter_map(|r| r.ok()) {
+    for (k, e) in maps::conntrack_entries(&ctx.inst)? {
         if e.is_reply() || (!include_expired && e.expired(now, &t)) {
             continue;
         }
@@ -275,9 +272,8 @@ pub fn gc(ctx: &Ctx) -> Result<usize> {
         .unwrap_or_default();
     let now = monotonic_ns();
     let mut ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
-    let dead: Vec<FlowKey> = ct
-        .iter()
-        .filter_map(|r| r.ok())
+    let dead: Vec<FlowKey> = maps::conntrack_entries(&ctx.inst)?
+        .into_iter()
         .filter(|(_, e)| e.expired(now, &t))
         .map(|(k, _)| k)
         .collect();
@@ -325,9 +321,19 @@ pub async fn monitor(
     duration: Option<Duration>,
     mut emit: impl FnMut(&MonitorEvent),
 ) -> Result<u64> {
+    // The ring buffer has a single consumer position: two readers would both print the same
+    // records, and the first to exit would clear the flag under the other. One at a time.
+    let _listener = listener_lock(ctx)?;
     let mut rb = maps::ring_buf(&ctx.inst, names::EVENTS)?;
+    // SIGTERM (`timeout`, service managers) and SIGHUP end it as cleanly as Ctrl-C, so the flag
+    // is cleared; only SIGKILL cannot be caught.
+    let mut term = unix_signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = unix_signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut cfg = maps::read_config(&ctx.inst)?
         .ok_or_else(|| crate::Error::NotInitialised(ctx.inst.state_dir.clone()))?;
+    // Records older than this were written while nobody listened (a monitor that was killed
+    // left the flag set): not news, skip them.
+    let since_ns = monotonic_ns();
     cfg.flags |= cfg_flags::EVENTS;
     maps::write_config(&ctx.inst, &cfg)?;
     let start = Instant::now();
@@ -339,6 +345,9 @@ pub async fn monitor(
             if item.len() >= std::mem::size_of::<DropEvent>() {
                 let ev: DropEvent =
                     bytemuck::pod_read_unaligned(&item[..std::mem::size_of::<DropEvent>()]);
+                if ev.ts_ns < since_ns {
+                    continue;
+                }
                 emit(&MonitorEvent::from(&ev));
                 seen += 1;
             }
@@ -351,6 +360,8 @@ pub async fn monitor(
         }
         tokio::select! {
             _ = &mut ctrl_c => break Ok(seen),
+            _ = term.recv() => break Ok(seen),
+            _ = hup.recv() => break Ok(seen),
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     };
@@ -359,6 +370,32 @@ pub async fn monitor(
         maps::write_config(&ctx.inst, &c)?;
     }
     result
+}
+
+fn unix_signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| crate::Error::Other(anyhow::anyhow!("installing a signal handler: {e}")))
+}
+
+/// The exclusive "a monitor listens" lock (`<state-dir>/monitor.lock`), released when the
+/// monitor exits or dies.
+fn listener_lock(ctx: &Ctx) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = ctx.inst.state_dir.join("monitor.lock");
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| crate::Error::Other(anyhow::anyhow!("opening {}: {e}", path.display())))?;
+    // SAFETY: flock on a valid fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(crate::Error::conflict(format!(
+            "another `control monitor` is already listening on {}: events have one reader at a time",
+            ctx.inst.state_dir.display()
+        )));
+    }
+    Ok(f)
 }
 
 /// Flushes tracked flows, all or those of one container.

@@ -141,9 +141,14 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     st.schema = SCHEMA_VERSION;
 
     let _bpf = datapath::load_and_pin(&ctx.inst, settings.conntrack_max)?;
+    // A `control monitor` listening right now keeps listening through the upgrade.
+    let listening = maps::read_config(&ctx.inst)
+        .ok()
+        .flatten()
+        .map_or(0, |c| c.flags & weir_common::config::flags::EVENTS);
     let cfg = Config {
         schema: SCHEMA_VERSION,
-        flags: 0,
+        flags: listening,
         uplink_ifindex: uplink.ifindex,
         uplink_ip: weir_common::addr::from_std(uplink.ip),
         netns_cookie: netns::cookie()?,
@@ -331,12 +336,15 @@ pub async fn down(ctx: &Ctx, force: bool) -> Result<DownReport> {
             }
         }
     }
-    if let (Some(st), Some(dev)) = (
-        &st_for_gw,
-        netlink::link_by_name(&ctx.nl, GATEWAY_DEV).await?,
-    ) {
-        for n in st.networks.values() {
-            netlink::del_addr(&ctx.nl, dev.index, n.gateway).await?;
+    // Without a readable state the pinned subnet map still names the networks: their gateway
+    // addresses go too (left on the gateway device, the host would answer them forever).
+    let gateways: Vec<Ipv4Addr> = match &st_for_gw {
+        Some(st) => st.networks.values().map(|n| n.gateway).collect(),
+        None => pinned_gateways(ctx),
+    };
+    if let Some(dev) = netlink::link_by_name(&ctx.nl, GATEWAY_DEV).await? {
+        for gw in gateways {
+            netlink::del_addr(&ctx.nl, dev.index, gw).await?;
         }
     }
     remove_tree(&ctx.inst.pin_dir, &mut report.warnings);
@@ -347,6 +355,24 @@ pub async fn down(ctx: &Ctx, force: bool) -> Result<DownReport> {
     drop(lock);
     remove_tree(&ctx.inst.state_dir, &mut report.warnings);
     Ok(report)
+}
+
+/// Gateways (first host address) of the networks in the pinned subnet map, if it is there.
+fn pinned_gateways(ctx: &Ctx) -> Vec<Ipv4Addr> {
+    if !ctx.inst.map_pin(names::SUBNETS).exists() {
+        return Vec::new();
+    }
+    let Ok(trie) = maps::lpm::<u32, u32>(&ctx.inst, names::SUBNETS) else {
+        return Vec::new();
+    };
+    trie.keys()
+        .filter_map(|k| k.ok())
+        .filter_map(|k| {
+            let net =
+                ipnet::Ipv4Net::new(weir_common::addr::to_std(k.data()), k.prefix_len() as u8);
+            net.ok()?.hosts().next()
+        })
+        .collect()
 }
 
 fn remove_tree(p: &Path, warnings: &mut Vec<String>) {

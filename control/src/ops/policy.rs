@@ -261,10 +261,10 @@ pub async fn import(ctx: &Ctx, text: &str) -> Result<usize> {
     for (i, line) in text.lines().enumerate() {
         let r =
             parse_line(&st, line).map_err(|e| Error::invalid(format!("line {}: {e}", i + 1)))?;
-        if let Some(r) = r {
-            if seen.insert(r.clone()) {
-                new.push(r);
-            }
+        if let Some(r) = r
+            && seen.insert(r.clone())
+        {
+            new.push(r);
         }
     }
     if new.is_empty() {

@@ -1,0 +1,103 @@
+//! Command-line interface: what the bench measures, how to run it, how to read it.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+const LONG_ABOUT: &str = "\
+Weir's benchmark: Weir against the Docker-equivalent baseline and real peers, on the same
+topology, in one interleaved run.
+
+Topologies (each in its own sandbox of network namespaces — nothing touches the real host):
+  weir      the `control` binary (WEIR_CONTROL): eBPF on the containers' veths and the uplink
+  iptables  Docker's layout: Linux bridge + Docker's iptables rules (MASQUERADE, DNAT with
+            addrtype LOCAL, FORWARD policy DROP + conntrack, isolation chains, raw drops)
+  netavark  Podman's backend (/usr/lib/podman/netavark setup), bridge + its iptables rules
+  veth      bare veth pairs, plain routing, no NAT and no rules: the upper bound
+All share the addresses: containers 10.99.0.2 (client) and 10.99.0.3 (server) in
+10.99.0.0/24, host uplink 198.18.0.1, \"ext\" (the world) 198.18.0.2.
+
+Workloads:
+  throughput      iperf3, 1 and 2 streams: container→container, container→ext (MASQUERADE),
+                  ext→published port (DNAT)
+  latency         sockperf ping-pong TCP and UDP, p50 and p99, same paths
+  packets         64-byte UDP flood through DNAT; rate of dropping denied world traffic
+                  (Weir's XDP and TC vs. iptables' raw table)
+  connrate-ports  new connections/s (wrk, Connection: close, nginx) through a published port
+                  with 0 / 1,000 / 10,000 other ports published, plus the time to publish one more
+  connrate-rules  new connections/s container→container with 0 / 1,000 / 10,000 isolation
+                  rules, plus the time to add one more
+
+Every case is measured in rounds; each round measures every topology back to back in
+rotating order, so the ratios (weir/iptables, weir/netavark, weir/veth) are what counts:
+absolute numbers swing ±30% between runs on shared VMs.
+
+Output: results.md (tables with median, min–max and ratios), results.json (raw samples),
+and SVG charts, in --out (default bench/results, or bench/results/quick with --quick).
+The full run takes about 15 minutes on 2 cores; --quick about a minute (what CI runs: it
+checks that every topology and workload produces numbers, never a speed).
+
+Run as root:  cargo xtask bench [--quick]     (builds control and bench in release first)";
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "Benchmark Weir against bridge+iptables (Docker), netavark (Podman) and bare veth",
+    long_about = LONG_ABOUT
+)]
+pub struct Cli {
+    /// Smoke run (~1 minute): one short sample of every workload on every topology.
+    #[arg(long)]
+    pub quick: bool,
+    /// Interleaved samples per case (default: 3, or 1 with --quick).
+    #[arg(long, value_name = "N")]
+    pub samples: Option<usize>,
+    /// Only these workloads (comma-separated): throughput, latency, packets, connrate-ports,
+    /// connrate-rules.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub only: Vec<String>,
+    /// Only these topologies (comma-separated): weir, iptables, netavark, veth.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub topologies: Vec<String>,
+    /// Where to write results.md, results.json and the charts.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The Weir `control` binary.
+    #[arg(
+        long,
+        env = "WEIR_CONTROL",
+        default_value = "target/release/control",
+        value_name = "PATH"
+    )]
+    pub control: PathBuf,
+}
+
+pub const WORKLOADS: [&str; 5] = [
+    "throughput",
+    "latency",
+    "packets",
+    "connrate-ports",
+    "connrate-rules",
+];
+pub const TOPOLOGIES: [&str; 4] = ["weir", "iptables", "netavark", "veth"];
+
+impl Cli {
+    pub fn wants(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| w == workload)
+    }
+
+    pub fn topologies(&self) -> Vec<String> {
+        if self.topologies.is_empty() {
+            TOPOLOGIES.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.topologies.clone()
+        }
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
+            if self.quick { d.join("quick") } else { d }
+        })
+    }
+}

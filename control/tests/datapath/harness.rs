@@ -1,0 +1,514 @@
+//! The harness: the datapath object loaded once per test binary, its maps filled for the
+//! topology in `topo` (and reset before every test), and BPF_PROG_TEST_RUN on the three
+//! packet programs.
+//!
+//! Runs happen inside a private network namespace holding the devices the programs look up:
+//! the kernel resolves the `__sk_buff` ifindex we pass (and `bpf_fib_lookup` routes) in the
+//! namespace of the calling thread. A run never transmits anything: a redirect only sets the
+//! target and returns TC_ACT_REDIRECT, which the test run reports as the verdict.
+//!
+//! Nothing outlives the test process, even when it crashes: the maps are pinned (they are
+//! declared pinned) in a private bpffs directory removed right after loading, and the
+//! namespace loses its name right after setup — both then live only through our fds.
+//! Loading (verification) is what costs time, so all tests share one copy, one at a time.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsFd,
+    path::PathBuf,
+    sync::{Mutex, MutexGuard, OnceLock},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use nix::sched::{CloneFlags, setns};
+use weir_common::{
+    config::Config,
+    conntrack::{CtEntry, FlowKey},
+    endpoint::{Endpoint, HostAddr, flags as ep_flags},
+    maps::{self as names, FragKey, FragPorts},
+    policy::{NetPair, PolicyKey},
+    publish::{PublishKey, PublishTarget},
+    stats::{
+        Counter, DROP_BASE, DropReason, EVENT_BASE, Event, HOOKS, Hook, PATH_BASE, Path,
+        STATS_ENTRIES,
+    },
+};
+
+use super::topo::{self, Container};
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+fn be(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+/// A bpffs directory of our own, removed with everything pinned in it.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Puts the calling thread into a network namespace until dropped.
+struct InNetns {
+    home: File,
+}
+
+impl InNetns {
+    fn enter(ns: &File) -> Self {
+        let home = File::open("/proc/thread-self/ns/net").expect("own netns");
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
+        Self { home }
+    }
+}
+
+impl Drop for InNetns {
+    fn drop(&mut self) {
+        setns(self.home.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns back");
+    }
+}
+
+/// What a program did with one frame.
+#[derive(Debug)]
+pub struct Run {
+    pub verdict: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Counters that moved: WEIR_STATS index -> packets.
+    pub moved: BTreeMap<u32, u64>,
+}
+
+impl Run {
+    /// The drops counted by this run, as (reason, hook).
+    pub fn drops(&self) -> Vec<(DropReason, Hook)> {
+        self.moved
+            .keys()
+            .filter(|&&i| i >= DROP_BASE)
+            .map(|&i| {
+                let r = DropReason::from_u32((i - DROP_BASE) / HOOKS).expect("reason");
+                let h = Hook::from_u32((i - DROP_BASE) % HOOKS).expect("hook");
+                (r, h)
+            })
+            .collect()
+    }
+
+    pub fn paths(&self) -> Vec<Path> {
+        self.moved
+            .keys()
+            .filter(|&&i| (PATH_BASE..EVENT_BASE).contains(&i))
+            .map(|&i| Path::from_u32(i - PATH_BASE).expect("path"))
+            .collect()
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.moved
+            .keys()
+            .filter(|&&i| (EVENT_BASE..DROP_BASE).contains(&i))
+            .map(|&i| Event::from_u32(i - EVENT_BASE).expect("event"))
+            .collect()
+    }
+
+    /// Asserts a TC drop counted for `reason` at `hook`.
+    pub fn assert_shot(&self, reason: DropReason, hook: Hook, what: &str) {
+        assert_eq!(self.verdict, TC_ACT_SHOT, "{what}: verdict");
+        assert_eq!(self.drops(), vec![(reason, hook)], "{what}: drop counters");
+    }
+}
+
+pub struct Datapath {
+    bpf: Ebpf,
+    /// The namespace, kept alive by this fd alone.
+    ns_file: File,
+    /// ifindex of each container's host-side veth, by container name.
+    ifindex: BTreeMap<&'static str, u32>,
+    pub uplink_ifindex: u32,
+}
+
+static SHARED: OnceLock<Mutex<Datapath>> = OnceLock::new();
+
+/// The datapath, with its maps as `topo` describes them and no flow, for this test alone.
+pub fn datapath() -> MutexGuard<'static, Datapath> {
+    let m = SHARED.get_or_init(|| Mutex::new(Datapath::new()));
+    // A test that panicked left the maps in some state; reset() starts over anyway.
+    let mut dp = m.lock().unwrap_or_else(|p| p.into_inner());
+    dp.reset();
+    dp
+}
+
+fn ifindex_of(ns: &rig::Netns, dev: &str) -> u32 {
+    let out = ns.must(&["cat", &format!("/sys/class/net/{dev}/ifindex")]);
+    out.trim().parse().expect("ifindex")
+}
+
+fn mac_str(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+// Methods are named after the programs they run (`from_container` is not a conversion).
+#[allow(clippy::wrong_self_convention)]
+impl Datapath {
+    /// Own namespace, own maps, programs loaded.
+    fn new() -> Self {
+        control::datapath::ensure_bpffs().expect("bpffs");
+        let ns = rig::Netns::new(&rig::unique("wu"));
+        let ip = |args: &[&str]| {
+            let mut v = vec!["ip", "-n", ns.name.as_str()];
+            v.extend_from_slice(args);
+            rig::must(&v);
+        };
+        // bpf_fib_lookup answers FWD_DISABLED for an ingress device without forwarding; the
+        // control plane enables it on host-side veths.
+        ns.must(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
+        let mut ifindex = BTreeMap::new();
+        for c in topo::CONTAINERS {
+            let (h, p) = (format!("h{}", c.name), format!("p{}", c.name));
+            ip(&[
+                "link",
+                "add",
+                &h,
+                "address",
+                &mac_str(&c.host_mac),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &p,
+                "address",
+                &mac_str(&c.mac),
+            ]);
+            ip(&["link", "set", &h, "up"]);
+            ip(&["link", "set", &p, "up"]);
+            ifindex.insert(c.name, ifindex_of(&ns, &h));
+        }
+        for (_, _, _, gw) in topo::NETWORKS {
+            ip(&["addr", "add", &format!("{gw}/32"), "dev", "lo"]);
+        }
+        ip(&[
+            "link",
+            "add",
+            "up0",
+            "address",
+            &mac_str(&topo::UPLINK_MAC),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ext0",
+            "address",
+            &mac_str(&topo::NEXTHOP_MAC),
+        ]);
+        ip(&["link", "set", "up0", "up"]);
+        ip(&["link", "set", "ext0", "up"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", topo::UPLINK_IP),
+            "dev",
+            "up0",
+        ]);
+        ip(&["route", "add", "default", "via", &topo::NEXTHOP.to_string()]);
+        ip(&[
+            "route",
+            "add",
+            &format!(
+                "{}/24",
+                Ipv4Addr::from(u32::from(topo::WORLD_UNRESOLVED) & !0xff)
+            ),
+            "via",
+            &topo::NEXTHOP_UNRESOLVED.to_string(),
+        ]);
+        ip(&[
+            "neigh",
+            "replace",
+            &topo::NEXTHOP.to_string(),
+            "lladdr",
+            &mac_str(&topo::NEXTHOP_MAC),
+            "nud",
+            "permanent",
+            "dev",
+            "up0",
+        ]);
+        let uplink_ifindex = ifindex_of(&ns, "up0");
+        let ns_file = File::open(ns.path()).expect("netns file");
+        drop(ns); // only its name: the namespace lives on through ns_file
+
+        let pins = PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/{}",
+            rig::unique("weir-unit-")
+        )));
+        std::fs::create_dir_all(&pins.0).expect("pin dir");
+        let mut bpf = EbpfLoader::new()
+            .default_map_pin_directory(&pins.0)
+            // Small maps: these tests hold a handful of flows.
+            .map_max_entries(names::CONNTRACK, 1024)
+            .map_max_entries(names::POLICY, 1024)
+            .map_max_entries(names::PUBLISH, 1024)
+            .map_max_entries(names::ENDPOINTS, 1024)
+            .map_max_entries(names::SOCK_REVNAT, 1024)
+            .map_max_entries(names::FRAGMENTS, 1024)
+            .load(control::datapath::OBJECT)
+            .expect("loading the eBPF object");
+        drop(pins); // the maps live on through the object's fds
+        for name in [
+            control::datapath::FROM_CONTAINER,
+            control::datapath::UPLINK_TC,
+        ] {
+            let p: &mut SchedClassifier = bpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
+        }
+        let x: &mut Xdp = bpf
+            .program_mut(control::datapath::UPLINK_XDP)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        x.load().expect("loading uplink_xdp");
+        Self {
+            bpf,
+            ns_file,
+            ifindex,
+            uplink_ifindex,
+        }
+    }
+
+    /// Empties every map and writes the topology again.
+    fn reset(&mut self) {
+        self.clear::<FlowKey, CtEntry>(names::CONNTRACK);
+        self.clear::<FragKey, FragPorts>(names::FRAGMENTS);
+        self.clear::<PolicyKey, u32>(names::POLICY);
+        self.clear::<NetPair, u32>(names::NET_LINKS);
+        self.clear::<PublishKey, PublishTarget>(names::PUBLISH);
+        self.clear::<u32, Endpoint>(names::ENDPOINTS);
+        self.clear::<u32, HostAddr>(names::HOST_ADDRS);
+        let mut t: LpmTrie<_, u32, u32> = self.map(names::SUBNETS);
+        let keys: Vec<Key<u32>> = t.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            t.remove(&k).unwrap();
+        }
+        self.fill_maps();
+    }
+
+    fn clear<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) {
+        let mut m: HashMap<_, K, V> = self.map(name);
+        let keys: Vec<K> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            m.remove(&k).unwrap();
+        }
+    }
+
+    fn fill_maps(&mut self) {
+        let cfg = Config {
+            uplink_ifindex: self.uplink_ifindex,
+            uplink_ip: be(topo::UPLINK_IP),
+            ..Config::default()
+        };
+        let mut a: Array<_, Config> = self.map(names::CONFIG);
+        a.set(0, cfg, 0).unwrap();
+
+        let eps: Vec<(u32, Endpoint)> = topo::CONTAINERS
+            .iter()
+            .map(|c| (be(c.ip), self.endpoint(c)))
+            .collect();
+        let mut m: HashMap<_, u32, Endpoint> = self.map(names::ENDPOINTS);
+        for (k, v) in eps {
+            m.insert(k, v, 0).unwrap();
+        }
+        let mut h: HashMap<_, u32, HostAddr> = self.map(names::HOST_ADDRS);
+        h.insert(be(topo::UPLINK_IP), HostAddr::default(), 0)
+            .unwrap();
+        for (_, _, _, gw) in topo::NETWORKS {
+            h.insert(be(gw), HostAddr::default(), 0).unwrap();
+        }
+        let mut t: LpmTrie<_, u32, u32> = self.map(names::SUBNETS);
+        for (id, net, plen, _) in topo::NETWORKS {
+            t.insert(&Key::new(plen, be(net)), id, 0).unwrap();
+        }
+        for (host, proto, port, c, cport) in topo::PUBLISHED {
+            self.publish(host, proto, port, c, cport);
+        }
+    }
+
+    /// The `Endpoint` the control plane would write for `c`.
+    pub fn endpoint(&self, c: &Container) -> Endpoint {
+        Endpoint {
+            ifindex: self.ifindex_of(c),
+            identity: c.identity,
+            network: c.network,
+            flags: if c.internal { ep_flags::INTERNAL } else { 0 },
+            gateway: be(c.gateway),
+            mac: c.mac,
+            host_mac: c.host_mac,
+        }
+    }
+
+    pub fn ifindex_of(&self, c: &Container) -> u32 {
+        self.ifindex[c.name]
+    }
+
+    fn map<'a, M>(&'a mut self, name: &str) -> M
+    where
+        M: TryFrom<&'a mut aya::maps::Map>,
+        <M as TryFrom<&'a mut aya::maps::Map>>::Error: std::fmt::Debug,
+    {
+        let m = self
+            .bpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("map {name}"));
+        M::try_from(m).expect("map type")
+    }
+
+    pub fn publish(&mut self, host: Ipv4Addr, proto: u8, port: u16, c: &Container, cport: u16) {
+        let mut p: HashMap<_, PublishKey, PublishTarget> = self.map(names::PUBLISH);
+        p.insert(
+            PublishKey::new(be(host), port.to_be(), proto),
+            PublishTarget {
+                addr: be(c.ip),
+                port: cport.to_be(),
+                _pad: 0,
+                identity: c.identity,
+            },
+            0,
+        )
+        .unwrap();
+    }
+
+    /// Writes a policy rule (`port` 0 and `proto` 0 for any).
+    pub fn rule(&mut self, src: u32, dst: u32, proto: u8, port: u16, verdict: u32) {
+        let mut p: HashMap<_, PolicyKey, u32> = self.map(names::POLICY);
+        p.insert(PolicyKey::new(src, dst, proto, port.to_be()), verdict, 0)
+            .unwrap();
+    }
+
+    pub fn connect_networks(&mut self, a: u32, b: u32) {
+        let mut l: HashMap<_, NetPair, u32> = self.map(names::NET_LINKS);
+        l.insert(NetPair::new(a, b), 1, 0).unwrap();
+    }
+
+    /// The conntrack entry stored under `key`.
+    pub fn ct(&mut self, key: FlowKey) -> Option<CtEntry> {
+        let m: HashMap<_, FlowKey, CtEntry> = self.map(names::CONNTRACK);
+        m.get(&key, 0).ok()
+    }
+
+    pub fn ct_len(&mut self) -> usize {
+        let m: HashMap<_, FlowKey, CtEntry> = self.map(names::CONNTRACK);
+        m.keys().count()
+    }
+
+    pub fn flush_ct(&mut self) {
+        self.clear::<FlowKey, CtEntry>(names::CONNTRACK);
+    }
+
+    fn stats(&mut self) -> Vec<u64> {
+        let s: PerCpuArray<_, Counter> = self.map(names::STATS);
+        (0..STATS_ENTRIES)
+            .map(|i| s.get(&i, 0).unwrap().iter().map(|c| c.packets).sum())
+            .collect()
+    }
+
+    fn run(&mut self, prog: &str, frame: &[u8], ctx: Option<&[u8]>) -> std::io::Result<Run> {
+        let before = self.stats();
+        let mut out = vec![0u8; frame.len() + 256];
+        let res = {
+            let _in = InNetns::enter(&self.ns_file);
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: ctx,
+                ..TestRunOptions::default()
+            };
+            let p = self.bpf.program(prog).unwrap();
+            let r = match p {
+                aya::programs::Program::Xdp(x) => x.test_run(opts),
+                aya::programs::Program::SchedClassifier(c) => c.test_run(opts),
+                _ => unreachable!(),
+            };
+            r.map_err(|e| match e {
+                aya::programs::ProgramError::SyscallError(s) => s.io_error,
+                other => std::io::Error::other(other.to_string()),
+            })?
+        };
+        out.truncate(res.data_size_out as usize);
+        let after = self.stats();
+        let moved = before
+            .iter()
+            .zip(&after)
+            .enumerate()
+            .filter(|(_, (b, a))| a != b)
+            .map(|(i, (b, a))| (i as u32, a - b))
+            .collect();
+        Ok(Run {
+            verdict: res.return_value,
+            frame: out,
+            moved,
+        })
+    }
+
+    /// A `__sk_buff` context up to `ifindex`: the kernel resolves `ifindex` as the device the
+    /// packet is on (and `ingress_ifindex` as where it came in).
+    fn skb_ctx(ifindex: u32) -> Vec<u8> {
+        let mut ctx = vec![0u8; 44];
+        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes()); // ingress_ifindex
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes()); // ifindex
+        ctx
+    }
+
+    /// `from_container` on the host-side veth of `c`.
+    pub fn from_container(&mut self, c: &Container, frame: &[u8]) -> Run {
+        let ifindex = self.ifindex_of(c);
+        self.from_container_on(ifindex, frame)
+    }
+
+    pub fn from_container_on(&mut self, ifindex: u32, frame: &[u8]) -> Run {
+        self.try_from_container_on(ifindex, frame)
+            .expect("BPF_PROG_TEST_RUN from_container")
+    }
+
+    pub fn try_from_container_on(&mut self, ifindex: u32, frame: &[u8]) -> std::io::Result<Run> {
+        let ctx = Self::skb_ctx(ifindex);
+        self.run(control::datapath::FROM_CONTAINER, frame, Some(&ctx))
+    }
+
+    pub fn uplink_tc(&mut self, frame: &[u8]) -> Run {
+        self.try_uplink_tc(frame)
+            .expect("BPF_PROG_TEST_RUN uplink_tc")
+    }
+
+    pub fn try_uplink_tc(&mut self, frame: &[u8]) -> std::io::Result<Run> {
+        let ctx = Self::skb_ctx(self.uplink_ifindex);
+        self.run(control::datapath::UPLINK_TC, frame, Some(&ctx))
+    }
+
+    pub fn uplink_xdp(&mut self, frame: &[u8]) -> Run {
+        self.try_uplink_xdp(frame)
+            .expect("BPF_PROG_TEST_RUN uplink_xdp")
+    }
+
+    pub fn try_uplink_xdp(&mut self, frame: &[u8]) -> std::io::Result<Run> {
+        self.run(control::datapath::UPLINK_XDP, frame, None)
+    }
+}
+
+/// A flow key as the datapath stores it (addresses and ports in network order).
+pub fn key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, proto: u8) -> FlowKey {
+    FlowKey::new(be(src), be(dst), sport.to_be(), dport.to_be(), proto)
+}

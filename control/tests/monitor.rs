@@ -1,0 +1,328 @@
+//! Issue #6 (monitor): `control monitor --json` streams one JSON object per dropped packet —
+//! spoofed sources, policy denials, the world knocking on a container address directly —
+//! with the reasons `control stats` counts under; it stops after --count events or
+//! --duration seconds, and clears the datapath's "listening" flag when it ends.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use control::{datapath::maps, instance::Instance};
+use rig::{Netns, Sandbox, UPLINK_IP, net};
+use serde_json::Value;
+use weir_common::{config::flags, stats::DropReason};
+
+const CONTROL: &str = env!("CARGO_BIN_EXE_control");
+
+/// A running `control monitor --json`, its stdout collected line by line.
+struct Monitor {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    fn start(s: &Sandbox, extra: &[&str]) -> Self {
+        let mut child = Command::new(CONTROL)
+            .arg("--state-dir")
+            .arg(&s.state_dir)
+            .args(["--host-netns", &s.host.name, "monitor", "--json"])
+            .args(extra)
+            .env_remove("WEIR_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning control monitor");
+        let out = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Every line so far, parsed (a line that is not one JSON object fails the test).
+    fn events(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| panic!("monitor printed a non-JSON line: {l:?}"))
+            })
+            .collect()
+    }
+
+    /// Calls `poke` (which makes traffic) until `done` holds for the events seen or `timeout`.
+    fn poke_until(
+        &self,
+        timeout: Duration,
+        mut poke: impl FnMut(),
+        done: impl Fn(&[Value]) -> bool,
+    ) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if done(&self.events()) {
+                return true;
+            }
+            poke();
+            thread::sleep(Duration::from_millis(100));
+        }
+        done(&self.events())
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits (at most `timeout`, then kills) and returns the exit status, events and stderr.
+    fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
+        let start = Instant::now();
+        while start.elapsed() < timeout && self.running() {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("waiting for monitor");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        (status, self.events(), err)
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the datapath currently reports drops to the ring buffer.
+fn listening(s: &Sandbox) -> bool {
+    let inst = Instance::new(&s.state_dir).unwrap();
+    let cfg = maps::read_config(&inst).unwrap().expect("config");
+    cfg.flags & flags::EVENTS != 0
+}
+
+/// Sends from an address `c` does not own (added to its eth0 first).
+fn spoof(c: &Netns, fake: &str, dst: &str) {
+    let _ = c.run(&["ping", "-c", "1", "-W", "1", "-I", fake, dst]);
+}
+
+fn reasons(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .filter_map(|e| e["reason"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn monitor_streams_each_kind_of_drop_under_its_stats_name() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.85.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let bip = s.ip_of(&b);
+    let _l = net::tcp_listener(&b, 80);
+    s.ok(&["isolate", &a.name, &b.name]);
+    a.must(&["ip", "addr", "add", "10.85.0.99/32", "dev", "eth0"]);
+    // The world routes the container subnet at the host, then tries the container directly.
+    s.ext
+        .must(&["ip", "route", "add", "10.85.0.0/24", "via", UPLINK_IP]);
+    assert!(!listening(&s), "listening before any monitor ran");
+
+    let mut m = Monitor::start(&s, &["--duration", "60"]);
+    let wanted = [
+        ("spoofed-source", "icmp"),
+        ("policy-denied", "tcp"),
+        ("not-published", "tcp"),
+    ];
+    let all_seen = m.poke_until(
+        Duration::from_secs(30),
+        || {
+            spoof(&a, "10.85.0.99", &bip);
+            let _ = net::tcp_connects(&a, &bip, 80, 1);
+            let _ = net::tcp_connects(&s.ext, &bip, 80, 1);
+        },
+        |evs| {
+            wanted
+                .iter()
+                .all(|(r, p)| evs.iter().any(|e| e["reason"] == *r && e["proto"] == *p))
+        },
+    );
+    assert!(m.running(), "monitor exited early");
+    assert!(
+        listening(&s),
+        "monitor runs but the datapath does not report"
+    );
+    // Ctrl-C ends it cleanly and clears the flag.
+    m.signal(libc::SIGINT);
+    let (status, evs, err) = m.finish(Duration::from_secs(10));
+    assert!(all_seen, "missing reasons; got {:?}", reasons(&evs));
+    assert!(status.success(), "monitor after SIGINT: {status:?} {err}");
+    assert!(!listening(&s), "listening flag left set after SIGINT");
+
+    // Every event names a known reason and hook, and the flow it belongs to.
+    let known: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+    let stats = s.stats();
+    for e in &evs {
+        assert_eq!(e["kind"], "drop", "{e}");
+        let reason = e["reason"].as_str().unwrap();
+        let hook = e["hook"].as_str().unwrap();
+        assert!(known.contains(&reason), "unknown reason in {e}");
+        assert!(
+            stats["drops"][reason][hook].as_u64().unwrap_or(0) > 0,
+            "{reason} at {hook} streamed but not counted in stats: {}",
+            stats["drops"]
+        );
+        assert!(e["ifindex"].as_u64().unwrap() > 0, "{e}");
+    }
+    // (Spoofed ARP requests are dropped too; those events carry no IP flow.)
+    let find = |reason: &str, proto: &str| {
+        evs.iter()
+            .find(|e| e["reason"] == reason && e["proto"] == proto)
+            .unwrap_or_else(|| panic!("no {proto} {reason} event in {evs:?}"))
+            .clone()
+    };
+    let sp = find("spoofed-source", "icmp");
+    assert_eq!(sp["hook"], "from-container");
+    assert!(
+        sp["flow"].as_str().unwrap().starts_with("10.85.0.99#"),
+        "{sp}"
+    );
+    let pd = find("policy-denied", "tcp");
+    assert_eq!(pd["hook"], "from-container");
+    assert!(
+        pd["flow"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("-> {bip}:80")),
+        "{pd}"
+    );
+    let np = find("not-published", "tcp");
+    assert_eq!(np["hook"], "uplink-tc");
+    assert!(
+        np["flow"].as_str().unwrap().starts_with("198.18.0.2:")
+            && np["flow"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("-> {bip}:80")),
+        "{np}"
+    );
+}
+
+#[test]
+fn count_and_duration_bound_a_monitor_and_the_next_one_still_works() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.86.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    a.must(&["ip", "addr", "add", "10.86.0.99/32", "dev", "eth0"]);
+
+    // --count: exactly N lines, then exit 0.
+    let mut m = Monitor::start(&s, &["--count", "3", "--duration", "60"]);
+    let start = Instant::now();
+    while m.running() && start.elapsed() < Duration::from_secs(30) {
+        spoof(&a, "10.86.0.99", "10.86.0.1");
+    }
+    let (status, evs, err) = m.finish(Duration::from_secs(5));
+    assert!(status.success(), "{status:?} {err}");
+    assert_eq!(evs.len(), 3, "{evs:?}");
+    assert!(
+        reasons(&evs).iter().all(|r| r == "spoofed-source"),
+        "{evs:?}"
+    );
+    assert!(!listening(&s), "flag left set after --count");
+
+    // --duration with nothing happening: no lines, exit 0, on time.
+    let t = Instant::now();
+    let (status, evs, err) =
+        Monitor::start(&s, &["--duration", "1"]).finish(Duration::from_secs(15));
+    assert!(status.success(), "{status:?} {err}");
+    assert!(evs.is_empty(), "{evs:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "--duration 1 did not stop it"
+    );
+    assert!(!listening(&s), "flag left set after --duration");
+
+    // A monitor killed outright cannot clear the flag; the next one still streams and clears it.
+    let killed = Monitor::start(&s, &["--duration", "60"]);
+    assert!(
+        killed.poke_until(
+            Duration::from_secs(20),
+            || spoof(&a, "10.86.0.99", "10.86.0.1"),
+            |e| !e.is_empty()
+        ),
+        "first monitor saw nothing"
+    );
+    killed.signal(libc::SIGKILL);
+    let _ = killed.finish(Duration::from_secs(5));
+    let mut next = Monitor::start(&s, &["--count", "2", "--duration", "60"]);
+    let start = Instant::now();
+    while next.running() && start.elapsed() < Duration::from_secs(30) {
+        spoof(&a, "10.86.0.99", "10.86.0.1");
+    }
+    let (status, evs, err) = next.finish(Duration::from_secs(5));
+    assert!(status.success(), "{status:?} {err}");
+    assert_eq!(evs.len(), 2, "second monitor: {evs:?}");
+    assert!(!listening(&s), "flag left set by the second monitor");
+    // Nothing is reported once nobody listens, yet drops are still counted.
+    let before = s.drops("spoofed-source");
+    spoof(&a, "10.86.0.99", "10.86.0.1");
+    assert!(s.drops("spoofed-source") > before);
+}
+
+#[test]
+fn monitor_keeps_listening_across_init() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.87.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    a.must(&["ip", "addr", "add", "10.87.0.99/32", "dev", "eth0"]);
+    let m = Monitor::start(&s, &["--duration", "60"]);
+    assert!(
+        m.poke_until(
+            Duration::from_secs(20),
+            || spoof(&a, "10.87.0.99", "10.87.0.1"),
+            |e| !e.is_empty()
+        ),
+        "monitor saw nothing"
+    );
+    // An upgrade while someone watches: the watcher keeps getting events.
+    s.init(&[]);
+    let seen = m.events().len();
+    assert!(
+        m.poke_until(
+            Duration::from_secs(10),
+            || spoof(&a, "10.87.0.99", "10.87.0.1"),
+            |e| e.len() > seen
+        ),
+        "monitor went silent after `control init`"
+    );
+    m.signal(libc::SIGINT);
+    let (status, _, err) = m.finish(Duration::from_secs(10));
+    assert!(status.success(), "{err}");
+    assert!(!listening(&s));
+}
