@@ -78,6 +78,8 @@ named_enum!(
         SnatPortRetry = 3 => "snat-port-retried",
         CtReclaimed = 4 => "conntrack-expired-reclaimed",
         CtReopened = 5 => "conntrack-reopened",
+        /// Expired entries freed by the datapath's own sweep of a full conntrack map.
+        CtSwept = 6 => "conntrack-swept",
     }
 );
 

@@ -353,7 +353,8 @@ fn full_conntrack_map_stays_bounded_and_recovers() {
         // Commands keep answering, and count each live entry once (no walk restarting on a
         // map that changes under it).
         peak = peak.max(r.live_entries());
-        // The LRU map recycles the flood's entries for new flows.
+        // New flows may be refused while the table is full of live flood flows; the datapath
+        // sweeps expired ones (once a second) so some get through.
         match connect_from(&r.a.name, EXT_IP, 9000, None, Duration::from_secs(1)) {
             Ok(_) => new_ok += 1,
             Err(_) => new_failed += 1,
@@ -370,18 +371,29 @@ fn full_conntrack_map_stays_bounded_and_recovers() {
         stats["drops"]["conntrack-insert-failed"]
     );
     assert!(
-        created > 10 * SMALL_CONNTRACK,
-        "the flood did not overflow the table: {created} flows"
+        created >= SMALL_CONNTRACK / 2
+            && stats["drops"]["conntrack-insert-failed"]
+                .as_object()
+                .is_some_and(|h| !h.is_empty()),
+        "the flood did not overflow the table: {created} flows, {stats}"
     );
     assert!(
         peak <= SMALL_CONNTRACK,
         "status counted {peak} live entries in a {SMALL_CONNTRACK}-entry map"
     );
-    assert!(new_ok > new_failed, "new flows starved during the flood");
     assert!(problems(s).is_empty(), "{:?}", problems(s));
 
-    // Recovery: once the flood's entries expire, gc removes them and every path works.
+    // Recovery with no process involved: once the flood's entries expire, the next new flow
+    // finds the table full, the datapath sweeps it, and new flows work again.
     thread::sleep(Duration::from_secs(3));
+    let _ = connect_from(&r.a.name, EXT_IP, 9000, None, Duration::from_secs(1));
+    thread::sleep(Duration::from_millis(200));
+    for _ in 0..20 {
+        Session::open(&r.a, EXT_IP, 9000, None)
+            .expect("new flow after the flood, before any gc")
+            .check();
+    }
+    assert!(s.stats()["events"]["conntrack-swept"].as_u64().unwrap_or(0) > 0);
     s.ok(&["gc"]);
     let left = flows(s, true)
         .into_iter()
@@ -398,12 +410,9 @@ fn full_conntrack_map_stays_bounded_and_recovers() {
     }
 }
 
-/// What issue #6 asks of a full table — established flows untouched, new ones refused and
-/// counted as `conntrack-insert-failed` — does not hold while conntrack is an LRU map: new
-/// flows evict entries of established ones, whose next packet from the world then reaches
-/// the host stack and is answered with a reset.
+/// A full table keeps every established flow (conntrack is a plain hash, never an LRU that
+/// would evict them) and refuses new ones, counted as `conntrack-insert-failed`.
 #[test]
-#[ignore = "conntrack is an LRU map: a flood of new flows evicts established flows' entries"]
 fn full_conntrack_map_keeps_established_flows() {
     let r = FloodRig::new();
     let mut sessions = r.sessions();

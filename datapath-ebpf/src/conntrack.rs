@@ -1,9 +1,14 @@
 //! Conntrack in the datapath: lookups that treat expired entries as absent, per-packet
 //! state and refresh on hits, and pair creation with rollback.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_for_each_map_elem, bpf_ktime_get_ns},
+};
 use weir_common::{
-    config::Config,
+    config::{Config, Timeouts},
     conntrack::{
         CtEntry, FlowKey, IPPROTO_TCP, REFRESH_NS, datagram_transition, flags, reopens, state, tcp,
         tcp_transition,
@@ -11,7 +16,11 @@ use weir_common::{
     stats::{DropReason, Event},
 };
 
-use crate::{maps::WEIR_CT, metrics, packet::Ipv4};
+use crate::{
+    maps::{WEIR_CT, WEIR_CT_SWEEP},
+    metrics,
+    packet::Ipv4,
+};
 
 #[inline(always)]
 pub fn now() -> u64 {
@@ -133,6 +142,117 @@ fn entry(rewrite: FlowKey, twin: FlowKey, f: &NewFlow, flags: u16, now: u64) -> 
     }
 }
 
+/// `bpf_map_update_elem` on a full preallocated hash map.
+const E2BIG: i32 = 7;
+
+/// Inserts an entry. The map is a plain hash, not an LRU: a flood of new flows must never
+/// evict established ones (an LRU would, and their next packet would then meet a RST). When
+/// it is full the insert fails (the flow is refused and counted) and a sweep of expired
+/// entries is requested for the next new flow (see [`maybe_sweep`]).
+#[inline(always)]
+fn insert(key: &FlowKey, e: &CtEntry, flags: u64) -> Result<(), i32> {
+    let r = WEIR_CT.insert(key, e, flags);
+    if let Err(err) = r
+        && err == -E2BIG
+        && let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(SWEEP_WANTED)
+    {
+        // SAFETY: array slot pointer valid for this run.
+        unsafe { *want = 1 };
+    }
+    r
+}
+
+const SWEEP_LAST: u32 = 0;
+const SWEEP_WANTED: u32 = 1;
+
+/// Minimum time between two sweeps, so a flood against a full map costs one map walk a second.
+const SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
+
+#[repr(C)]
+struct Sweep {
+    now: u64,
+    freed: u64,
+    timeouts: Timeouts,
+}
+
+/// `bpf_for_each_map_elem` callback: deletes the entry if it has expired.
+extern "C" fn sweep_entry(
+    _map: *mut c_void,
+    key: *mut FlowKey,
+    e: *mut CtEntry,
+    ctx: *mut Sweep,
+) -> i64 {
+    // SAFETY: the kernel passes valid key, value and our context for each element.
+    unsafe {
+        if (*e).expired((*ctx).now, &(*ctx).timeouts) {
+            let k = *key;
+            if WEIR_CT.remove(&k).is_ok() {
+                (*ctx).freed += 1;
+            }
+        }
+    }
+    0
+}
+
+/// When an insert found the map full, frees every expired entry — at most once per
+/// [`SWEEP_INTERVAL_NS`]. Called at the top of the TC programs (one array read when nothing
+/// is wanted): this is what keeps a full map recovering with no process alive.
+#[inline(always)]
+pub fn maybe_sweep() {
+    let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(SWEEP_WANTED) else {
+        return;
+    };
+    // SAFETY: array slot pointer valid for this run.
+    if unsafe { *want } != 0 {
+        sweep();
+    }
+}
+
+#[inline(never)]
+fn sweep() {
+    let (Some(last), Some(want), Some(cfg)) = (
+        WEIR_CT_SWEEP.get_ptr_mut(SWEEP_LAST),
+        WEIR_CT_SWEEP.get_ptr_mut(SWEEP_WANTED),
+        crate::maps::config(),
+    ) else {
+        return;
+    };
+    let now = now();
+    // SAFETY: array slot pointers valid for this run; racing sweepers are harmless.
+    unsafe {
+        if now.wrapping_sub(*last) < SWEEP_INTERVAL_NS {
+            return;
+        }
+        *last = now;
+        *want = 0;
+    }
+    let mut s = Sweep {
+        now,
+        freed: 0,
+        timeouts: cfg.timeouts,
+    };
+    // SAFETY: the map static, a callback with the helper's signature, and a stack context.
+    unsafe {
+        bpf_for_each_map_elem(
+            &WEIR_CT as *const _ as *mut c_void,
+            sweep_entry as *mut c_void,
+            &mut s as *mut Sweep as *mut c_void,
+            0,
+        );
+    }
+    metrics::events(Event::CtSwept, s.freed);
+}
+
+/// Outcome of inserting a reply entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    Done,
+    /// A live entry of another flow holds the key (try another SNAT port).
+    Taken,
+    /// The map is full of live flows.
+    Full,
+}
+
 /// Inserts the reply entry of a pair unless a live entry of another flow holds its key.
 /// Expired holders are reclaimed (and their stale twins dropped).
 #[inline(always)]
@@ -142,7 +262,7 @@ pub fn insert_reply(
     f: &NewFlow,
     cfg: &Config,
     now: u64,
-) -> bool {
+) -> Insert {
     let reply = entry(
         orig_key.reversed(),
         *orig_key,
@@ -150,17 +270,18 @@ pub fn insert_reply(
         f.flags | flags::REPLY,
         now,
     );
-    if WEIR_CT
-        .insert(reply_key, &reply, BPF_NOEXIST as u64)
-        .is_ok()
-    {
-        return true;
+    match insert(reply_key, &reply, BPF_NOEXIST as u64) {
+        Ok(()) => return Insert::Done,
+        Err(r) if r == -E2BIG => return Insert::Full,
+        Err(_) => {}
     }
     let Some(old) = WEIR_CT.get_ptr_mut(reply_key) else {
-        // Evicted in between: try once more.
-        return WEIR_CT
-            .insert(reply_key, &reply, BPF_NOEXIST as u64)
-            .is_ok();
+        // Deleted in between: try once more.
+        return match insert(reply_key, &reply, BPF_NOEXIST as u64) {
+            Ok(()) => Insert::Done,
+            Err(r) if r == -E2BIG => Insert::Full,
+            Err(_) => Insert::Taken,
+        };
     };
     // SAFETY: map value pointer valid for this run.
     let (old_twin, reclaim) = unsafe {
@@ -168,13 +289,17 @@ pub fn insert_reply(
         ((*old).twin, same_flow || (*old).expired(now, &cfg.timeouts))
     };
     if !reclaim {
-        return false;
+        return Insert::Taken;
     }
     if old_twin != *orig_key {
         let _ = WEIR_CT.remove(&old_twin);
     }
     metrics::event(Event::CtReclaimed);
-    WEIR_CT.insert(reply_key, &reply, 0).is_ok()
+    if WEIR_CT.insert(reply_key, &reply, 0).is_ok() {
+        Insert::Done
+    } else {
+        Insert::Full
+    }
 }
 
 /// Creates both entries of a flow whose packets enter as `orig_key` and leave as
@@ -189,10 +314,10 @@ pub fn create_pair(
     now: u64,
 ) -> Result<(), DropReason> {
     let reply_key = orig_rewrite.reversed();
-    if !insert_reply(&reply_key, orig_key, f, cfg, now) {
+    if insert_reply(&reply_key, orig_key, f, cfg, now) != Insert::Done {
         return Err(DropReason::CtInsertFailed);
     }
-    insert_orig(orig_key, orig_rewrite, &reply_key, f, now)
+    insert_orig(orig_key, orig_rewrite, &reply_key, f, cfg, now)
 }
 
 /// Inserts the original-direction entry; on failure removes the reply entry inserted before it.
@@ -202,10 +327,11 @@ pub fn insert_orig(
     orig_rewrite: &FlowKey,
     reply_key: &FlowKey,
     f: &NewFlow,
+    cfg: &Config,
     now: u64,
 ) -> Result<(), DropReason> {
     let orig = entry(*orig_rewrite, *reply_key, f, f.flags, now);
-    if WEIR_CT.insert(orig_key, &orig, 0).is_err() {
+    if insert(orig_key, &orig, 0).is_err() {
         let _ = WEIR_CT.remove(reply_key);
         return Err(DropReason::CtInsertFailed);
     }

@@ -34,6 +34,8 @@ use crate::{
 
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
+    // Here, at the top: the sweep's stack frames must not stack on the packet path's.
+    conntrack::maybe_sweep();
     let ifindex = ifindex(&ctx);
     let len = ctx.packet_len();
     match try_from_container(&ctx, ifindex, len) {
@@ -59,7 +61,8 @@ fn tracked_path(f: u16) -> Path {
     }
 }
 
-#[inline(always)]
+// Not inlined: the conntrack sweep called from the entry point must not stack on this frame.
+#[inline(never)]
 fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Drop> {
     linearize(ctx, packet::COMMON_HEADERS);
     let ethertype = packet::ether_type(ctx).ok_or(DropReason::Malformed)?;

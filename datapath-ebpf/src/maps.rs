@@ -32,8 +32,15 @@ pub static WEIR_POLICY: HashMap<PolicyKey, u32> = HashMap::pinned(POLICY_MAX, 0)
 #[map]
 pub static WEIR_NET_LINKS: HashMap<NetPair, u32> = HashMap::pinned(NET_LINKS_MAX, 0);
 
+/// A plain (preallocated) hash, not an LRU: under a flood, new flows fail and are counted while
+/// established ones stay (an LRU would evict them); expired entries are swept when it is full.
 #[map]
-pub static WEIR_CT: LruHashMap<FlowKey, CtEntry> = LruHashMap::pinned(CONNTRACK_MAX, 0);
+pub static WEIR_CT: HashMap<FlowKey, CtEntry> = HashMap::pinned(CONNTRACK_MAX, 0);
+
+/// Conntrack sweep bookkeeping: [0] when it last ran, [1] whether an insert found the map
+/// full (not pinned: a rate limit, nothing to keep).
+#[map]
+pub static WEIR_CT_SWEEP: Array<u64> = Array::with_max_entries(2, 0);
 
 #[map]
 pub static WEIR_SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =

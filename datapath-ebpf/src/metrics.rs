@@ -31,6 +31,15 @@ pub fn event(e: Event) {
     bump(event_index(e), 0);
 }
 
+/// Counts `n` occurrences of an event at once.
+#[inline(always)]
+pub fn events(e: Event, n: u64) {
+    if let Some(c) = WEIR_STATS.get_ptr_mut(event_index(e)) {
+        // SAFETY: per-CPU slot.
+        unsafe { (*c).packets += n };
+    }
+}
+
 /// A packet dropped (or refused) for `d.reason` at `hook`.
 #[derive(Clone, Copy)]
 pub struct Drop {

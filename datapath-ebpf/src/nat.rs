@@ -18,7 +18,7 @@ use weir_common::{
 };
 
 use crate::{
-    conntrack::{NewFlow, insert_orig, insert_reply},
+    conntrack::{Insert, NewFlow, insert_orig, insert_reply},
     metrics,
     packet::{Frag, ICMP_ECHO, ICMP_ECHO_REPLY, Ipv4, L3_OFF},
 };
@@ -138,8 +138,12 @@ pub fn masquerade(
         }
         let new = FlowKey::new(cfg.uplink_ip, orig.daddr, port, orig.dport, orig.proto);
         let reply_key = new.reversed();
-        if insert_reply(&reply_key, orig, &f, cfg, now) {
-            insert_orig(orig, &new, &reply_key, &f, now)?;
+        let outcome = insert_reply(&reply_key, orig, &f, cfg, now);
+        if outcome == Insert::Full {
+            return Err(DropReason::CtInsertFailed);
+        }
+        if outcome == Insert::Done {
+            insert_orig(orig, &new, &reply_key, &f, cfg, now)?;
             metrics::event(Event::SnatNew);
             return Ok(new);
         }

@@ -27,6 +27,7 @@ use crate::{
 
 #[classifier]
 pub fn uplink_tc(ctx: TcContext) -> i32 {
+    conntrack::maybe_sweep();
     let len = ctx.packet_len();
     match try_uplink_tc(&ctx, len) {
         Ok(v) => v,
@@ -37,7 +38,8 @@ pub fn uplink_tc(ctx: TcContext) -> i32 {
     }
 }
 
-#[inline(always)]
+// Not inlined: the conntrack sweep called from the entry point must not stack on this frame.
+#[inline(never)]
 fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     linearize(ctx, packet::COMMON_HEADERS);
     if packet::ether_type(ctx) != Some(ETH_P_IP) {
