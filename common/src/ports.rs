@@ -7,7 +7,8 @@ pub const SNAT_RETRIES: u32 = 32;
 
 /// The host-order port to try on probe `attempt` (>= 1) with a per-flow random `seed`,
 /// always inside `[min, max]`. Successive attempts step by a constant odd stride so a
-/// range of any size is walked without immediate repeats.
+/// range is walked; for some range sizes the walk can revisit a port within the retries, which only
+/// costs a probe (the default range does not).
 #[inline(always)]
 pub const fn candidate(seed: u32, attempt: u32, min: u16, max: u16) -> u16 {
     let (lo, hi) = if min <= max {

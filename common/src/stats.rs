@@ -102,10 +102,7 @@ named_enum!(
         Fragment = 13 => "fragment-untracked",
         TtlExceeded = 14 => "ttl-exceeded",
         Multicast = 15 => "multicast-broadcast",
-        UnsupportedL4 = 16 => "unsupported-l4",
         RedirectFailed = 17 => "redirect-failed",
-        IcmpErrorUnmatched = 18 => "icmp-error-unmatched",
-        StaleFlow = 19 => "stale-flow",
     }
 );
 pub const DROP_REASONS: u32 = 32;

@@ -289,11 +289,16 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
 }
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .filter_map(|p| u8::from_str_radix(p, 16).ok())
-        .collect();
-    (v.len() == 6).then(|| [v[0], v[1], v[2], v[3], v[4], v[5]])
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 /// Software devices (no driver-level XDP worth attaching by default).
@@ -311,4 +316,24 @@ pub fn is_virtual_kind(kind: &str) -> bool {
             | "tun"
             | "netkit"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(parse_mac("02:42:0a:00:00:05"), Some([2, 0x42, 10, 0, 0, 5]));
+        assert_eq!(mac_string(&[2, 0x42, 10, 0, 0, 5]), "02:42:0a:00:00:05");
+        for bad in [
+            "zz:02:42:0a:00:00:05",
+            "02:42:0a:00:00",
+            "02:42:0a:00:00:05:06",
+            "2:42:0a:00:00:05",
+            "",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
 }

@@ -88,6 +88,10 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     if pkt.may_open() {
         if let Some(t) = publish::lookup(pkt.daddr, pkt.proto, pkt.dport, false) {
             let dst = endpoint(t.addr).ok_or(Drop::flow(DropReason::UnknownEndpoint, key))?;
+            if pkt.ttl <= 1 {
+                // It could not be routed into the container: no flow for it.
+                return Err(Drop::flow(DropReason::TtlExceeded, key));
+            }
             let new = weir_common::conntrack::FlowKey::new(
                 pkt.saddr, t.addr, pkt.sport, t.port, pkt.proto,
             );

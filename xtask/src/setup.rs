@@ -16,6 +16,7 @@ const TOOLS: &[&str] = &[
     "wrk",
     "nginx-light",
     "iptables",
+    "nftables",
     "conntrack",
     "bpftool",
     "tcpdump",
