@@ -42,6 +42,13 @@ impl Instance {
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("state.json")
     }
+    /// The rule book: policy rules, one per line (see [`crate::rules`]).
+    pub fn rules_file(&self) -> PathBuf {
+        self.state_dir.join("rules")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir.join("lock")
+    }
     pub fn journal_file(&self) -> PathBuf {
         self.state_dir.join("journal")
     }
@@ -69,7 +76,7 @@ impl Instance {
     pub fn lock(&self) -> Result<Lock> {
         fs::create_dir_all(&self.state_dir)
             .ctx(|| format!("creating state dir {}", self.state_dir.display()))?;
-        let path = self.state_dir.join("lock");
+        let path = self.lock_file();
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -92,7 +99,7 @@ impl Instance {
 /// Every state write happens under the instance lock (write to `NAME.tmp.PID`, then rename),
 /// so a temp file found by the lock holder belongs to a command that died mid-write: its
 /// content never became the state, and nothing else would ever remove it.
-fn remove_stale_temp_files(dir: &Path) {
+pub fn remove_stale_temp_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

@@ -10,6 +10,7 @@ pub mod netlink;
 pub mod netns;
 pub mod ops;
 pub mod output;
+pub mod rules;
 pub mod state;
 pub mod sysctl;
 pub mod validate;

@@ -1,5 +1,7 @@
 //! Human tables by default, JSON (`--json`) for machines: the same data either way.
 
+use std::io::{BufWriter, Write};
+
 use serde::Serialize;
 
 /// Prints rows as an aligned table with a header.
@@ -12,7 +14,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: Vec<&str>| {
+    let line = |cells: &[&str]| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -21,12 +23,26 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{:<width$}  ", c, width = w[i]));
             }
         }
-        println!("{}", s.trim_end());
+        s.truncate(s.trim_end().len());
+        s
     };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
+    lines(
+        std::iter::once(line(header)).chain(
+            rows.iter()
+                .map(|r| line(&r.iter().map(String::as_str).collect::<Vec<_>>())),
+        ),
+    );
+}
+
+/// Prints lines through one buffered writer (listings can have a hundred thousand rows).
+pub fn lines(lines: impl IntoIterator<Item = impl AsRef<str>>) {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for l in lines {
+        if writeln!(out, "{}", l.as_ref()).is_err() {
+            return;
+        }
     }
+    let _ = out.flush();
 }
 
 pub fn json<T: Serialize>(v: &T) {

@@ -14,7 +14,7 @@ use crate::{
     instance::Instance,
 };
 
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -105,93 +105,6 @@ pub struct Publish {
     pub proto: Proto,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleKind {
-    Isolate,
-    Allow,
-}
-
-/// A policy rule as the user wrote it. `isolate A B` and `isolate A` deny; `allow A B
-/// [--port]` is an exception. Stored as one compact string ("allow a b 80/tcp"): hosts keep
-/// tens of thousands of rules and every change parses and writes them all.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Rule {
-    pub kind: RuleKind,
-    pub a: String,
-    /// None only for `isolate A` (A accepts no new connections from other containers).
-    pub b: Option<String>,
-    pub port: Option<(Proto, u16)>,
-}
-
-impl Serialize for Rule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        // Built by hand, not with format!: this runs for every rule on every change.
-        let kind = match self.kind {
-            RuleKind::Isolate => "isolate",
-            RuleKind::Allow => "allow",
-        };
-        let b = self.b.as_deref().unwrap_or("");
-        let mut out = String::with_capacity(kind.len() + self.a.len() + b.len() + 12);
-        out.push_str(kind);
-        out.push(' ');
-        out.push_str(&self.a);
-        if self.b.is_some() {
-            out.push(' ');
-            out.push_str(b);
-        }
-        if let Some((p, n)) = self.port {
-            out.push(' ');
-            let mut digits = [0u8; 5];
-            let mut i = digits.len();
-            let mut v = n;
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
-            out.push('/');
-            out.push_str(p.name());
-        }
-        s.serialize_str(&out)
-    }
-}
-
-impl<'de> Deserialize<'de> for Rule {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let bad = || serde::de::Error::custom(format!("invalid rule {text:?}"));
-        let mut w = text.split(' ');
-        let kind = match w.next() {
-            Some("isolate") => RuleKind::Isolate,
-            Some("allow") => RuleKind::Allow,
-            _ => return Err(bad()),
-        };
-        let a = w.next().ok_or_else(bad)?.to_string();
-        let b = w.next().map(str::to_string);
-        let port = match w.next() {
-            None => None,
-            Some(p) => {
-                let (n, proto) = p.split_once('/').ok_or_else(bad)?;
-                let proto = match proto {
-                    "tcp" => Proto::Tcp,
-                    "udp" => Proto::Udp,
-                    _ => return Err(bad()),
-                };
-                Some((proto, n.parse().map_err(|_| bad())?))
-            }
-        };
-        if w.next().is_some() || (kind == RuleKind::Allow && b.is_none()) {
-            return Err(bad());
-        }
-        Ok(Rule { kind, a, b, port })
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
     pub xdp: XdpMode,
@@ -217,7 +130,7 @@ pub struct State {
     pub net_links: Vec<(String, String)>,
     pub containers: BTreeMap<String, Container>,
     pub publishes: Vec<Publish>,
-    pub rules: Vec<Rule>,
+    // Policy rules live in their own file, the rule book (`crate::rules`).
 }
 
 impl State {
@@ -248,38 +161,87 @@ impl State {
     }
 }
 
+fn read(inst: &Instance) -> Result<Option<String>> {
+    let path = inst.state_file();
+    match fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Other(anyhow::anyhow!(
+            "reading {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn corrupt(inst: &Instance, e: serde_json::Error) -> Error {
+    Error::CorruptState {
+        path: inst.state_file(),
+        reason: e.to_string(),
+    }
+}
+
+fn check_version(inst: &Instance, version: u32) -> Result<()> {
+    if version != STATE_VERSION {
+        return Err(Error::Incompatible(format!(
+            "state file {} has version {version} but this control understands {STATE_VERSION}: use the matching control binary, or `control down --force` and init again",
+            inst.state_file().display()
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the state file: `Ok(None)` when the instance was never initialised.
 pub fn load(inst: &Instance) -> Result<Option<State>> {
-    let path = inst.state_file();
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::Other(anyhow::anyhow!(
-                "reading {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    let corrupt = |e: serde_json::Error| Error::CorruptState {
-        path: path.clone(),
-        reason: e.to_string(),
+    let Some(text) = read(inst)? else {
+        return Ok(None);
     };
     // The version first: a file from another release must be reported as such, not as corrupt.
     #[derive(Deserialize)]
     struct Version {
         version: u32,
     }
-    let v: Version = serde_json::from_str(&text).map_err(corrupt)?;
-    if v.version != STATE_VERSION {
-        return Err(Error::Incompatible(format!(
-            "state file {} has version {} but this control understands {STATE_VERSION}: use the matching control binary, or `control down --force` and init again",
-            path.display(),
-            v.version
-        )));
-    }
-    let state: State = serde_json::from_str(&text).map_err(corrupt)?;
+    let v: Version = serde_json::from_str(&text).map_err(|e| corrupt(inst, e))?;
+    check_version(inst, v.version)?;
+    let state: State = serde_json::from_str(&text).map_err(|e| corrupt(inst, e))?;
     Ok(Some(state))
+}
+
+/// The host namespace recorded at `control init`, if any. Every command needs it before it
+/// can do anything else, so it is read without building the rest of the state.
+pub fn recorded_host_netns(inst: &Instance) -> Result<Option<String>> {
+    #[derive(Deserialize)]
+    struct Head {
+        version: u32,
+        host_netns: Option<String>,
+    }
+    let Some(text) = read(inst)? else {
+        return Ok(None);
+    };
+    let head: Head = serde_json::from_str(&text).map_err(|e| corrupt(inst, e))?;
+    // Only the name is needed here; loading checks the version (and `down --force` of another
+    // release's instance must still enter the right namespace).
+    let _ = head.version;
+    Ok(head.host_netns)
+}
+
+/// Names of the namespaces Weir created for containers, read from a state file that does not
+/// load (another release's or damaged), as far as it is readable: for `down --force`.
+pub fn salvage_namespaces(inst: &Instance) -> Vec<String> {
+    let Ok(Some(text)) = read(inst) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    let Some(containers) = v.get("containers").and_then(|c| c.as_object()) else {
+        return Vec::new();
+    };
+    containers
+        .iter()
+        .filter(|(_, c)| c.get("external_netns").is_none_or(|e| e.is_null()))
+        .map(|(n, _)| n.clone())
+        .filter(|n| crate::validate::name("container", n).is_ok())
+        .collect()
 }
 
 /// Loads the state of an initialised instance.
@@ -341,52 +303,4 @@ impl Journal {
 /// The interrupted command's description, if the previous command did not finish.
 pub fn pending_journal(inst: &Instance) -> Option<String> {
     fs::read_to_string(inst.journal_file()).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rules_round_trip_as_strings() {
-        for r in [
-            Rule {
-                kind: RuleKind::Isolate,
-                a: "a".into(),
-                b: None,
-                port: None,
-            },
-            Rule {
-                kind: RuleKind::Isolate,
-                a: "a".into(),
-                b: Some("b-1.x".into()),
-                port: None,
-            },
-            Rule {
-                kind: RuleKind::Allow,
-                a: "a".into(),
-                b: Some("b".into()),
-                port: None,
-            },
-            Rule {
-                kind: RuleKind::Allow,
-                a: "a".into(),
-                b: Some("b".into()),
-                port: Some((Proto::Udp, 53)),
-            },
-        ] {
-            let j = serde_json::to_string(&r).unwrap();
-            assert_eq!(serde_json::from_str::<Rule>(&j).unwrap(), r, "{j}");
-        }
-        for bad in [
-            "\"\"",
-            "\"deny a b\"",
-            "\"allow a\"",
-            "\"allow a b 80\"",
-            "\"allow a b 80/sctp\"",
-            "\"isolate a b c d\"",
-        ] {
-            assert!(serde_json::from_str::<Rule>(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -55,7 +55,7 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
         );
         let j = state::Journal::begin(&ctx.inst, &format!("cni replace {old}"))?;
         container::teardown(ctx, &st, &old).await;
-        container::forget(&mut st, &old);
+        container::forget(&ctx.inst, &mut st, &old)?;
         state::save(&ctx.inst, &st)?;
         j.done()?;
     }
@@ -104,7 +104,7 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
     .await;
     if let Err(e) = made {
         container::teardown(ctx, &st, &name).await;
-        container::forget(&mut st, &name);
+        container::forget(&ctx.inst, &mut st, &name)?;
         state::save(&ctx.inst, &st)?;
         j.done()?;
         return Err(e.into());

@@ -63,7 +63,7 @@ async fn release(ctx: &Ctx, mut st: state::State, names: &[String], what: &str) 
     state::save(&ctx.inst, &st)?;
     for n in names {
         container::teardown(ctx, &st, n).await;
-        container::forget(&mut st, n);
+        container::forget(&ctx.inst, &mut st, n)?;
     }
     state::save(&ctx.inst, &st)?;
     j.done()?;

@@ -20,7 +20,9 @@ use super::{Ctx, policy, publish};
 use crate::{
     datapath::{self, links, maps},
     error::{Context, Error, Result},
+    instance::Instance,
     netlink, netns,
+    rules::RuleBook,
     state::{self, Container, Phase, State},
     sysctl, validate,
 };
@@ -199,7 +201,7 @@ pub async fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<ContainerInfo> {
     .await;
     if let Err(e) = made {
         teardown(ctx, &st, name).await;
-        forget(&mut st, name);
+        forget(&ctx.inst, &mut st, name)?;
         state::save(&ctx.inst, &st)?;
         j.done()?;
         return Err(e);
@@ -281,7 +283,7 @@ pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
     st.containers.get_mut(name).expect("checked").phase = Phase::Removing;
     state::save(&ctx.inst, &st)?;
     teardown(ctx, &st, name).await;
-    forget(&mut st, name);
+    forget(&ctx.inst, &mut st, name)?;
     state::save(&ctx.inst, &st)?;
     j.done()
 }
@@ -311,12 +313,12 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     }
 }
 
-/// Drops a container and everything that names it from the state.
-pub fn forget(st: &mut State, name: &str) {
+/// Drops a container and everything that names it from the state and the rule book.
+pub fn forget(inst: &Instance, st: &mut State, name: &str) -> Result<()> {
     st.containers.remove(name);
     st.publishes.retain(|p| p.container != name);
-    st.rules
-        .retain(|r| r.a != name && r.b.as_deref() != Some(name));
+    RuleBook::load(inst)?.forget(name)?;
+    Ok(())
 }
 
 /// Deletes conntrack entries (and their twins) matching `pred`; returns how many flows.

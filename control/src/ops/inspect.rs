@@ -131,7 +131,7 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
         networks: st.networks.len(),
         containers: st.containers.len(),
         published_ports: st.publishes.len(),
-        rules: st.rules.len(),
+        rules: crate::rules::RuleBook::load(&ctx.inst)?.len(),
         conntrack_entries: live,
         conntrack_max: st.settings.conntrack_max,
         problems,

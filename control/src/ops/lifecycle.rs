@@ -14,6 +14,7 @@ use crate::{
     cgroup,
     datapath::{self, links, maps},
     error::{Error, Result},
+    instance::Instance,
     netlink, netns,
     state::{self, Phase, Settings, State, Uplink, XdpMode},
 };
@@ -128,7 +129,6 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         net_links: Vec::new(),
         containers: BTreeMap::new(),
         publishes: Vec::new(),
-        rules: Vec::new(),
     });
     let j = state::Journal::begin(&ctx.inst, "init")?;
     if let Some(p) = &prev
@@ -325,11 +325,17 @@ pub async fn down(ctx: &Ctx, force: bool) -> Result<DownReport> {
         let names: Vec<String> = st.containers.keys().cloned().collect();
         for n in names {
             container::teardown(ctx, &st, &n).await;
-            container::forget(&mut st, &n);
+            st.containers.remove(&n);
             report.containers_removed.push(n);
         }
     } else if force {
-        // Without state: remove host-side veths named like ours.
+        // Without state: the namespaces of containers still named in an unreadable file
+        // (another release's, say), and host-side veths named like ours.
+        for n in state::salvage_namespaces(&ctx.inst) {
+            if netns::delete(&n).is_ok() {
+                report.containers_removed.push(n);
+            }
+        }
         for l in netlink::links(&ctx.nl).await? {
             if l.name.starts_with("wr-") {
                 let _ = netlink::delete_link(&ctx.nl, l.index).await;
@@ -353,8 +359,28 @@ pub async fn down(ctx: &Ctx, force: bool) -> Result<DownReport> {
         let _ = std::fs::remove_dir(parent);
     }
     drop(lock);
-    remove_tree(&ctx.inst.state_dir, &mut report.warnings);
+    remove_state_files(&ctx.inst, &mut report.warnings);
     Ok(report)
+}
+
+/// Removes the files Weir keeps in the state dir, then the dir if that left it empty: the
+/// user may have pointed --state-dir at a directory holding other things.
+fn remove_state_files(inst: &Instance, warnings: &mut Vec<String>) {
+    let ours = [
+        inst.state_file(),
+        inst.rules_file(),
+        inst.journal_file(),
+        inst.lock_file(),
+    ];
+    for f in &ours {
+        match std::fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(format!("could not remove {}: {e}", f.display())),
+        }
+    }
+    crate::instance::remove_stale_temp_files(&inst.state_dir);
+    let _ = std::fs::remove_dir(&inst.state_dir);
 }
 
 /// Gateways (first host address) of the networks in the pinned subnet map, if it is there.

@@ -1,6 +1,7 @@
 //! `control isolate|unisolate|allow|disallow|rules`. Rules are kept as written (by container
-//! name) in the state and compiled into the identity-keyed policy map, one key per rule side:
-//! adding or removing a rule touches only its own keys, whatever the number of rules.
+//! name) in the rule book and compiled into the identity-keyed policy map, one key per rule
+//! side: adding or removing a rule touches only its own keys and the few rules that can share
+//! them, whatever the number of rules.
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,8 +19,8 @@ use super::{Ctx, container};
 use crate::{
     datapath::maps,
     error::{Context, Error, Result},
-    state::{self, Rule, RuleKind, State},
-    validate,
+    rules::{Rule, RuleBook, RuleKind},
+    state::{self, State},
 };
 
 /// The map keys a rule speaks for (empty while a container it names does not exist).
@@ -46,15 +47,21 @@ pub fn keys_of(st: &State, r: &Rule) -> Vec<PolicyKey> {
     }
 }
 
-/// Every policy map entry the state calls for. At one key, an allow beats a deny.
-pub fn compile(st: &State) -> HashMap<PolicyKey, u32> {
+fn verdict(r: &Rule) -> u32 {
+    match r.kind {
+        RuleKind::Allow => VERDICT_ALLOW,
+        RuleKind::Isolate => VERDICT_DENY,
+    }
+}
+
+/// The policy map entries `rules` call for. At one key, an allow beats a deny.
+pub fn compile<'a>(
+    st: &State,
+    rules: impl IntoIterator<Item = &'a Rule>,
+) -> HashMap<PolicyKey, u32> {
     let mut out = HashMap::new();
-    for r in &st.rules {
-        let v = if r.kind == RuleKind::Allow {
-            VERDICT_ALLOW
-        } else {
-            VERDICT_DENY
-        };
+    for r in rules {
+        let v = verdict(r);
         for k in keys_of(st, r) {
             let e = out.entry(k).or_insert(v);
             if v == VERDICT_ALLOW {
@@ -65,28 +72,27 @@ pub fn compile(st: &State) -> HashMap<PolicyKey, u32> {
     out
 }
 
-/// Recomputes and writes the given keys from all rules.
-fn write_keys(ctx: &Ctx, st: &State, keys: &[PolicyKey]) -> Result<()> {
+/// Rewrites the map keys of `changed` (just added or removed) from the rules of the book
+/// that can share them.
+fn write_keys(ctx: &Ctx, st: &State, book: &RuleBook, changed: &[Rule]) -> Result<()> {
+    let keys: HashSet<PolicyKey> = changed.iter().flat_map(|r| keys_of(st, r)).collect();
     if keys.is_empty() {
         return Ok(());
     }
-    let wanted: HashSet<PolicyKey> = keys.iter().copied().collect();
-    let mut verdicts: HashMap<PolicyKey, u32> = HashMap::new();
-    for r in &st.rules {
-        let v = if r.kind == RuleKind::Allow {
-            VERDICT_ALLOW
-        } else {
-            VERDICT_DENY
-        };
-        for k in keys_of(st, r).into_iter().filter(|k| wanted.contains(k)) {
-            let e = verdicts.entry(k).or_insert(v);
-            if v == VERDICT_ALLOW {
-                *e = VERDICT_ALLOW;
-            }
-        }
-    }
+    // A few searches of the text beat indexing it; an import asks thousands of questions.
+    let lines = (changed.len() > 8).then(|| book.lines());
+    let present = |r: &Rule| match &lines {
+        Some(l) => l.contains(r.to_string().as_str()),
+        None => book.contains(r),
+    };
+    let sharers: HashSet<Rule> = changed
+        .iter()
+        .flat_map(Rule::key_sharers)
+        .filter(|r| present(r))
+        .collect();
+    let verdicts = compile(st, &sharers);
     let mut m = maps::hash::<PolicyKey, u32>(&ctx.inst, names::POLICY)?;
-    for k in wanted {
+    for k in keys {
         match verdicts.get(&k) {
             Some(v) => m.insert(k, *v, 0).ctx(|| "writing the policy map".into())?,
             None => {
@@ -97,25 +103,31 @@ fn write_keys(ctx: &Ctx, st: &State, keys: &[PolicyKey]) -> Result<()> {
     Ok(())
 }
 
+/// Rules naming container `name`.
+fn naming<'a>(rules: &'a [Rule], name: &'a str) -> impl Iterator<Item = &'a Rule> {
+    rules.iter().filter(move |r| r.names(name))
+}
+
 /// Installs the entries of every rule naming `name` (after the container got its identity).
 pub fn apply_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
-    let keys: Vec<PolicyKey> = st
-        .rules
-        .iter()
-        .filter(|r| r.a == name || r.b.as_deref() == Some(name))
-        .flat_map(|r| keys_of(st, r))
-        .collect();
-    write_keys(ctx, st, &keys)
+    let book = RuleBook::load(&ctx.inst)?;
+    if book.is_empty() {
+        return Ok(());
+    }
+    let rules = book.rules()?;
+    let mine: Vec<Rule> = naming(&rules, name).cloned().collect();
+    write_keys(ctx, st, &book, &mine)
 }
 
 /// Removes the entries of every rule naming `name` (before the container goes away).
 pub fn remove_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
+    let book = RuleBook::load(&ctx.inst)?;
+    if book.is_empty() {
+        return Ok(());
+    }
+    let rules = book.rules()?;
     let mut m = maps::hash::<PolicyKey, u32>(&ctx.inst, names::POLICY)?;
-    for r in st
-        .rules
-        .iter()
-        .filter(|r| r.a == name || r.b.as_deref() == Some(name))
-    {
+    for r in naming(&rules, name) {
         for k in keys_of(st, r) {
             let _ = m.remove(&k);
         }
@@ -132,30 +144,32 @@ pub struct RuleInfo {
     pub text: String,
 }
 
-pub fn describe(r: &Rule) -> String {
-    let port = r
-        .port
-        .map(|(p, n)| format!(" --port {n}/{}", p.name()))
-        .unwrap_or_default();
-    match (&r.kind, &r.b) {
-        (RuleKind::Isolate, None) => format!("isolate {}", r.a),
-        (RuleKind::Isolate, Some(b)) => format!("isolate {} {b}", r.a),
-        (RuleKind::Allow, Some(b)) => format!("allow {} {b}{port}", r.a),
-        (RuleKind::Allow, None) => format!("allow {}", r.a),
-    }
-}
-
-pub fn list(st: &State) -> Vec<RuleInfo> {
-    st.rules
-        .iter()
+pub fn list(book: &RuleBook) -> Result<Vec<RuleInfo>> {
+    Ok(book
+        .rules()?
+        .into_iter()
         .map(|r| RuleInfo {
             kind: r.kind,
-            a: r.a.clone(),
-            b: r.b.clone(),
             port: r.port.map(|(p, n)| format!("{n}/{}", p.name())),
-            text: describe(r),
+            text: r.to_string(),
+            a: r.a,
+            b: r.b,
         })
-        .collect()
+        .collect())
+}
+
+/// Checks that the containers a rule names exist and that it makes sense.
+pub fn check(st: &State, r: &Rule) -> Result<()> {
+    st.container(&r.a)?;
+    if let Some(b) = &r.b {
+        st.container(b)?;
+        if r.a == *b {
+            return Err(Error::invalid(format!(
+                "{b:?} twice: a container always reaches itself"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Builds a rule from command arguments, checking the containers exist.
@@ -166,36 +180,39 @@ pub fn rule(
     b: Option<&str>,
     port: Option<&str>,
 ) -> Result<Rule> {
-    st.container(a)?;
-    if let Some(b) = b {
-        st.container(b)?;
-        if a == b {
-            return Err(Error::invalid(format!(
-                "{a:?} twice: a container always reaches itself"
-            )));
-        }
-    }
-    let port = port.map(validate::port_spec).transpose()?;
     if kind == RuleKind::Allow && b.is_none() {
         return Err(Error::invalid(
             "allow needs two containers: control allow FROM TO [--port PORT/PROTO]",
         ));
     }
+    let port = port.map(crate::validate::port_spec).transpose()?;
     // `isolate A B` and `isolate B A` are the same rule.
     let (a, b) = match (kind, b) {
         (RuleKind::Isolate, Some(b)) if b < a => (b, Some(a)),
         _ => (a, b),
     };
-    Ok(Rule {
+    let r = Rule {
         kind,
         a: a.to_string(),
         b: b.map(str::to_string),
         port,
-    })
+    };
+    check(st, &r)?;
+    Ok(r)
 }
 
-/// Adds (`add`) or removes a rule. Returns false when nothing changed (idempotent).
-/// With `cut`, established flows the new policy denies are cut too.
+/// What [`change`] did.
+#[derive(Debug)]
+pub struct Change {
+    pub rule: Rule,
+    /// False when the rule was already present (added) or absent (removed).
+    pub changed: bool,
+    /// Established flows cut, with `cut`.
+    pub cut: Option<usize>,
+}
+
+/// Adds (`add`) or removes a rule; idempotent. With `cut`, established flows the resulting
+/// policy denies are cut too.
 pub async fn change(
     ctx: &Ctx,
     kind: RuleKind,
@@ -204,80 +221,73 @@ pub async fn change(
     port: Option<&str>,
     add: bool,
     cut: bool,
-) -> Result<bool> {
-    let (_lock, mut st) = ctx.begin().await?;
+) -> Result<Change> {
+    let (_lock, st) = ctx.begin().await?;
     let r = rule(&st, kind, a, b, port)?;
-    let present = st.rules.contains(&r);
-    if present == add {
-        if cut {
-            cut_denied(ctx, &st)?;
+    let mut book = RuleBook::load(&ctx.inst)?;
+    let changed = book.contains(&r) != add;
+    if changed {
+        let j = state::Journal::begin(&ctx.inst, &r.to_string())?;
+        if add {
+            book.append(&r)?;
+        } else {
+            book.remove(&r)?;
         }
-        return Ok(false);
+        write_keys(ctx, &st, &book, std::slice::from_ref(&r))?;
+        j.done()?;
     }
-    let j = state::Journal::begin(&ctx.inst, &describe(&r))?;
-    let keys = keys_of(&st, &r);
-    if add {
-        st.rules.push(r);
+    let cut = if cut {
+        Some(cut_denied(ctx, &st, &book)?)
     } else {
-        st.rules.retain(|x| *x != r);
-    }
-    state::save(&ctx.inst, &st)?;
-    write_keys(ctx, &st, &keys)?;
-    j.done()?;
-    if cut {
-        cut_denied(ctx, &st)?;
-    }
-    Ok(true)
+        None
+    };
+    Ok(Change {
+        rule: r,
+        changed,
+        cut,
+    })
 }
 
-/// Parses one rule line: `isolate A [B]` or `allow A B [--port PORT/PROTO]` (blank lines and
-/// `#` comments are skipped: returns None).
+/// Parses one rule line of an import file: `isolate A [B]` or `allow A B [--port PORT/PROTO]`
+/// (blank lines and `#` comments are skipped: returns None).
 pub fn parse_line(st: &State, line: &str) -> Result<Option<Rule>> {
     let line = line.split('#').next().unwrap_or("").trim();
     if line.is_empty() {
         return Ok(None);
     }
-    let w: Vec<&str> = line.split_whitespace().collect();
-    let bad = || {
-        Error::invalid(format!(
-            "invalid rule {line:?}: expected `isolate A [B]` or `allow A B [--port PORT/PROTO]`"
-        ))
-    };
-    match w.as_slice() {
-        ["isolate", a] => rule(st, RuleKind::Isolate, a, None, None).map(Some),
-        ["isolate", a, b] => rule(st, RuleKind::Isolate, a, Some(b), None).map(Some),
-        ["allow", a, b] => rule(st, RuleKind::Allow, a, Some(b), None).map(Some),
-        ["allow", a, b, "--port", p] => rule(st, RuleKind::Allow, a, Some(b), Some(p)).map(Some),
-        _ => Err(bad()),
-    }
+    let r: Rule = line.parse()?;
+    check(st, &r)?;
+    Ok(Some(r))
 }
 
 /// Adds many rules in one change (all or nothing: any invalid line fails before anything is
 /// applied). Returns how many were new.
 pub async fn import(ctx: &Ctx, text: &str) -> Result<usize> {
-    let (_lock, mut st) = ctx.begin().await?;
+    let (_lock, st) = ctx.begin().await?;
+    let mut book = RuleBook::load(&ctx.inst)?;
     let mut new = Vec::new();
-    let mut seen: HashSet<Rule> = st.rules.iter().cloned().collect();
-    for (i, line) in text.lines().enumerate() {
-        let r =
-            parse_line(&st, line).map_err(|e| Error::invalid(format!("line {}: {e}", i + 1)))?;
-        if let Some(r) = r
-            && seen.insert(r.clone())
-        {
-            new.push(r);
+    {
+        let have = book.lines();
+        let mut seen = HashSet::new();
+        for (i, line) in text.lines().enumerate() {
+            let r = parse_line(&st, line)
+                .map_err(|e| Error::invalid(format!("line {}: {e}", i + 1)))?;
+            if let Some(r) = r {
+                let l = r.to_string();
+                if !have.contains(l.as_str()) && seen.insert(l) {
+                    new.push(r);
+                }
+            }
         }
     }
     if new.is_empty() {
         return Ok(0);
     }
     let j = state::Journal::begin(&ctx.inst, &format!("rules import ({} rules)", new.len()))?;
-    let keys: Vec<PolicyKey> = new.iter().flat_map(|r| keys_of(&st, r)).collect();
-    let n = new.len();
-    st.rules.extend(new);
-    state::save(&ctx.inst, &st)?;
-    write_keys(ctx, &st, &keys)?;
+    book.extend(&new)?;
+    write_keys(ctx, &st, &book, &new)?;
     j.done()?;
-    Ok(n)
+    Ok(new.len())
 }
 
 /// The current policy as the datapath sees it, evaluated in user space over the state.
@@ -302,7 +312,7 @@ impl RuleSource for Compiled<'_> {
 
 /// Cuts established container-to-container flows (including hairpin) that the current policy
 /// would not allow to start. Returns how many flows were cut.
-pub fn cut_denied(ctx: &Ctx, st: &State) -> Result<usize> {
+pub fn cut_denied(ctx: &Ctx, st: &State, book: &RuleBook) -> Result<usize> {
     let by_id: HashMap<u32, Peer> = st
         .containers
         .values()
@@ -317,7 +327,7 @@ pub fn cut_denied(ctx: &Ctx, st: &State) -> Result<usize> {
         })
         .collect();
     let compiled = Compiled {
-        rules: compile(st),
+        rules: compile(st, &book.rules()?),
         st,
     };
     container::purge_conntrack(ctx, |_k: &FlowKey, e: &CtEntry| {

@@ -223,7 +223,7 @@ pub async fn unpublish(
     container: &str,
     spec: &str,
     host_ip: Option<&str>,
-) -> Result<()> {
+) -> Result<Publish> {
     let (hp, proto) = validate::host_port_spec(spec)?;
     let host_ip = host_ip.map(|s| validate::ipv4("host IP", s)).transpose()?;
     let (_lock, mut st) = ctx.begin().await?;
@@ -243,7 +243,8 @@ pub async fn unpublish(
     let p = st.publishes.remove(i);
     remove_entry(ctx, &st, &p)?;
     state::save(&ctx.inst, &st)?;
-    j.done()
+    j.done()?;
+    Ok(p)
 }
 
 /// Removes a published port's map entry (the state is the caller's business).

@@ -15,6 +15,7 @@ use super::{Ctx, container, policy, publish};
 use crate::{
     datapath::maps,
     error::{Context, Result},
+    rules::RuleBook,
     state::{Phase, State},
 };
 
@@ -30,7 +31,7 @@ pub async fn repair(ctx: &Ctx, st: &mut State) -> Result<()> {
     for name in broken {
         eprintln!("note: removing container {name}, left incomplete by the interrupted command");
         container::teardown(ctx, st, &name).await;
-        container::forget(st, &name);
+        container::forget(&ctx.inst, st, &name)?;
     }
     super::lifecycle::ensure_gateway_dev(ctx, st).await?;
     sync_maps(ctx, st)
@@ -60,7 +61,7 @@ pub fn sync_maps(ctx: &Ctx, st: &State) -> Result<()> {
     )?;
     sync(
         maps::hash::<PolicyKey, u32>(inst, names::POLICY)?,
-        policy::compile(st),
+        policy::compile(st, &RuleBook::load(inst)?.rules()?),
     )?;
     let links: HashMap<NetPair, u32> = st
         .net_links

@@ -1,0 +1,104 @@
+//! `control container create|rm|ls`.
+
+use clap::Subcommand;
+use control::{
+    Result,
+    ops::{Ctx, container},
+    output::{json, table},
+    state,
+};
+
+#[derive(Subcommand)]
+pub enum ContainerCmd {
+    /// Create a container: namespace /run/netns/NAME with eth0 on NETWORK (use `ip netns exec
+    /// NAME ...` to run programs in it).
+    #[command(
+        after_help = "Examples:\n  control container create api --network web\n  \
+        control container create db --network web --ip 10.88.0.10\n  \
+        control container create front --network web --publish 8080:80 --publish 5353:53/udp"
+    )]
+    Create {
+        /// Container name, also the namespace name (letters, digits, '-', '_', '.').
+        name: String,
+        /// The network to join (see `control network ls`).
+        #[arg(long, value_name = "NET")]
+        network: String,
+        /// Address in the network's subnet (default: the lowest free one).
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<String>,
+        /// Publish HOSTPORT:PORT[/tcp|/udp] right away. Repeatable.
+        #[arg(long, value_name = "HOSTPORT:PORT")]
+        publish: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a container, its namespace, published ports and the rules naming it.
+    Rm {
+        /// Container name.
+        name: String,
+    },
+    /// List containers.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(ctx: &Ctx, c: ContainerCmd) -> Result<()> {
+    match c {
+        ContainerCmd::Create {
+            name,
+            network,
+            ip,
+            publish,
+            json: j,
+        } => {
+            let i = container::create(
+                ctx,
+                &container::CreateOpts {
+                    name,
+                    network,
+                    ip,
+                    publish,
+                },
+            )
+            .await?;
+            if j {
+                json(&i);
+            } else {
+                println!(
+                    "container {} {} on {} (netns {}, host side {})",
+                    i.name, i.ip, i.network, i.netns, i.host_if
+                );
+            }
+        }
+        ContainerCmd::Rm { name } => {
+            container::remove(ctx, &name).await?;
+            println!("removed container {name}");
+        }
+        ContainerCmd::Ls { json: j } => {
+            let st = state::load_required(&ctx.inst)?;
+            let l = container::list(&st);
+            if j {
+                json(&l);
+            } else {
+                let rows: Vec<Vec<String>> = l
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            c.network.clone(),
+                            c.ip.to_string(),
+                            c.host_if.clone(),
+                            c.published.join(","),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "NETWORK", "IP", "HOST-IF", "PUBLISHED"], &rows);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! `control init` and `control down`.
+
+use clap::{Args, ValueEnum};
+use control::{
+    Error, Result,
+    ops::{Ctx, lifecycle},
+    output::json,
+    state::XdpMode,
+    validate,
+};
+
+const INIT_EXAMPLES: &str = "\
+Examples:
+  control init                                  # uplink = the default route's interface
+  control init --uplink eth0 --xdp auto
+  control --host-netns h1 init --uplink up0     # serve the namespace /run/netns/h1
+  control init --conntrack-max 1048576 --ct-timeout udp=60 --snat-ports 40000-60999
+
+Running it again upgrades the programs in place (same or newer build): established
+connections, published ports and rules survive.";
+
+#[derive(Args)]
+#[command(after_help = INIT_EXAMPLES)]
+pub struct InitArgs {
+    /// Interface to masquerade behind and publish ports on (default: the default route's).
+    #[arg(long, value_name = "IFACE")]
+    uplink: Option<String>,
+    /// XDP on the uplink: `auto` attaches only to a physical NIC with native XDP (never to a
+    /// veth, where it would turn TSO off on the peer); `on` forces it; `off` never.
+    #[arg(long, value_enum)]
+    xdp: Option<XdpArg>,
+    /// Conntrack map size in entries (two per flow; fixed until `control down`).
+    #[arg(long, value_name = "N")]
+    conntrack_max: Option<u32>,
+    /// Conntrack timeout override, NAME=SECONDS; names: tcp-syn, tcp-established, tcp-fin,
+    /// tcp-closed, udp, udp-stream, icmp, other. Repeatable.
+    #[arg(long, value_name = "NAME=SECONDS")]
+    ct_timeout: Vec<String>,
+    /// Source ports SNAT may pick when a container's own port is taken.
+    #[arg(long, value_name = "MIN-MAX")]
+    snat_ports: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum XdpArg {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Args)]
+pub struct DownArgs {
+    /// Proceed even if the state file is unreadable (removes what it can find).
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn timeout(kv: &str) -> Result<(String, u32)> {
+    let (k, v) = kv.split_once('=').ok_or_else(|| {
+        Error::invalid(format!(
+            "invalid --ct-timeout {kv:?}: expected NAME=SECONDS, e.g. udp=30"
+        ))
+    })?;
+    let v: u32 = v.parse().map_err(|_| {
+        Error::invalid(format!(
+            "invalid --ct-timeout {kv:?}: SECONDS must be a number"
+        ))
+    })?;
+    Ok((k.to_string(), v))
+}
+
+pub async fn init(ctx: &Ctx, a: InitArgs, host_netns: Option<String>) -> Result<()> {
+    let opts = lifecycle::InitOpts {
+        host_netns,
+        uplink: a.uplink,
+        xdp: a.xdp.map(|x| match x {
+            XdpArg::Auto => XdpMode::Auto,
+            XdpArg::On => XdpMode::On,
+            XdpArg::Off => XdpMode::Off,
+        }),
+        conntrack_max: a.conntrack_max,
+        timeouts: a
+            .ct_timeout
+            .iter()
+            .map(|kv| timeout(kv))
+            .collect::<Result<_>>()?,
+        snat_ports: a
+            .snat_ports
+            .as_deref()
+            .map(validate::port_range)
+            .transpose()?,
+    };
+    let r = lifecycle::init(ctx, opts).await?;
+    if a.json {
+        json(&r);
+        return Ok(());
+    }
+    println!(
+        "weir {} on {} ({}), xdp {}{}",
+        if r.reinitialised {
+            "re-initialised"
+        } else {
+            "initialised"
+        },
+        r.uplink,
+        r.uplink_ip,
+        if r.xdp { "on" } else { "off" },
+        r.xdp_note.map(|n| format!(" — {n}")).unwrap_or_default()
+    );
+    if r.reinitialised {
+        println!(
+            "programs replaced in place on {} container link(s); established flows kept",
+            r.containers_updated
+        );
+    }
+    Ok(())
+}
+
+pub async fn down(ctx: &Ctx, a: DownArgs) -> Result<()> {
+    let r = lifecycle::down(ctx, a.force).await?;
+    if a.json {
+        json(&r);
+    } else if !r.was_initialised {
+        println!(
+            "nothing to remove: {} is not initialised",
+            ctx.inst.state_dir.display()
+        );
+    } else {
+        println!(
+            "removed {} container(s), programs, links, pins and state",
+            r.containers_removed.len()
+        );
+    }
+    for w in r.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}

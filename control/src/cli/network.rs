@@ -1,0 +1,133 @@
+//! `control network create|rm|ls|connect|disconnect`.
+
+use clap::Subcommand;
+use control::{
+    Result,
+    ops::{Ctx, network},
+    output::{json, table},
+    state,
+};
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network: containers on it share the subnet; its first address is their gateway.
+    #[command(
+        after_help = "Examples:\n  control network create web --subnet 10.88.0.0/24\n  \
+        control network create db --subnet 10.89.0.0/24 --internal   # no egress, no published ports"
+    )]
+    Create {
+        /// Network name (letters, digits, '-', '_', '.').
+        name: String,
+        /// IPv4 subnet between /8 and /30, e.g. 10.88.0.0/24; must not overlap another network
+        /// or contain a host address.
+        #[arg(long, value_name = "CIDR")]
+        subnet: String,
+        /// No egress to the world, no published ports; the host is reachable only at the
+        /// network's own gateway.
+        #[arg(long)]
+        internal: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a network (it must have no containers).
+    Rm {
+        /// Network name.
+        name: String,
+    },
+    /// List networks.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let containers of two networks open connections to each other (rules still apply).
+    Connect {
+        /// One network.
+        a: String,
+        /// The other network.
+        b: String,
+    },
+    /// Undo `network connect`.
+    Disconnect {
+        /// One network.
+        a: String,
+        /// The other network.
+        b: String,
+    },
+}
+
+pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
+    match c {
+        NetworkCmd::Create {
+            name,
+            subnet,
+            internal,
+            json: j,
+        } => {
+            let n = network::create(ctx, &name, &subnet, internal).await?;
+            if j {
+                json(&n);
+            } else {
+                println!(
+                    "network {} {} gateway {}{}",
+                    n.name,
+                    n.subnet,
+                    n.gateway,
+                    if n.internal { " (internal)" } else { "" }
+                );
+            }
+        }
+        NetworkCmd::Rm { name } => {
+            network::remove(ctx, &name).await?;
+            println!("removed network {name}");
+        }
+        NetworkCmd::Ls { json: j } => {
+            let st = state::load_required(&ctx.inst)?;
+            let l = network::list(&st);
+            if j {
+                json(&l);
+            } else {
+                let rows: Vec<Vec<String>> = l
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.name.clone(),
+                            n.subnet.to_string(),
+                            n.gateway.to_string(),
+                            n.internal.to_string(),
+                            n.containers.len().to_string(),
+                            n.connected.join(","),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "NAME",
+                        "SUBNET",
+                        "GATEWAY",
+                        "INTERNAL",
+                        "CONTAINERS",
+                        "CONNECTED",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        NetworkCmd::Connect { a, b } => {
+            if network::connect(ctx, &a, &b, true).await? {
+                println!("connected networks {a} and {b}");
+            } else {
+                println!("networks {a} and {b} are already connected");
+            }
+        }
+        NetworkCmd::Disconnect { a, b } => {
+            if network::connect(ctx, &a, &b, false).await? {
+                println!("disconnected networks {a} and {b}");
+            } else {
+                println!("networks {a} and {b} are not connected");
+            }
+        }
+    }
+    Ok(())
+}

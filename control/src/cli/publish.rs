@@ -1,0 +1,103 @@
+//! `control publish|unpublish|ports`.
+
+use clap::Args;
+use control::{
+    Result,
+    ops::{Ctx, publish},
+    output::{json, table},
+    state,
+};
+
+use super::JsonArg;
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  control publish api 8080:80                       # tcp, every host address
+  control publish dns 5353:53/udp
+  control publish api 8443:443 --host-ip 192.0.2.10 # one host address only
+
+The port is reachable from the world through the uplink, from the host itself (any host
+address and 127.0.0.1) and from other containers through a host address (hairpin, subject
+to the same rules as a direct connection). The container sees the real client address.")]
+pub struct PublishArgs {
+    /// The container to publish.
+    container: String,
+    /// HOSTPORT:PORT[/tcp|/udp], e.g. 8080:80 or 5353:53/udp (tcp if omitted).
+    mapping: String,
+    /// Publish on this host address only (default: every host address).
+    #[arg(long, value_name = "IP")]
+    host_ip: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  control unpublish api 8080\n  control unpublish dns 5353/udp")]
+pub struct UnpublishArgs {
+    /// The container the port is published to.
+    container: String,
+    /// HOSTPORT[/tcp|/udp] (tcp if omitted).
+    port: String,
+    /// Only the publication on this host address.
+    #[arg(long, value_name = "IP")]
+    host_ip: Option<String>,
+}
+
+fn host(ip: Option<std::net::Ipv4Addr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_else(|| "*".into())
+}
+
+pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
+    let p = publish::publish(ctx, &a.container, &a.mapping, a.host_ip.as_deref()).await?;
+    if a.json {
+        json(&p);
+    } else {
+        println!(
+            "published {}:{}/{} -> {} {}:{}",
+            host(p.host_ip),
+            p.host_port,
+            p.proto.name(),
+            p.container,
+            p.container_ip,
+            p.container_port
+        );
+    }
+    Ok(())
+}
+
+pub async fn unpublish(ctx: &Ctx, a: UnpublishArgs) -> Result<()> {
+    let p = publish::unpublish(ctx, &a.container, &a.port, a.host_ip.as_deref()).await?;
+    println!(
+        "unpublished {}:{}/{} (was -> {}:{})",
+        host(p.host_ip),
+        p.host_port,
+        p.proto.name(),
+        p.container,
+        p.container_port
+    );
+    Ok(())
+}
+
+pub fn ports(ctx: &Ctx, a: JsonArg) -> Result<()> {
+    let st = state::load_required(&ctx.inst)?;
+    let l = publish::list(&st);
+    if a.json {
+        json(&l);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = l
+        .iter()
+        .map(|p| {
+            vec![
+                format!("{}:{}", host(p.host_ip), p.host_port),
+                p.proto.name().into(),
+                p.container.clone(),
+                format!("{}:{}", p.container_ip, p.container_port),
+            ]
+        })
+        .collect();
+    table(&["HOST", "PROTO", "CONTAINER", "TARGET"], &rows);
+    Ok(())
+}
