@@ -6,19 +6,21 @@
 pub const SNAT_RETRIES: u32 = 32;
 
 /// The host-order port to try on probe `attempt` (>= 1) with a per-flow random `seed`,
-/// always inside `[min, max]`. Successive attempts step by a constant odd stride so a
-/// range is walked; for some range sizes the walk can revisit a port within the retries, which only
-/// costs a probe (the default range does not).
+/// always inside `[min, max]`. Probe k is `seed + k * STRIDE` modulo the range size: STRIDE is
+/// a prime above 65,536, so it is coprime with every possible range size and the probes of one
+/// allocation never repeat a port before the whole range has been tried, while consecutive
+/// probes land far apart (no clustering behind ports already taken). The sum is computed in 64
+/// bits: wrapping at 2^32 would break the arithmetic for every range size that is not a power
+/// of two.
 #[inline(always)]
 pub const fn candidate(seed: u32, attempt: u32, min: u16, max: u16) -> u16 {
     let (lo, hi) = if min <= max {
-        (min as u32, max as u32)
+        (min as u64, max as u64)
     } else {
-        (max as u32, min as u32)
+        (max as u64, min as u64)
     };
     let range = hi - lo + 1;
-    let step = 0x9e37_79b1u32 | 1;
-    let x = seed.wrapping_add(attempt.wrapping_mul(step));
+    let x = seed as u64 + attempt as u64 * STRIDE;
     // checked_rem: no panic path in eBPF (range is never 0).
     let off = match x.checked_rem(range) {
         Some(o) => o,
@@ -26,6 +28,9 @@ pub const fn candidate(seed: u32, attempt: u32, min: u16, max: u16) -> u16 {
     };
     (lo + off) as u16
 }
+
+/// Knuth's multiplicative-hashing prime (2^32 / golden ratio), larger than any range size.
+const STRIDE: u64 = 2_654_435_761;
 
 #[cfg(test)]
 mod tests {
@@ -39,28 +44,29 @@ mod tests {
             prop_assert!(p >= a.min(b) && p <= a.max(b));
         }
 
-        /// Reference: a straightforward scan finds a free port whenever one exists in a small
-        /// range; the probe sequence must find one too within SNAT_RETRIES when at least half
-        /// of the range is free (it is a permutation-like walk, not a full scan).
+        /// Reference: a straightforward scan finds a free port whenever one exists; the probe
+        /// sequence must find one too within SNAT_RETRIES whenever the range is small enough
+        /// for the retries to cover it, whatever its size and whichever ports are taken.
         #[test]
-        fn finds_free_ports(seed in any::<u32>(), used in proptest::collection::btree_set(0u16..16, 0..8)) {
-            let (min, max) = (1000u16, 1015u16);
-            let free_exists = (min..=max).any(|p| !used.contains(&(p - min)));
-            let found = (1..=SNAT_RETRIES).any(|a| !used.contains(&(candidate(seed, a, min, max) - min)));
+        fn finds_free_ports(seed in any::<u32>(), size in 1u16..=(SNAT_RETRIES as u16), used in proptest::collection::btree_set(0u16..32, 0..32)) {
+            let (min, max) = (40000u16, 40000 + size - 1);
+            let taken = |p: u16| used.contains(&(p - min));
+            let free_exists = (min..=max).any(|p| !taken(p));
+            let found = (1..=SNAT_RETRIES).any(|a| !taken(candidate(seed, a, min, max)));
             prop_assert_eq!(free_exists, found);
         }
     }
 
     proptest! {
-        /// With the default SNAT range, the probes of one allocation are pairwise distinct
-        /// whatever the seed: no retry is wasted on a port already tried. (Not true of every
-        /// range size: e.g. 3, 5, 17 or many sizes below ~65k can repeat within 32 probes.)
+        /// The probes of one allocation are pairwise distinct for every range size (up to the
+        /// size itself): no retry is wasted on a port already tried.
         #[test]
-        fn default_range_probes_are_distinct(seed in any::<u32>()) {
-            let c = crate::config::Config::default();
+        fn probes_are_distinct(seed in any::<u32>(), min in any::<u16>(), size in 1u32..=65536) {
+            let max = (min as u32 + size - 1).min(65535) as u16;
+            let size = (max - min) as u32 + 1;
             let mut seen = std::collections::HashSet::new();
-            for a in 1..=SNAT_RETRIES {
-                prop_assert!(seen.insert(candidate(seed, a, c.snat_port_min, c.snat_port_max)));
+            for a in 1..=SNAT_RETRIES.min(size) {
+                prop_assert!(seen.insert(candidate(seed, a, min, max)), "repeat at probe {a} of range {min}-{max}");
             }
         }
 

@@ -317,7 +317,7 @@ pub fn create_pair(
     if insert_reply(&reply_key, orig_key, f, cfg, now) != Insert::Done {
         return Err(DropReason::CtInsertFailed);
     }
-    insert_orig(orig_key, orig_rewrite, &reply_key, f, cfg, now)
+    insert_orig(orig_key, orig_rewrite, &reply_key, f, now)
 }
 
 /// Inserts the original-direction entry; on failure removes the reply entry inserted before it.
@@ -327,7 +327,6 @@ pub fn insert_orig(
     orig_rewrite: &FlowKey,
     reply_key: &FlowKey,
     f: &NewFlow,
-    cfg: &Config,
     now: u64,
 ) -> Result<(), DropReason> {
     let orig = entry(*orig_rewrite, *reply_key, f, f.flags, now);

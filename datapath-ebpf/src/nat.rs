@@ -143,7 +143,7 @@ pub fn masquerade(
             return Err(DropReason::CtInsertFailed);
         }
         if outcome == Insert::Done {
-            insert_orig(orig, &new, &reply_key, &f, cfg, now)?;
+            insert_orig(orig, &new, &reply_key, &f, now)?;
             metrics::event(Event::SnatNew);
             return Ok(new);
         }
