@@ -18,7 +18,7 @@ pub mod stats;
 
 /// Bumped whenever a map's key/value layout or meaning changes. `control init` refuses to
 /// reuse pinned maps written by another schema (see calico#13279: never trust old pins).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Marks map key/value types as plain old data for aya on the user side.
 macro_rules! user_pod {

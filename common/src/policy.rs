@@ -81,6 +81,8 @@ pub struct Peer {
 /// Which level of the resolution order decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decided {
+    /// Source and destination are the same container (its own published port, say).
+    Itself,
     PortRule,
     PairRule,
     Isolated,
@@ -102,6 +104,9 @@ pub fn decide<S: RuleSource>(
     proto: u8,
     port: PortBe,
 ) -> (bool, Decided) {
+    if src.identity == dst.identity {
+        return (true, Decided::Itself);
+    }
     if let Some(v) = s.rule(&PolicyKey::new(src.identity, dst.identity, proto, port)) {
         return (v == VERDICT_ALLOW, Decided::PortRule);
     }

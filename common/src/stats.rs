@@ -35,9 +35,11 @@ named_enum!(
         UplinkTc = 1 => "uplink-tc",
         UplinkXdp = 2 => "uplink-xdp",
         Socket = 3 => "socket",
+        ToContainer = 4 => "to-container",
     }
 );
-pub const HOOKS: u32 = 4;
+/// Room for more hooks without changing the stats map's layout.
+pub const HOOKS: u32 = 8;
 
 named_enum!(
     /// How a packet was forwarded.
@@ -103,6 +105,10 @@ named_enum!(
         TtlExceeded = 14 => "ttl-exceeded",
         Multicast = 15 => "multicast-broadcast",
         RedirectFailed = 17 => "redirect-failed",
+        IcmpErrorUnmatched = 18 => "icmp-error-unmatched",
+        Martian = 19 => "martian-address",
+        /// Forwarded into a container by the kernel rather than by Weir (see to_container).
+        KernelForwarded = 20 => "kernel-forwarded",
     }
 );
 pub const DROP_REASONS: u32 = 32;

@@ -9,9 +9,16 @@ fn write(path: &str, value: &str) -> Result<()> {
 
 /// IPv4 forwarding on one host-side veth: `bpf_fib_lookup` refuses to route for an ingress
 /// device without it (BPF_FIB_LKUP_RET_FWD_DISABLED). The kernel itself forwards nothing
-/// Weir hands it except TTL-expiring packets, which it answers with ICMP time exceeded.
+/// Weir hands it except TTL-expiring packets, which it answers with ICMP time exceeded — so
+/// what a router would also accept from that device is turned off: source-routed packets
+/// (which the host would otherwise forward to the hop they name, past every check) and
+/// ICMP redirects either way.
 pub fn enable_forwarding(ifname: &str) -> Result<()> {
-    write(&format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "1")
+    let conf = format!("/proc/sys/net/ipv4/conf/{ifname}");
+    write(&format!("{conf}/accept_source_route"), "0")?;
+    write(&format!("{conf}/send_redirects"), "0")?;
+    write(&format!("{conf}/accept_redirects"), "0")?;
+    write(&format!("{conf}/forwarding"), "1")
 }
 
 /// Containers get IPv4 only: no link-local addresses, router solicitations or DAD noise.

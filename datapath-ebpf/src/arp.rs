@@ -3,7 +3,7 @@
 //! `from_container` and nothing floods. Requests must come from the container's own
 //! IP and MAC.
 
-use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect_peer, programs::TcContext};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 use weir_common::stats::DropReason;
 
@@ -15,7 +15,8 @@ const OP_REQUEST: [u8; 2] = 1u16.to_be_bytes();
 const OP_REPLY: [u8; 2] = 2u16.to_be_bytes();
 
 /// Answers an ARP request from the container on `ifindex` by turning it into the reply and
-/// sending it back out of the same veth.
+/// handing it straight back to the container's end of the veth (the host side's egress, and
+/// `to_container` there, never see it).
 #[inline(always)]
 pub fn answer(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(DropReason::Malformed)?;
@@ -47,7 +48,7 @@ pub fn answer(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
         (*eth).dst_addr = ep.mac;
         (*eth).src_addr = ep.host_mac;
         // SAFETY: helper without memory arguments.
-        let rc = bpf_redirect(ifindex, 0) as i32;
+        let rc = bpf_redirect_peer(ifindex, 0) as i32;
         if rc == TC_ACT_REDIRECT as i32 {
             Ok(rc)
         } else {

@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use weir_common::{
-    addr::is_multicast_or_broadcast,
+    addr::{is_loopback, is_multicast_or_broadcast},
     config::Config,
     conntrack::{FlowKey, flags},
     endpoint::{Endpoint, flags as ep_flags},
@@ -87,6 +87,10 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Dr
     }
     if is_multicast_or_broadcast(pkt.daddr) {
         return Err(Drop::flow(DropReason::Multicast, key));
+    }
+    if is_loopback(pkt.daddr) {
+        // The container's own loopback never reaches its eth0; the host's is not its to use.
+        return Err(Drop::flow(DropReason::Martian, key));
     }
     let now = conntrack::now();
 
@@ -207,6 +211,11 @@ fn new_flow(
     }
     if src.flags & ep_flags::INTERNAL != 0 {
         return Err(DropReason::InternalNetwork);
+    }
+    if pkt.is_icmp_error() {
+        // It quotes no flow of this container's (icmp::translate found none), so it answers
+        // nothing the world sent: masqueraded, it would still carry the addresses it quotes.
+        return Err(DropReason::IcmpErrorUnmatched);
     }
     if pkt.ttl <= 1 {
         // Routed and expiring: the host stack answers with ICMP time exceeded, as a router

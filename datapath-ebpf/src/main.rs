@@ -15,6 +15,7 @@ mod packet;
 mod policy;
 mod publish;
 mod sock;
+mod to_container;
 mod uplink;
 
 #[cfg(not(test))]

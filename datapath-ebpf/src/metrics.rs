@@ -68,8 +68,10 @@ impl From<DropReason> for Drop {
     }
 }
 
-/// Counts the drop and, while `control monitor` listens, reports it.
-#[inline(always)]
+/// Counts the drop and, while `control monitor` listens, reports it. Not inlined: a BPF
+/// function of its own, so the event it builds stays off the entry points' stack frames
+/// (the verifier bounds a call chain's frames to 512 bytes, and from_container is near it).
+#[inline(never)]
 pub fn dropped(d: Drop, hook: Hook, ifindex: u32, bytes: u32) {
     bump(drop_index(d.reason, hook), bytes);
     let listening = match config() {

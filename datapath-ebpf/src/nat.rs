@@ -21,6 +21,7 @@ use crate::{
     conntrack::{Insert, NewFlow, insert_orig, insert_reply},
     metrics,
     packet::{Frag, ICMP_ECHO, ICMP_ECHO_REPLY, Ipv4, L3_OFF},
+    publish,
 };
 
 const IP_CSUM_OFF: usize = L3_OFF + 10;
@@ -135,6 +136,12 @@ pub fn masquerade(
         if attempt > 0 {
             port = candidate(seed, attempt, cfg.snat_port_min, cfg.snat_port_max).to_be();
             metrics::event(Event::SnatPortRetry);
+        }
+        // Never a published port: the replies' tuple would then shadow that port for this
+        // remote, and its clients' packets would reach this container instead.
+        if orig.proto != IPPROTO_ICMP && publish::is_published(cfg.uplink_ip, orig.proto, port) {
+            attempt += 1;
+            continue;
         }
         let new = FlowKey::new(cfg.uplink_ip, orig.daddr, port, orig.dport, orig.proto);
         let reply_key = new.reversed();

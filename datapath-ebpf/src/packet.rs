@@ -113,6 +113,25 @@ pub fn ether_type<C: PacketCtx>(ctx: &C) -> Option<u16> {
     Some(unsafe { (*eth).ether_type })
 }
 
+/// Source, destination and protocol of an IPv4 packet, read before (and whatever) the rest of
+/// it parses: a packet too broken to parse further must still never reach a container.
+#[inline(always)]
+pub fn ipv4_addrs<C: PacketCtx>(ctx: &C) -> Option<FlowKey> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, L3_OFF)?;
+    // SAFETY: bounds checked.
+    let ip = unsafe { &*ip };
+    if ip.vihl >> 4 != 4 {
+        return None;
+    }
+    Some(FlowKey::new(
+        u32::from_ne_bytes(ip.src_addr),
+        u32::from_ne_bytes(ip.dst_addr),
+        0,
+        0,
+        ip.proto,
+    ))
+}
+
 /// Parses the IPv4 header at [`L3_OFF`] and the L4 ports. `track_frags` records the ports of
 /// first fragments so later fragments of the datagram can be matched (TC paths only).
 #[inline(always)]

@@ -9,6 +9,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use weir_common::{
+    addr::is_loopback,
     conntrack::flags,
     policy::IDENTITY_WORLD,
     stats::{DropReason, Event, Hook, Path},
@@ -18,7 +19,7 @@ use crate::{
     conntrack::{self, Hit, NewFlow},
     context::{PacketCtx, ifindex, linearize},
     deliver, icmp,
-    maps::{config, endpoint, in_weir_subnet},
+    maps::{config, endpoint, in_weir_subnet, is_host_addr},
     metrics::{self, Drop},
     nat,
     packet::{self, ETH_P_IP, Ipv4},
@@ -48,20 +49,31 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     let Some(cfg) = config() else {
         return Ok(TC_ACT_OK as i32);
     };
-    // What we cannot parse is not for a container; the host stack validates and drops it.
-    let Ok(pkt) = packet::parse_ipv4_tc(ctx) else {
+    // Not even an IPv4 header: the host stack's to drop.
+    let Some(addrs) = packet::ipv4_addrs(ctx) else {
         return Ok(TC_ACT_OK as i32);
+    };
+    // Checked before anything else, conntrack included, and whether or not the rest parses:
+    // - the world never legitimately sends from a container network's addresses (such packets
+    //   would reach a container as if from its neighbour, and a forged tuple of a flow between
+    //   containers would match its entry);
+    // - what is addressed to the containers' side and cannot be parsed or followed (a tiny
+    //   first fragment, a fragment of no known datagram) must be dropped here: handed to the
+    //   host stack, it would be forwarded into the container by any host that forwards.
+    if in_weir_subnet(addrs.saddr) {
+        return Err(Drop::flow(DropReason::SpoofedSource, addrs));
+    }
+    if is_loopback(addrs.saddr) || is_loopback(addrs.daddr) {
+        return Err(Drop::flow(DropReason::Martian, addrs));
+    }
+    let pkt = match packet::parse_ipv4_tc(ctx) {
+        Ok(p) => p,
+        Err(r) if is_container_side(addrs.daddr) => return Err(Drop::flow(r, addrs)),
+        // Not for a container; the host stack validates and drops it.
+        Err(_) => return Ok(TC_ACT_OK as i32),
     };
     let key = pkt.flow();
     let now = conntrack::now();
-
-    // The world never legitimately sends from a container network's addresses: such packets
-    // would reach a container as if from its neighbour (rp_filter does not protect here).
-    // Checked before conntrack: a forged tuple of a flow between containers (or a hairpin)
-    // would otherwise match its entry and be delivered.
-    if in_weir_subnet(pkt.saddr) {
-        return Err(Drop::flow(DropReason::SpoofedSource, key));
-    }
 
     if pkt.is_icmp_error() {
         if let Some(t) = icmp::translate(ctx, &pkt, cfg, now, icmp::Sender::World)
@@ -108,12 +120,20 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
             return into_container(ctx, &pkt, t.addr).map_err(|r| Drop::flow(r, key));
         }
     }
-    if endpoint(pkt.daddr).is_some() {
+    if is_container_side(pkt.daddr) {
         // Containers are reachable from the world only through published ports.
         return Err(Drop::flow(DropReason::NotPublished, key));
     }
     metrics::path(Path::UplinkToHost, len);
     Ok(TC_ACT_OK as i32)
+}
+
+/// Whether `daddr` is on the containers' side: a container's address, or any other address
+/// of a Weir network but its gateways (which are the host's). Addresses no container holds
+/// must not fall through to the host stack, which would route them back out.
+#[inline(always)]
+fn is_container_side(daddr: u32) -> bool {
+    endpoint(daddr).is_some() || (in_weir_subnet(daddr) && !is_host_addr(daddr))
 }
 
 /// Routes a translated world packet into its container, decrementing the TTL like a router.
@@ -145,16 +165,18 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
     if packet::ether_type(ctx) != Some(ETH_P_IP) {
         return Ok(xdp_action::XDP_PASS);
     }
-    let Ok(pkt) = packet::parse_ipv4(ctx, false) else {
+    // Addresses only: what is dropped here depends on nothing else, and a packet too broken
+    // to parse must not slip through for it (uplink_tc judges everything that passes).
+    let Some(addrs) = packet::ipv4_addrs(ctx) else {
         return Ok(xdp_action::XDP_PASS);
     };
     // World traffic reaches containers through host addresses (published ports, masquerade
     // replies), never addressed to a container directly.
-    if endpoint(pkt.daddr).is_some() {
-        return Err(Drop::flow(DropReason::NotPublished, pkt.flow()));
+    if is_container_side(addrs.daddr) {
+        return Err(Drop::flow(DropReason::NotPublished, addrs));
     }
-    if in_weir_subnet(pkt.saddr) {
-        return Err(Drop::flow(DropReason::SpoofedSource, pkt.flow()));
+    if in_weir_subnet(addrs.saddr) {
+        return Err(Drop::flow(DropReason::SpoofedSource, addrs));
     }
     Ok(xdp_action::XDP_PASS)
 }

@@ -124,13 +124,21 @@ pub fn iperf_retransmits(v: &serde_json::Value) -> u64 {
     v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0)
 }
 
-/// The kernel counter `name` (nstat) in `ns`.
+/// The kernel counter `name` (nstat) in `ns`. Panics when it cannot be read: a counter that
+/// silently reads 0 would make every "it stayed flat" assertion pass.
 pub fn nstat(ns: &Netns, name: &str) -> u64 {
     let o = ns.run(&["nstat", "-az", name]);
-    text(&o.stdout)
-        .lines()
-        .find(|l| l.starts_with(name))
+    let out = text(&o.stdout);
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| {
+            panic!(
+                "nstat {name} in {}: no value ({}{})",
+                ns.name,
+                out,
+                text(&o.stderr)
+            )
+        })
 }

@@ -87,6 +87,9 @@ async fn problems(
     if links::program_id(&ctx.inst, &links::container_link(c.identity)).is_none() {
         bad.push(format!("from_container is not attached to {}", c.host_if));
     }
+    if links::program_id(&ctx.inst, &links::container_egress_link(c.identity)).is_none() {
+        bad.push(format!("to_container is not attached to {}", c.host_if));
+    }
     let ep = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)?
         .get(&weir_common::addr::from_std(c.ip), 0)
         .ok();

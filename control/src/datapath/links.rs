@@ -15,21 +15,24 @@ use crate::{
     instance::Instance,
 };
 
-/// Attaches the pinned classifier `prog` to `ifname`'s TC ingress (tcx, appended after any
-/// existing program) and pins the link as `link`; if that link exists, swaps its program.
-pub fn tc_ingress(inst: &Instance, prog: &str, ifname: &str, link: &str) -> Result<()> {
+/// Attaches the pinned classifier `prog` to `ifname`'s TC ingress or egress (tcx, appended
+/// after any existing program) and pins the link as `link`; if that link exists, swaps its
+/// program.
+pub fn tc_attach(
+    inst: &Instance,
+    prog: &str,
+    ifname: &str,
+    dir: TcAttachType,
+    link: &str,
+) -> Result<()> {
     let link_pin = inst.link_pin(link);
     if link_pin.exists() {
         return bpfsys::link_update(&link_pin, &inst.prog_pin(prog));
     }
     let mut p = classifier(inst, prog)?;
     let id = p
-        .attach_with_options(
-            ifname,
-            TcAttachType::Ingress,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .ctx(|| format!("attaching {prog} to {ifname} (tcx ingress)"))?;
+        .attach_with_options(ifname, dir, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .ctx(|| format!("attaching {prog} to {ifname} (tcx {dir:?})"))?;
     let l = p.take_link(id).ctx(|| format!("taking the {prog} link"))?;
     let fd: FdLink = l
         .try_into()
@@ -99,7 +102,36 @@ pub fn program_id(inst: &Instance, link: &str) -> Option<u32> {
     fd.info().ok().map(|i| i.program_id())
 }
 
-/// Link pin name of a container's from_container attachment.
+/// Link pin name of a container's from_container attachment (host-side veth ingress).
 pub fn container_link(identity: u32) -> String {
     format!("c{identity}")
+}
+
+/// Link pin name of a container's to_container attachment (host-side veth egress).
+pub fn container_egress_link(identity: u32) -> String {
+    format!("e{identity}")
+}
+
+/// Attaches (or, on re-init, updates) both programs of a container's host-side veth.
+pub fn container_attach(inst: &Instance, identity: u32, host_if: &str) -> Result<()> {
+    tc_attach(
+        inst,
+        super::FROM_CONTAINER,
+        host_if,
+        TcAttachType::Ingress,
+        &container_link(identity),
+    )?;
+    tc_attach(
+        inst,
+        super::TO_CONTAINER,
+        host_if,
+        TcAttachType::Egress,
+        &container_egress_link(identity),
+    )
+}
+
+/// Detaches both programs of a container's host-side veth.
+pub fn container_detach(inst: &Instance, identity: u32) -> Result<()> {
+    unpin(inst, &container_link(identity))?;
+    unpin(inst, &container_egress_link(identity))
 }

@@ -32,14 +32,16 @@ use crate::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir"));
 
 pub const FROM_CONTAINER: &str = "from_container";
+pub const TO_CONTAINER: &str = "to_container";
 pub const UPLINK_TC: &str = "uplink_tc";
 pub const UPLINK_XDP: &str = "uplink_xdp";
 pub const SOCK_CONNECT4: &str = "sock_connect4";
 pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
 pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
 pub const SOCK_PROGRAMS: [&str; 3] = [SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4];
-pub const PROGRAMS: [&str; 6] = [
+pub const PROGRAMS: [&str; 7] = [
     FROM_CONTAINER,
+    TO_CONTAINER,
     UPLINK_TC,
     UPLINK_XDP,
     SOCK_CONNECT4,

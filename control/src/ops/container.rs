@@ -18,7 +18,7 @@ use weir_common::{
 
 use super::{Ctx, policy, publish};
 use crate::{
-    datapath::{self, links, maps},
+    datapath::{links, maps},
     error::{Context, Error, Result},
     instance::Instance,
     netlink, netns,
@@ -265,12 +265,7 @@ pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &st
     maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)?
         .insert(weir_common::addr::from_std(ip), ep, 0)
         .ctx(|| "adding the endpoint".into())?;
-    links::tc_ingress(
-        &ctx.inst,
-        datapath::FROM_CONTAINER,
-        &c.host_if,
-        &links::container_link(c.identity),
-    )?;
+    links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
     // Rules may name this container already (a CNI container re-added under its old name).
     policy::apply_for(ctx, st, name)?;
     Ok(())
@@ -293,7 +288,7 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     let Some(c) = st.containers.get(name) else {
         return;
     };
-    let _ = links::unpin(&ctx.inst, &links::container_link(c.identity));
+    let _ = links::container_detach(&ctx.inst, c.identity);
     let ip = weir_common::addr::from_std(c.ip);
     if let Ok(mut m) = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)
         && m.get(&ip, 0).is_ok_and(|e| e.identity == c.identity)

@@ -85,11 +85,15 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
         });
     }
     for (name, c) in &st.containers {
-        let id = links::program_id(&ctx.inst, &links::container_link(c.identity));
         programs.push(ProgramStatus {
             program: datapath::FROM_CONTAINER.into(),
             attached_to: format!("{} tc ingress ({name})", c.host_if),
-            program_id: id,
+            program_id: links::program_id(&ctx.inst, &links::container_link(c.identity)),
+        });
+        programs.push(ProgramStatus {
+            program: datapath::TO_CONTAINER.into(),
+            attached_to: format!("{} tc egress ({name})", c.host_if),
+            program_id: links::program_id(&ctx.inst, &links::container_egress_link(c.identity)),
         });
         if c.phase != Phase::Ready {
             problems.push(format!("container {name} is {:?}", c.phase));

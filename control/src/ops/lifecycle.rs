@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
+use aya::programs::TcAttachType;
 use serde::Serialize;
 use weir_common::{
     SCHEMA_VERSION,
@@ -160,10 +161,11 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     maps::write_config(&ctx.inst, &cfg)?;
 
     // Attach (or swap programs under existing links: established flows see no gap).
-    links::tc_ingress(
+    links::tc_attach(
         &ctx.inst,
         datapath::UPLINK_TC,
         &uplink.name,
+        TcAttachType::Ingress,
         datapath::UPLINK_TC,
     )?;
     let (xdp, xdp_note) = attach_xdp(ctx, &settings.xdp, &uplink).await?;
@@ -174,12 +176,7 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     st.cgroup2 = cg.display().to_string();
     let mut updated = 0;
     for c in st.containers.values().filter(|c| c.phase == Phase::Ready) {
-        links::tc_ingress(
-            &ctx.inst,
-            datapath::FROM_CONTAINER,
-            &c.host_if,
-            &links::container_link(c.identity),
-        )?;
+        links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
         updated += 1;
     }
     ensure_gateway_dev(ctx, &st).await?;

@@ -272,6 +272,7 @@ impl Datapath {
         for name in [
             control::datapath::FROM_CONTAINER,
             control::datapath::UPLINK_TC,
+            control::datapath::TO_CONTAINER,
         ] {
             let p: &mut SchedClassifier = bpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
@@ -496,6 +497,15 @@ impl Datapath {
     pub fn try_uplink_tc(&mut self, frame: &[u8]) -> std::io::Result<Run> {
         let ctx = Self::skb_ctx(self.uplink_ifindex);
         self.run(control::datapath::UPLINK_TC, frame, Some(&ctx))
+    }
+
+    /// `to_container` on the egress of `c`'s host-side veth, for a packet that came in on
+    /// `came_in_on` (0: sent by the host itself).
+    pub fn to_container(&mut self, c: &Container, came_in_on: u32, frame: &[u8]) -> Run {
+        let mut ctx = Self::skb_ctx(self.ifindex_of(c));
+        ctx[36..40].copy_from_slice(&came_in_on.to_ne_bytes());
+        self.run(control::datapath::TO_CONTAINER, frame, Some(&ctx))
+            .expect("BPF_PROG_TEST_RUN to_container")
     }
 
     pub fn uplink_xdp(&mut self, frame: &[u8]) -> Run {

@@ -14,6 +14,7 @@ mod from_container;
 mod icmp_errors;
 mod malformed;
 mod policy;
+mod to_container;
 mod uplink;
 mod xdp;
 

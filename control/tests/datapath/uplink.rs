@@ -2,6 +2,8 @@
 //! datagram), replies to masqueraded flows, and everything else left to the host or dropped
 //! (container addresses, container-network sources, expiring TTLs).
 
+use std::net::Ipv4Addr;
+
 use weir_common::{
     conntrack::{flags, state},
     stats::{DropReason, Event, Hook, Path},
@@ -220,6 +222,9 @@ fn containers_are_not_reachable_directly() {
         Ip::udp(WORLD, 50000, B.ip, 53),
         Ip::echo(WORLD, A.ip, 1),
         Ip::raw(WORLD, D.ip, 47, b"gre-ish payload!"),
+        // Addresses of a Weir network that no container holds, its broadcast among them.
+        Ip::tcp(WORLD, 50000, NOBODY, 80, SYN),
+        Ip::udp(WORLD, 50000, Ipv4Addr::new(10, 0, 0, 255), 53),
     ]
     .iter()
     .enumerate()
@@ -228,6 +233,19 @@ fn containers_are_not_reachable_directly() {
         r.assert_shot(DropReason::NotPublished, UT, &format!("case {i}"));
     }
     assert_eq!(dp.ct_len(), 0);
+    // The gateways are the host's: world traffic to them is the host stack's business, as is
+    // the world's broadcast and multicast (DHCP, mDNS on the uplink).
+    for (what, ip) in [
+        ("gateway", Ip::tcp(WORLD, 50000, GW1, 22, SYN)),
+        ("broadcast", Ip::udp(NEXTHOP, 68, Ipv4Addr::BROADCAST, 67)),
+        (
+            "multicast",
+            Ip::udp(NEXTHOP, 5353, Ipv4Addr::new(224, 0, 0, 251), 5353),
+        ),
+    ] {
+        let f = inbound(&ip);
+        assert_to_host(&dp.uplink_tc(&f), &f, what);
+    }
 }
 
 #[test]
@@ -275,6 +293,64 @@ fn container_network_sources_from_the_world_are_spoofed() {
         UT,
         "injection into a hairpin flow",
     );
+}
+
+#[test]
+fn what_cannot_be_parsed_never_reaches_the_containers_side() {
+    let mut dp = datapath();
+    // The first fragment of a SYN too short to hold the TCP header, and a fragment of no known
+    // datagram, both to an unpublished port of B: parse errors, but they must not fall through
+    // to the host stack, which would forward them to B on a host that forwards.
+    let syn = Ip::tcp(WORLD, 50000, B.ip, 22, SYN);
+    let (first, later) = syn.fragments(8);
+    for (what, f, reason) in [
+        ("tiny first fragment", first, DropReason::Malformed),
+        ("unknown later fragment", later, DropReason::Fragment),
+    ] {
+        let f = ip_frame(UPLINK_MAC, NEXTHOP_MAC, &f);
+        dp.uplink_tc(&f).assert_shot(reason, UT, what);
+        dp.uplink_xdp(&f); // XDP judges by address alone: see xdp.rs
+    }
+    // The same to a host address is the host stack's to judge.
+    let (first, _) = Ip::tcp(WORLD, 50000, UPLINK_IP, 22, SYN).fragments(8);
+    let f = ip_frame(UPLINK_MAC, NEXTHOP_MAC, &first);
+    assert_to_host(&dp.uplink_tc(&f), &f, "tiny first fragment to the host");
+    assert_eq!(dp.ct_len(), 0);
+}
+
+#[test]
+fn loopback_from_the_wire_is_martian() {
+    let mut dp = datapath();
+    // A port published on 127.0.0.1 is the host's alone (the sock hooks serve it).
+    dp.publish(std::net::Ipv4Addr::LOCALHOST, TCP, 8090, &B, 80);
+    for (what, ip) in [
+        (
+            "to a port published on 127.0.0.1",
+            Ip::tcp(WORLD, 50000, std::net::Ipv4Addr::LOCALHOST, 8090, SYN),
+        ),
+        (
+            "to a loopback address",
+            Ip::udp(WORLD, 50000, std::net::Ipv4Addr::new(127, 0, 0, 53), 53),
+        ),
+        (
+            "from a loopback address",
+            Ip::tcp(std::net::Ipv4Addr::LOCALHOST, 50000, UPLINK_IP, 8080, SYN),
+        ),
+    ] {
+        dp.uplink_tc(&inbound(&ip))
+            .assert_shot(DropReason::Martian, UT, what);
+    }
+    // From a container, too.
+    let f = sent_by(
+        &A,
+        &Ip::tcp(A.ip, 40000, std::net::Ipv4Addr::LOCALHOST, 8090, SYN),
+    );
+    dp.from_container(&A, &f).assert_shot(
+        DropReason::Martian,
+        Hook::FromContainer,
+        "container to 127.0.0.1",
+    );
+    assert_eq!(dp.ct_len(), 0);
 }
 
 #[test]

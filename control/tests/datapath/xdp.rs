@@ -16,6 +16,11 @@ fn drops_what_may_never_reach_a_container() {
         ),
         (Ip::udp(WORLD, 50000, A.ip, 53), DropReason::NotPublished),
         (Ip::echo(WORLD, D.ip, 1), DropReason::NotPublished),
+        // An address of a Weir network that no container holds.
+        (
+            Ip::tcp(WORLD, 50000, NOBODY, 80, SYN),
+            DropReason::NotPublished,
+        ),
         (
             Ip::icmp_error(
                 ROUTER,
@@ -58,8 +63,8 @@ fn passes_everything_else_untouched() {
         Ip::echo_reply(WORLD, UPLINK_IP, 7),
         Ip::tcp(WORLD, 50000, UPLINK_IP, 22, SYN).ttl(1),
         Ip::raw(WORLD, UPLINK_IP, 47, b"gre-ish payload!"),
-        // Neither source nor destination is a container's.
-        Ip::tcp(WORLD, 50000, NOBODY, 80, SYN),
+        // Neither source nor destination is on the containers' side (a gateway is the host's).
+        Ip::tcp(WORLD, 50000, GW1, 80, SYN),
         Ip::tcp(WORLD, 50000, WORLD2, 80, SYN),
     ]
     .map(|ip| inbound(&ip));

@@ -1,0 +1,243 @@
+//! Isolation under attack: the bypasses an adversarial review of the datapath found, each
+//! reproduced with crafted packets (scapy) against a live instance, and shown closed.
+//!
+//! - a host that forwards (Docker hosts set ip_forward=1) must still not let the world reach
+//!   containers: neither with packets Weir cannot parse (a tiny first fragment) nor through
+//!   another interface Weir does not watch — the kernel never forwards into a container;
+//! - a port published on 127.0.0.1 is the host's alone;
+//! - source routing through a gateway does not reach an isolated container;
+//! - masquerading never takes a published port (its replies would shadow the port);
+//! - an isolated container still reaches itself through its own published port.
+
+use std::time::Duration;
+
+use rig::{EXT_IP, Netns, Sandbox, UPLINK_IP, net, text};
+
+const CONTROL: &str = env!("CARGO_BIN_EXE_control");
+
+/// Runs a scapy script in `ns` (frames sent on its `iface`, to `dst_mac`).
+fn scapy(ns: &Netns, script: &str) {
+    let full = format!("from scapy.all import *\nconf.verb = 0\n{script}\n");
+    // Debian's python3, which has python3-scapy (a pyenv python may come first on PATH).
+    let o = ns.run(&["/usr/bin/python3", "-c", &full]);
+    assert!(
+        o.status.success(),
+        "scapy in {}: {}{}",
+        ns.name,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+}
+
+fn mac(ns: &Netns, dev: &str) -> String {
+    ns.must(&["cat", &format!("/sys/class/net/{dev}/address")])
+        .trim()
+        .to_string()
+}
+
+/// Captures on `dev` in `ns` while `f` runs; returns how many packets matched `filter`.
+fn captured(ns: &Netns, dev: &str, filter: &str, f: impl FnOnce()) -> usize {
+    let pcap = std::env::temp_dir().join(rig::unique("weir-cap-"));
+    let pcap_s = pcap.to_str().unwrap().to_string();
+    let cap = ns.spawn(&["tcpdump", "-i", dev, "-n", "-U", "-w", &pcap_s, filter]);
+    // tcpdump needs a moment before it captures.
+    std::thread::sleep(Duration::from_millis(700));
+    f();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(cap.finish_within(Duration::from_millis(1)));
+    let o = rig::run(&["tcpdump", "-n", "-r", &pcap_s]);
+    let _ = std::fs::remove_file(&pcap);
+    text(&o.stdout).lines().count()
+}
+
+#[test]
+fn the_world_cannot_reach_containers_even_when_the_host_forwards() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.61.0.0/24", &[]);
+    let c = s.container("c", &n, &[]);
+    let c_ip = s.ip_of(&c);
+    let _l = net::tcp_listener(&c, 22);
+    // A host that forwards, and a world that routes the container subnet to it.
+    s.host.must(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    s.ext
+        .must(&["ip", "route", "add", "10.61.0.0/24", "via", UPLINK_IP]);
+    assert!(
+        !net::tcp_connects(&s.ext, &c_ip, 22, 2),
+        "ext connected to an unpublished container port"
+    );
+
+    // A SYN in two fragments, the first too short to hold the TCP header: Weir cannot parse
+    // it, and handed to the host stack it would be reassembled and forwarded into c.
+    let (ext_mac, up_mac) = (mac(&s.ext, "eth0"), mac(&s.host, "up0"));
+    let seen = captured(&c, "eth0", "tcp port 22", || {
+        scapy(
+            &s.ext,
+            &format!(
+                "t = raw(IP(src='{EXT_IP}', dst='{c_ip}')/TCP(sport=5601, dport=22, flags='S'))[20:]\n\
+                 e = Ether(src='{ext_mac}', dst='{up_mac}')\n\
+                 sendp(e/IP(src='{EXT_IP}', dst='{c_ip}', id=4242, flags='MF', frag=0, proto=6)/Raw(t[:8]), iface='eth0')\n\
+                 sendp(e/IP(src='{EXT_IP}', dst='{c_ip}', id=4242, frag=1, proto=6)/Raw(t[8:]), iface='eth0')"
+            ),
+        )
+    });
+    assert_eq!(seen, 0, "a fragmented SYN reached the container");
+    assert!(
+        s.drops("malformed") >= 1,
+        "the tiny fragment was not counted"
+    );
+
+    // Another interface Weir does not watch (a second NIC): the kernel forwards what arrives
+    // there by the container's /32 route, and the egress program on c's veth drops it.
+    let side = Netns::new(&rig::unique("side"));
+    rig::must(&[
+        "ip",
+        "link",
+        "add",
+        "side0",
+        "netns",
+        &s.host.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &side.name,
+    ]);
+    s.host
+        .must(&["ip", "addr", "add", "198.18.77.1/24", "dev", "side0"]);
+    s.host.must(&["ip", "link", "set", "side0", "up"]);
+    side.must(&["ip", "addr", "add", "198.18.77.2/24", "dev", "eth0"]);
+    side.must(&["ip", "link", "set", "eth0", "up"]);
+    side.must(&["ip", "route", "add", "default", "via", "198.18.77.1"]);
+    let before = s.drops("kernel-forwarded");
+    assert!(
+        !net::tcp_connects(&side, &c_ip, 22, 2),
+        "a network behind another host interface reached the container"
+    );
+    assert!(
+        s.drops("kernel-forwarded") > before,
+        "the kernel's forward into the container was not counted"
+    );
+    // The host itself still reaches the container (its own packets have no ingress device).
+    assert!(
+        net::tcp_connects(&s.host, &c_ip, 22, 3),
+        "host -> container"
+    );
+}
+
+#[test]
+fn a_port_published_on_loopback_is_the_hosts_alone() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.62.0.0/24", &[]);
+    let c = s.container("c", &n, &[]);
+    let other = s.container("o", &n, &[]);
+    let _web = net::http_server(&c, 80, "local only\n");
+    s.ok(&["publish", &c.name, "8090:80", "--host-ip", "127.0.0.1"]);
+    assert_eq!(
+        net::curl(&s.host, "http://127.0.0.1:8090/", 5).as_deref(),
+        Some("local only\n"),
+        "the host reaches its loopback-published port"
+    );
+    assert!(net::curl(&s.ext, &format!("http://{UPLINK_IP}:8090/"), 2).is_none());
+    assert!(net::curl(&other, &format!("http://{UPLINK_IP}:8090/"), 2).is_none());
+    // A frame from the wire claiming 127.0.0.1 as destination.
+    let (ext_mac, up_mac) = (mac(&s.ext, "eth0"), mac(&s.host, "up0"));
+    let seen = captured(&c, "eth0", "tcp port 80", || {
+        scapy(
+            &s.ext,
+            &format!(
+                "sendp(Ether(src='{ext_mac}', dst='{up_mac}')/IP(src='{EXT_IP}', dst='127.0.0.1')/TCP(sport=5700, dport=8090, flags='S'), iface='eth0', count=3)"
+            ),
+        )
+    });
+    assert_eq!(seen, 0, "the world reached a port published on 127.0.0.1");
+    assert!(s.drops("martian-address") >= 3);
+}
+
+#[test]
+fn source_routing_through_a_gateway_does_not_reach_an_isolated_container() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.63.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    s.ok(&["isolate", &a.name, &b.name]);
+    let (a_ip, b_ip) = (s.ip_of(&a), s.ip_of(&b));
+    // A host that accepts source routes wherever it is allowed to.
+    s.host
+        .must(&["sysctl", "-qw", "net.ipv4.conf.all.accept_source_route=1"]);
+    let host_if = s
+        .json(&["container", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == a.name.as_str())
+        .unwrap()["host_if"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (a_mac, gw_mac) = (mac(&a, "eth0"), mac(&s.host, &host_if));
+    let seen = captured(&b, "eth0", "tcp port 80", || {
+        scapy(
+            &a,
+            &format!(
+                "sendp(Ether(src='{a_mac}', dst='{gw_mac}')/IP(src='{a_ip}', dst='10.63.0.1', options=[IPOption_LSRR(routers=['{b_ip}'])])/TCP(sport=4446, dport=80, flags='S'), iface='eth0', count=3)"
+            ),
+        )
+    });
+    assert_eq!(
+        seen, 0,
+        "a source-routed packet reached an isolated container"
+    );
+}
+
+#[test]
+fn masquerade_never_takes_a_published_port() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.64.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let _echo = net::udp_echo(&b, 53);
+    s.ok(&["publish", &b.name, "5353:53/udp"]);
+    // ext answers each datagram with the source port it saw.
+    let _ext = s.ext.spawn(&[
+        "socat",
+        "UDP4-RECVFROM:6000,fork,reuseaddr",
+        "SYSTEM:echo $SOCAT_PEERPORT",
+    ]);
+    net::wait_listening(&s.ext, 6000, "udp");
+    // a sends from the published port number itself.
+    let o = a.sh(&format!(
+        "echo hi | timeout 3 socat -T2 - UDP4:{EXT_IP}:6000,sourceport=5353"
+    ));
+    let seen_port = text(&o.stdout).trim().to_string();
+    assert!(!seen_port.is_empty(), "a's datagram got no answer");
+    assert_ne!(seen_port, "5353", "masquerade kept a published port");
+    // ext, from the very port a talked to, still reaches b through the published port.
+    let o = s.ext.sh(&format!(
+        "echo probe | timeout 3 socat -T2 - UDP4:{UPLINK_IP}:5353,sourceport=6000,reuseaddr"
+    ));
+    assert_eq!(
+        text(&o.stdout).trim(),
+        "probe",
+        "the published port was shadowed"
+    );
+}
+
+#[test]
+fn an_isolated_container_reaches_itself_through_its_published_port() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.65.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let _web = net::http_server(&b, 80, "b\n");
+    s.ok(&["publish", &b.name, "8080:80"]);
+    s.ok(&["isolate", &b.name]);
+    let url = format!("http://{UPLINK_IP}:8080/");
+    assert_eq!(
+        net::curl(&b, &url, 5).as_deref(),
+        Some("b\n"),
+        "b -> itself"
+    );
+    assert!(net::curl(&a, &url, 2).is_none(), "a reached isolated b");
+}
