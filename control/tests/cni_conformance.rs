@@ -288,7 +288,11 @@ fn add_check_del_round_trip() {
     assert!(s.path_packets("egress-masquerade") > 0);
     assert_eq!(map_entries(&s, "WEIR_ENDPOINTS"), 1);
     assert!(map_entries(&s, "WEIR_CT") > 0);
-    assert_eq!(pinned_links(&s), links_before + 1);
+    assert_eq!(
+        pinned_links(&s),
+        links_before + 2,
+        "from_container and to_container"
+    );
 
     let check = with(conf.clone(), "prevResult", r.out.clone());
     let ck = req("CHECK", id, &c).run(&check);

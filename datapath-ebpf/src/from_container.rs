@@ -14,7 +14,7 @@ use aya_ebpf::{
 use weir_common::{
     addr::{is_loopback, is_multicast_or_broadcast},
     config::Config,
-    conntrack::{FlowKey, flags},
+    conntrack::{FlowKey, flags, state as ct_state},
     endpoint::{Endpoint, flags as ep_flags},
     stats::{DropReason, Event, Hook, Path},
 };
@@ -114,7 +114,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Dr
             return forward(ctx, &pkt, rewrite.daddr, cfg, ifindex).map_err(|r| Drop::flow(r, key));
         }
     }
-    new_flow(ctx, &pkt, src, cfg, ifindex, now, len).map_err(|r| Drop::flow(r, key))
+    new_flow(ctx, &pkt, src).map_err(|r| Drop::flow(r, key))
 }
 
 /// Sends a (rewritten) packet on: into the container owning `daddr`, else out of the uplink.
@@ -133,22 +133,24 @@ fn forward(
     deliver::out(ctx, pkt, &r)
 }
 
+/// Decides a flow no conntrack entry knows.
 #[inline(always)]
-fn new_flow(
-    ctx: &TcContext,
-    pkt: &Ipv4,
-    src: &Endpoint,
-    cfg: &Config,
-    ifindex: u32,
-    now: u64,
-    len: u32,
-) -> Result<i32, DropReason> {
+fn new_flow(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, DropReason> {
+    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
+    let (ifindex, now, len) = (ifindex(ctx), conntrack::now(), ctx.packet_len());
     let key = pkt.flow();
     let state = conntrack::initial_state(pkt);
 
     // Container to container.
     if let Some(dst) = endpoint(pkt.daddr) {
         policy::check(src, dst, pkt.proto, pkt.dport)?;
+        if state == ct_state::ESTABLISHED {
+            // A TCP flow picked up mid-stream (its entries were cut or lost): either side may
+            // have opened it, so both must be allowed to. Otherwise the first segment of the
+            // side a cut was meant to protect would reopen, as its own flow, the connection
+            // `isolate --cut` had just ended.
+            policy::check(dst, src, pkt.proto, pkt.sport)?;
+        }
         let f = NewFlow {
             flags: 0,
             src_identity: src.identity,

@@ -97,9 +97,13 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
     }
 }
 
-/// Checks pinned maps left by an earlier `init` against this build's schema and layouts.
-pub fn check_pinned(inst: &Instance) -> Result<()> {
+/// Checks pinned maps left by an earlier `init` against this build's schema and layouts: key
+/// and value sizes, map type and size (the conntrack map's size is `conntrack_max`, when the
+/// instance's settings are known).
+pub fn check_pinned(inst: &Instance, conntrack_max: Option<u32>) -> Result<()> {
     let dir = inst.maps_dir();
+    let object = aya_obj::Object::parse(OBJECT)
+        .map_err(|e| Error::NoBpf(format!("parsing the embedded eBPF object: {e}")))?;
     if let Some(cfg) = maps::read_config(inst)?
         && cfg.schema != SCHEMA_VERSION
     {
@@ -125,6 +129,24 @@ pub fn check_pinned(inst: &Instance) -> Result<()> {
                 p.display(),
                 info.key_size(),
                 info.value_size()
+            )));
+        }
+        let Some(def) = object.maps.get(name) else {
+            continue;
+        };
+        let have_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        let want_entries = match (name, conntrack_max) {
+            (names::CONNTRACK, Some(n)) => Some(n),
+            (names::CONNTRACK, None) => None,
+            _ => Some(def.max_entries()),
+        };
+        if have_type != def.map_type() || want_entries.is_some_and(|n| n != info.max_entries()) {
+            return Err(Error::Incompatible(format!(
+                "pinned map {} is of type {have_type} with {} entries but this build expects type {} with {}: run `control down` first",
+                p.display(),
+                info.max_entries(),
+                def.map_type(),
+                want_entries.map_or("any number of".to_string(), |n| n.to_string())
             )));
         }
     }

@@ -179,6 +179,7 @@ pub async fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<ContainerInfo> {
         )));
     }
     let ip = choose_ip(&st, &opts.network, opts.ip.as_deref())?;
+    publish::precheck(&st, &opts.network, &specs)?;
     if netns::exists(name) {
         return Err(Error::conflict(format!(
             "network namespace {name:?} already exists in {}: pick another container name",
@@ -323,11 +324,13 @@ pub fn purge_conntrack(ctx: &Ctx, pred: impl Fn(&FlowKey, &CtEntry) -> bool) -> 
         .into_iter()
         .filter(|(k, e)| pred(k, e) || pred(&e.rewrite, e))
         .collect();
+    // A flow counts once, whichever of its two entries the walk met first: the pair is gone
+    // when the first removal of either entry succeeds.
     let mut flows = 0;
     for (k, e) in doomed {
-        let removed = ct.remove(&k).is_ok();
-        let _ = ct.remove(&e.twin);
-        if removed && !e.is_reply() {
+        let this = ct.remove(&k).is_ok();
+        let twin = ct.remove(&e.twin).is_ok();
+        if this || twin {
             flows += 1;
         }
     }

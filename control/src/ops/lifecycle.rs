@@ -59,7 +59,7 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
             p.host_netns.as_deref().unwrap_or("(the current one)")
         )));
     }
-    datapath::check_pinned(&ctx.inst)?;
+    datapath::check_pinned(&ctx.inst, prev.as_ref().map(|p| p.settings.conntrack_max))?;
 
     // Settings: explicit flags, else what the instance already had, else defaults.
     let mut settings = prev

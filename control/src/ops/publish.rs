@@ -170,6 +170,42 @@ pub async fn add(
     Ok(())
 }
 
+/// Checks, before anything is created, that a new container on `network` can publish `specs`
+/// (HOSTPORT, PORT, PROTO on every host address): `container create --publish` then fails
+/// without touching the kernel, instead of rolling back a half-made container.
+pub fn precheck(st: &State, network: &str, specs: &[(u16, u16, Proto)]) -> Result<()> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    if st.network(network)?.internal {
+        return Err(Error::invalid(format!(
+            "network {network:?} is internal, which cannot be reached from outside: drop --publish or use a non-internal network"
+        )));
+    }
+    for (i, (h, _, pr)) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|(h2, _, pr2)| h2 == h && pr2 == pr) {
+            return Err(Error::invalid(format!(
+                "host port {h}/{} is given twice: publish each host port once",
+                pr.name()
+            )));
+        }
+        if let Some(existing) = st
+            .publishes
+            .iter()
+            .find(|e| e.proto == *pr && e.host_port == *h)
+        {
+            return Err(Error::conflict(format!(
+                "host port {h}/{} is already published ({} {}): unpublish it first or pick another port",
+                pr.name(),
+                existing.container,
+                describe(existing)
+            )));
+        }
+        port_free(None, *h, *pr)?;
+    }
+    Ok(())
+}
+
 /// Fails when a socket in the host namespace already owns the port (a listener for TCP, any
 /// bound socket for UDP): Weir would silently steal its traffic.
 fn port_free(host_ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<()> {
