@@ -1,5 +1,7 @@
-//! The quick bench, as CI runs it: every workload runs on every topology and produces a
-//! number (or is not applicable by design), and nothing failed. Never a speed threshold.
+//! The quick bench, as CI runs it: every workload reports exactly its cases (each path, stream
+//! count, protocol, percentile, port and rule count), every case has a number from every
+//! topology (or an explicit not-applicable, where that is by design), and nothing failed.
+//! Never a speed threshold.
 
 use std::{
     path::{Path, PathBuf},
@@ -33,6 +35,59 @@ const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("packets-drop", "veth"),
     ("update", "veth"), // no control plane
 ];
+
+/// The three paths of throughput and latency (bench/src/workload/mod.rs, `Path::name`).
+const PATHS: [&str; 3] = [
+    "container→container",
+    "container→ext (MASQUERADE)",
+    "ext→published port (DNAT)",
+];
+
+/// The port and rule counts of the quick plan (bench/src/plan.rs, `Plan::quick().counts`).
+const QUICK_COUNTS: [usize; 2] = [0, 100];
+
+/// Every case workload `id` must report, in the order it measures them
+/// (bench/src/workload/*.rs).
+fn expected_cases(id: &str) -> Vec<String> {
+    match id {
+        "throughput" => PATHS
+            .iter()
+            .flat_map(|p| [format!("{p}, 1 stream"), format!("{p}, 2 streams")])
+            .collect(),
+        "latency" => PATHS
+            .iter()
+            .flat_map(|p| {
+                ["TCP", "UDP"].into_iter().flat_map(move |proto| {
+                    [format!("{p}, {proto} p50"), format!("{p}, {proto} p99")]
+                })
+            })
+            .collect(),
+        "packets-dnat" => vec![
+            "forwarded into the container".into(),
+            "offered by the flood".into(),
+        ],
+        "packets-drop" => vec!["dropped".into(), "offered by the flood".into()],
+        "connrate-ports" => QUICK_COUNTS
+            .iter()
+            .map(|n| format!("{n} other published ports"))
+            .collect(),
+        "connrate-rules" => QUICK_COUNTS
+            .iter()
+            .map(|n| format!("{n} isolation rules"))
+            .collect(),
+        // The ports phase runs before the rules phase; both feed this workload.
+        "update" => QUICK_COUNTS
+            .iter()
+            .map(|n| format!("publish one port, {n} present"))
+            .chain(
+                QUICK_COUNTS
+                    .iter()
+                    .map(|n| format!("add one isolation rule, {n} present")),
+            )
+            .collect(),
+        other => panic!("unexpected workload {other}"),
+    }
+}
 
 #[test]
 fn quick_bench_measures_every_topology_and_workload() {
@@ -79,14 +134,21 @@ fn quick_bench_measures_every_topology_and_workload() {
             "update"
         ]
     );
+    // Quick: one round of everything, so every topology has exactly one sample per case.
+    assert_eq!(r["mode"], "quick");
+    assert_eq!(r["samples_per_case"], 1);
+    let mut checked = 0;
     for w in workloads {
         let id = w["id"].as_str().unwrap();
         let cases = w["cases"].as_array().unwrap();
         assert!(!cases.is_empty(), "{id} has no cases");
+        let names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, expected_cases(id), "{id}: not the expected cases");
         let mut expected = topologies.clone();
         if id == "packets-drop" {
             expected.push("weir-xdp");
         }
+        expected.sort_unstable();
         for c in cases {
             let name = c["name"].as_str().unwrap();
             assert!(
@@ -94,21 +156,53 @@ fn quick_bench_measures_every_topology_and_workload() {
                 "{id} / {name}: {}",
                 c["errors"]
             );
+            // Every topology (and no other) has a number or an explicit not-applicable.
+            let measured: Vec<&str> = c["samples"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let na = c["not_applicable"].as_object().unwrap();
+            let mut accounted: Vec<&str> = measured
+                .iter()
+                .copied()
+                .chain(na.keys().map(String::as_str))
+                .collect();
+            accounted.sort_unstable();
+            assert_eq!(
+                accounted, expected,
+                "{id} / {name}: topologies with a number or n/a"
+            );
             for t in &expected {
                 let samples = c["samples"][t].as_array();
-                let na = c["not_applicable"].get(*t).is_some();
+                let na = c["not_applicable"].get(*t);
                 if NOT_APPLICABLE.contains(&(id, *t)) {
-                    assert!(na && samples.is_none(), "{id} / {name} / {t}: expected n/a");
+                    assert!(
+                        na.and_then(|w| w.as_str()).is_some_and(|w| !w.is_empty())
+                            && samples.is_none(),
+                        "{id} / {name} / {t}: expected n/a with a reason"
+                    );
                     continue;
                 }
+                assert!(na.is_none(), "{id} / {name} / {t}: n/a {na:?}");
                 let v = samples.unwrap_or_else(|| panic!("{id} / {name} / {t}: no number"));
                 assert!(
-                    !v.is_empty() && v.iter().all(|x| x.as_f64().is_some_and(|x| x > 0.0)),
+                    v.len() == 1
+                        && v.iter()
+                            .all(|x| x.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)),
                     "{id} / {name} / {t}: {v:?}"
                 );
+                checked += 1;
             }
         }
     }
+    // 6 + 12 + 2 + 2 + 2 + 2 + 4 cases; 4 topologies (5 for packets-drop) less the n/a ones.
+    assert_eq!(
+        checked,
+        (6 + 12 + 2 + 2 + 2) * 4 + 2 * 3 + 4 * 3,
+        "numbers checked"
+    );
     // Every workload's table and chart made it into the report.
     for w in workloads {
         assert!(

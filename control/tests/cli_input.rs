@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
 
@@ -14,8 +14,21 @@ use weir_common::maps as names;
 
 const CONTROL: &str = env!("CARGO_BIN_EXE_control");
 
-/// What a failed command must not change: the user-visible listings, the host namespace's
-/// links, gateway addresses and routes, the sandbox's namespaces and the size of every map.
+/// Maps the datapath itself writes while traffic flows (counters, the event ring, conntrack
+/// and its helpers): a failed command may leave them as they are, the rest it must not touch.
+/// (`WEIR_CT_SWEEP`, the sweep's clock, is not pinned.)
+const VOLATILE_MAPS: [&str; 5] = [
+    names::STATS,
+    names::EVENTS,
+    names::CONNTRACK,
+    names::FRAGMENTS,
+    names::SOCK_REVNAT,
+];
+
+/// What a failed command must not change: the user-visible listings and status, every pin and
+/// the content of every configuration map, the state dir's files (state, rule book, journal),
+/// the host namespace's links, addresses and routes, the sandbox's namespaces and what is
+/// inside each container namespace.
 fn snapshot(s: &Sandbox) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     for what in [
@@ -26,51 +39,146 @@ fn snapshot(s: &Sandbox) -> BTreeMap<String, String> {
     ] {
         m.insert(what.join(" "), s.json(what).to_string());
     }
+    let mut status = s.json(&["status"]);
     // A refused `init` must not even replace the programs.
-    m.insert(
-        "programs".into(),
-        s.json(&["status"])["programs"].to_string(),
-    );
-    m.insert("links".into(), link_names(&s.host));
-    m.insert(
-        "lo addresses".into(),
-        s.host.must(&["ip", "-o", "addr", "show", "dev", "lo"]),
-    );
-    m.insert("routes".into(), s.host.must(&["ip", "route", "show"]));
-    m.insert("namespaces".into(), sandbox_namespaces(s).join(" "));
-    let inst = Instance::new(&s.state_dir).expect("instance");
-    for name in [
-        names::ENDPOINTS,
-        names::PUBLISH,
-        names::POLICY,
-        names::HOST_ADDRS,
-        names::NET_LINKS,
-        names::SUBNETS,
-    ] {
-        m.insert(format!("map {name}"), map_len(&inst, name).to_string());
+    m.insert("programs".into(), status["programs"].to_string());
+    let pin_dir = PathBuf::from(status["pin_dir"].as_str().expect("status: pin_dir"));
+    // Live flows (none here, but expiry may count one down) are not configuration.
+    status["conntrack_entries"] = serde_json::Value::Null;
+    m.insert("status".into(), status.to_string());
+    for sub in ["maps", "progs", "links"] {
+        m.insert(
+            format!("pins {sub}"),
+            dir_names(&pin_dir.join(sub)).join(" "),
+        );
+    }
+    let maps = dir_names(&pin_dir.join("maps"));
+    for name in names::ALL {
+        assert!(
+            maps.iter().any(|m| m == name),
+            "{name} is not pinned in {}: {maps:?}",
+            pin_dir.display()
+        );
+    }
+    for name in maps.iter().filter(|n| !VOLATILE_MAPS.contains(&n.as_str())) {
+        m.insert(
+            format!("map {name}"),
+            map_dump(&pin_dir.join("maps").join(name)),
+        );
+    }
+    // The state dir: every file and its content (state.json, the rule book `rules`, a
+    // journal left by an interrupted change, the lock).
+    for f in dir_names(&s.state_dir) {
+        let p = s.state_dir.join(&f);
+        let content = std::fs::read(&p)
+            .map(|b| text(&b))
+            .unwrap_or_else(|e| format!("(unreadable: {e})"));
+        m.insert(format!("state dir {f}"), content);
     }
     m.insert(
         "journal".into(),
         s.state_dir.join("journal").exists().to_string(),
     );
+    m.insert("links".into(), link_names(&s.host));
+    let host = s.host.name.as_str();
+    for (what, args) in [
+        ("host ip -o link", &["ip", "-n", host, "-o", "link"][..]),
+        ("host ip -o addr", &["ip", "-n", host, "-o", "addr"]),
+        ("host ip route", &["ip", "-n", host, "route"]),
+    ] {
+        m.insert(what.into(), rig::must(args));
+    }
+    m.insert(
+        "lo addresses".into(),
+        s.host.must(&["ip", "-o", "addr", "show", "dev", "lo"]),
+    );
+    m.insert("routes".into(), s.host.must(&["ip", "route", "show"]));
+    let namespaces = sandbox_namespaces(s);
+    m.insert("namespaces".into(), namespaces.join(" "));
+    // What Weir put inside each container namespace (eth0, its address, its routes).
+    for ns in &namespaces {
+        for (what, args) in [
+            ("ip -o link", &["ip", "-n", ns, "-o", "link"][..]),
+            ("ip -o addr", &["ip", "-n", ns, "-o", "addr"]),
+            ("ip route", &["ip", "-n", ns, "route"]),
+        ] {
+            m.insert(format!("{ns} {what}"), rig::must(args));
+        }
+    }
+    // The sandbox's own namespaces are still there.
+    let all = all_namespaces();
+    m.insert(
+        "sandbox namespaces".into(),
+        [&s.host.name, &s.ext.name]
+            .iter()
+            .map(|n| format!("{n}={}", all.contains(n)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     m
 }
 
-/// Entries of a pinned hash map, counted through `bpftool` so the value layout does not matter.
-fn map_len(inst: &Instance, name: &str) -> usize {
+/// Sorted names of the entries of `dir` (empty if it does not exist).
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every entry of a pinned map, through `bpftool` so the value layout does not matter, in
+/// a canonical order (a hash map's iteration order is not part of its content).
+fn map_dump(pin: &Path) -> String {
     let o = rig::run(&[
         "bpftool",
         "-j",
         "map",
         "dump",
         "pinned",
-        inst.map_pin(name).to_str().unwrap(),
+        pin.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "bpftool on {name}: {}", text(&o.stderr));
-    serde_json::from_slice::<serde_json::Value>(&o.stdout)
-        .ok()
-        .and_then(|v| v.as_array().map(|a| a.len()))
-        .unwrap_or_else(|| panic!("bpftool output for {name}"))
+    assert!(
+        o.status.success(),
+        "bpftool on {}: {}",
+        pin.display(),
+        text(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("bpftool output for {}: {e}", pin.display()));
+    let mut entries: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("bpftool output for {}: not a list", pin.display()))
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    entries.sort();
+    format!("{} entries: {}", entries.len(), entries.join(" "))
+}
+
+/// A file outside the state dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(s: &Sandbox, what: &str, content: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("weir-{what}-{}", s.id));
+        std::fs::write(&p, content).unwrap();
+        Self(p)
+    }
+
+    fn path(&self) -> String {
+        self.0.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// `index: name` of every link in `ns` (no counters or flags that traffic could change).
@@ -85,18 +193,17 @@ fn link_names(ns: &Netns) -> String {
         .join(" ")
 }
 
+/// Every named namespace (`ls /run/netns`).
+fn all_namespaces() -> Vec<String> {
+    dir_names(Path::new("/run/netns"))
+}
+
 /// Named namespaces belonging to the sandbox's containers.
 fn sandbox_namespaces(s: &Sandbox) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&format!("{}-", s.id)))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    all_namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{}-", s.id)))
+        .collect()
 }
 
 /// `control` with the sandbox's state dir but a free choice of everything else.
@@ -139,9 +246,10 @@ fn case(args: &[&str], says: &'static str) -> Case {
 }
 
 /// Runs every case against `s`, checking one stderr line, the expected message and that
-/// nothing changed. Returns how many ran.
+/// nothing changed. Each case is compared with the snapshot taken just before it, so a change
+/// is blamed on the command that made it. Returns how many ran.
 fn run_cases(s: &Sandbox, cases: &[Case]) -> usize {
-    let before = snapshot(s);
+    let mut before = snapshot(s);
     let mut failures = Vec::new();
     for c in cases {
         let args: Vec<&str> = c.args.iter().map(|a| a.as_str()).collect();
@@ -150,17 +258,54 @@ fn run_cases(s: &Sandbox, cases: &[Case]) -> usize {
             failures.push(format!("{args:?}: {line:?} does not mention {:?}", c.says));
         }
         let after = snapshot(s);
-        for (k, v) in &before {
-            if after.get(k) != Some(v) {
-                failures.push(format!(
-                    "{args:?} changed {k}:\n  before {v}\n  after  {}",
-                    after.get(k).map(String::as_str).unwrap_or("(missing)")
-                ));
-            }
+        for change in changes(&before, &after) {
+            failures.push(format!("{args:?} changed {change}"));
         }
+        before = after;
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     cases.len()
+}
+
+/// What differs between two snapshots, each difference shown around where it starts.
+fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in before
+        .keys()
+        .chain(after.keys().filter(|k| !before.contains_key(*k)))
+    {
+        let (b, a) = (before.get(k), after.get(k));
+        if b != a {
+            let (b, a) = (
+                b.map(String::as_str).unwrap_or("(missing)"),
+                a.map(String::as_str).unwrap_or("(missing)"),
+            );
+            out.push(format!(
+                "{k}:\n  before {}\n  after  {}",
+                excerpt(b, a),
+                excerpt(a, b)
+            ));
+        }
+    }
+    out
+}
+
+/// `s` around the first place it differs from `other`.
+fn excerpt(s: &str, other: &str) -> String {
+    let at = s
+        .char_indices()
+        .zip(other.chars())
+        .find(|((_, x), y)| x != y)
+        .map(|((i, _), _)| i)
+        .unwrap_or(s.len().min(other.len()));
+    let from = s.floor_char_boundary(at.saturating_sub(80));
+    let to = s.ceil_char_boundary((at + 160).min(s.len()));
+    format!(
+        "{}{}{}",
+        if from > 0 { "…" } else { "" },
+        &s[from..to],
+        if to < s.len() { "…" } else { "" }
+    )
 }
 
 #[test]
@@ -170,24 +315,55 @@ fn bad_input_fails_cleanly_on_a_live_host() {
     let other = s.network("o", "10.80.8.0/24", &[]);
     let a = s.container("a", &n, &["--publish", "8080:80"]);
     let b = s.container("b", &n, &[]);
+    // c on a network connected to n: the links map and a second network have content too.
+    let c = s.container("c", &other, &[]);
+    s.ok(&["network", "connect", &n, &other]);
     s.ok(&["isolate", &a.name, &b.name]);
+    s.ok(&["allow", &a.name, &b.name, "--port", "443/tcp"]);
     let aip = s.ip_of(&a);
     // A host service holding a port Weir must not steal.
     let _held = net::tcp_listener(&s.host, 9500);
     let long = "x".repeat(300);
-    let rules_file = std::env::temp_dir().join(format!("weir-rules-{}", s.id));
-    std::fs::write(
-        &rules_file,
-        format!(
-            "isolate {a} {b}\nallow {a} {b} --port 80/tcp\nisolate {a} nobody-here\n",
-            a = a.name,
-            b = b.name
+    // One over the limit (63).
+    let just_too_long = "y".repeat(64);
+    let (an, bn, cn) = (a.name.as_str(), b.name.as_str(), c.name.as_str());
+    // Rule files with one bad line among good, new ones: all or nothing, no rule is added.
+    let rules_file = TempFile::new(
+        &s,
+        "rules",
+        &format!("isolate {an} {bn}\nallow {an} {bn} --port 80/tcp\nisolate {an} nobody-here\n"),
+    );
+    let rf = rules_file.path();
+    let bad_middle = TempFile::new(
+        &s,
+        "rules-middle",
+        &format!(
+            "# new rules first\nisolate {bn} {cn}\nallow {cn} {an} --port 22/tcp\n\
+             isolate {cn} ../etc\nisolate {an}\nallow {an} {cn}\n"
         ),
-    )
-    .unwrap();
-    let rf = rules_file.to_str().unwrap().to_string();
+    );
+    let bad_port = TempFile::new(
+        &s,
+        "rules-port",
+        &format!("isolate {bn} {cn}\nallow {cn} {an} --port 70000/tcp\n"),
+    );
+    let bad_verb = TempFile::new(
+        &s,
+        "rules-verb",
+        &format!("isolate {bn} {cn}\nisolate {cn}\nblock {an} {cn}\n"),
+    );
+    let bad_last = TempFile::new(
+        &s,
+        "rules-last",
+        &format!("isolate {bn} {cn}\nallow {an} {cn}\nisolate {cn} {cn}\n"),
+    );
+    let (rm, rp, rv, rl) = (
+        bad_middle.path(),
+        bad_port.path(),
+        bad_verb.path(),
+        bad_last.path(),
+    );
     let x = s.name("x");
-    let (an, bn) = (a.name.as_str(), b.name.as_str());
     let cases = vec![
         // Names.
         case(
@@ -425,7 +601,7 @@ fn bad_input_fails_cleanly_on_a_live_host() {
                 "--publish",
                 "9001:81",
             ],
-            "already published",
+            "given twice",
         ),
         case(
             &[
@@ -488,9 +664,176 @@ fn bad_input_fails_cleanly_on_a_live_host() {
             "cannot read rules file",
         ),
         case(&["rules", "import", &rf], "line 3"),
+        case(&["rules", "import", &rm], "line 4"),
+        case(&["rules", "import", &rp], "line 2"),
+        case(&["rules", "import", &rv], "line 3"),
+        case(&["rules", "import", &rl], "line 3"),
         case(
             &["conntrack", "flush", "--container", "no-such-container"],
             "no container named",
+        ),
+        // Names nothing was ever created with, everywhere a name is looked up ('/', '..',
+        // spaces, 300 characters): refused, and no path is built from them.
+        case(
+            &["network", "create", "", "--subnet", "10.81.0.0/24"],
+            "invalid network name",
+        ),
+        case(
+            &["network", "create", ".hidden", "--subnet", "10.81.0.0/24"],
+            "invalid network name",
+        ),
+        case(
+            &[
+                "network",
+                "create",
+                &just_too_long,
+                "--subnet",
+                "10.81.0.0/24",
+            ],
+            "invalid network name",
+        ),
+        case(
+            &["container", "create", "a b", "--network", &n],
+            "invalid container name",
+        ),
+        case(
+            &["container", "create", &just_too_long, "--network", &n],
+            "invalid container name",
+        ),
+        case(
+            &["container", "create", &x, "--network", "../etc"],
+            "no network named",
+        ),
+        case(
+            &["container", "create", &x, "--network", &long],
+            "no network named",
+        ),
+        case(&["container", "rm", "a/b"], "no container named"),
+        case(&["container", "rm", ".."], "no container named"),
+        case(&["container", "rm", "../../tmp/x"], "no container named"),
+        case(&["container", "rm", "a b"], "no container named"),
+        case(&["container", "rm", &long], "no container named"),
+        case(&["network", "rm", "../etc"], "no network named"),
+        case(&["network", "rm", "a b"], "no network named"),
+        case(&["network", "rm", &long], "no network named"),
+        case(&["network", "connect", &n, ".."], "no network named"),
+        case(&["network", "connect", "a/b", &n], "no network named"),
+        case(&["publish", "../x", "8081:80"], "no container named"),
+        case(&["publish", &long, "8081:80"], "no container named"),
+        case(&["unpublish", "a b", "8080"], "no container named"),
+        case(&["isolate", "../x"], "no container named"),
+        case(&["isolate", an, "a/b"], "no container named"),
+        case(&["allow", an, &long], "no container named"),
+        case(&["allow", "a b", an], "no container named"),
+        case(
+            &["conntrack", "flush", "--container", ".."],
+            "no container named",
+        ),
+        // Networks: removing one with containers (also connected to another), disconnecting.
+        case(&["network", "rm", &other], "still has 1 container(s)"),
+        case(
+            &["network", "disconnect", &n, "no-such-net"],
+            "no network named",
+        ),
+        case(
+            &["network", "disconnect", "no-such-net", &n],
+            "no network named",
+        ),
+        case(&["network", "disconnect", &n, &n], "same network"),
+        case(&["network", "disconnect", &n], "required"),
+        // Undoing rules: the same checks as making them.
+        case(&["unisolate", "no-such-container"], "no container named"),
+        case(
+            &["unisolate", an, "no-such-container"],
+            "no container named",
+        ),
+        case(
+            &["unisolate", "no-such-container", an],
+            "no container named",
+        ),
+        case(&["unisolate", an, an], "twice"),
+        case(&["disallow", an, "no-such-container"], "no container named"),
+        case(&["disallow", "no-such-container", bn], "no container named"),
+        case(&["disallow", an, an], "twice"),
+        case(&["disallow", an], "required"),
+        case(&["disallow", an, bn, "--port", "0/tcp"], "from 1 to 65535"),
+        case(&["disallow", an, bn, "--port", "70000"], "from 1 to 65535"),
+        case(
+            &["disallow", an, bn, "--port", "443/icmp"],
+            "invalid protocol",
+        ),
+        case(&["disallow", an, bn, "--port", "https"], "from 1 to 65535"),
+        case(&["disallow", an, bn, "--port=-1/tcp"], "from 1 to 65535"),
+        case(&["allow", an, bn, "--port", "70000/tcp"], "from 1 to 65535"),
+        case(&["allow", an, bn, "--port", "0"], "from 1 to 65535"),
+        case(&["allow", an], "required"),
+        // Unpublishing what is not published.
+        case(
+            &["unpublish", an, "8080/udp"],
+            "no published host port 8080/udp",
+        ),
+        case(
+            &["unpublish", bn, "8080"],
+            "no published host port 8080/tcp",
+        ),
+        case(&["unpublish", cn, "8080"], "no published host port"),
+        case(
+            &["unpublish", an, "8080", "--host-ip", "nonsense"],
+            "invalid host IP",
+        ),
+        case(
+            &["unpublish", an, "8080", "--host-ip", "10.80.0.300"],
+            "invalid host IP",
+        ),
+        // Published on every address, so not on this one alone.
+        case(
+            &["unpublish", an, "8080", "--host-ip", rig::UPLINK_IP],
+            "no published host port",
+        ),
+        case(&["unpublish", an, "70000"], "invalid host port"),
+        case(&["unpublish", an, "0/udp"], "invalid host port"),
+        case(&["unpublish", an, "8080:80"], "invalid host port"),
+        case(&["unpublish", an, ""], "invalid host port"),
+        // Ports 0 and 70000 everywhere a port is read.
+        case(&["publish", an, "70000:80"], "invalid host port"),
+        case(&["publish", an, "0:0"], "invalid host port"),
+        case(&["publish", an, "8081:80/"], "invalid protocol"),
+        case(&["publish", an, "8081"], "invalid port mapping"),
+        case(
+            &[
+                "container",
+                "create",
+                &x,
+                "--network",
+                &n,
+                "--publish",
+                "8081:0",
+            ],
+            "invalid container port",
+        ),
+        case(
+            &[
+                "container",
+                "create",
+                &x,
+                "--network",
+                &n,
+                "--publish",
+                "8081:70000",
+            ],
+            "invalid container port",
+        ),
+        case(
+            &[
+                "container",
+                "create",
+                &x,
+                "--network",
+                &n,
+                "--publish",
+                "0:0",
+            ],
+            "invalid host port",
         ),
         // init on the live host: nothing may change, not even the programs.
         case(
@@ -545,13 +888,59 @@ fn bad_input_fails_cleanly_on_a_live_host() {
     ];
     let ran = run_cases(&s, &cases);
     eprintln!("{ran} bad-input cases on a live host");
-    let _ = std::fs::remove_file(&rules_file);
 
     // Another host namespace than the one recorded at init.
     let o = raw(&s, &["--host-netns", &s.ext.name], &["network", "ls"]);
     assert!(one_error_line(&o, "wrong --host-netns").contains("serves host namespace"));
-    // And everything still works.
-    assert!(net::ping(&a, &s.ip_of(&b), 1) || s.drops("policy-denied") > 0);
+
+    // Undoing what is not there, or adding what is: success, a confirmation, no change.
+    let before = snapshot(&s);
+    let present = TempFile::new(
+        &s,
+        "rules-present",
+        &format!("# both present\nisolate {bn} {an}\nallow {an} {bn} --port 443/tcp\n"),
+    );
+    for (args, says) in [
+        (&["unisolate", an, cn][..], "no such rule: isolate"),
+        // A prefix of the line `isolate A B` is not the rule `isolate A`.
+        (&["unisolate", an], "no such rule: isolate"),
+        (&["disallow", an, bn], "no such rule: allow"),
+        (
+            &["disallow", an, bn, "--port", "443/udp"],
+            "no such rule: allow",
+        ),
+        (&["isolate", bn, an], "rule already present: isolate"),
+        (
+            &["allow", an, bn, "--port", "443/tcp"],
+            "rule already present: allow",
+        ),
+        (&["network", "connect", &other, &n], "already connected"),
+        (&["rules", "import", &present.path()], "added 0 rule(s)"),
+    ] {
+        let out = s.ok(args);
+        assert!(
+            out.contains(says),
+            "{args:?}: {out:?} does not say {says:?}"
+        );
+        let after = snapshot(&s);
+        assert!(
+            after == before,
+            "{args:?} changed {}",
+            changes(&before, &after).join("\n")
+        );
+    }
+
+    // And everything still works: a pair no rule isolates reaches each other across the
+    // connected networks, and the isolated pair is still refused by the datapath.
+    let cip = s.ip_of(&c);
+    assert!(net::ping(&b, &cip, 3), "b cannot reach c at {cip}");
+    assert!(net::ping(&c, &aip, 3), "c cannot reach a at {aip}");
+    let denied = s.drops("policy-denied");
+    assert!(!net::ping(&a, &s.ip_of(&b), 1), "isolated a reached b");
+    assert!(
+        s.drops("policy-denied") > denied,
+        "a -> b was not refused by policy"
+    );
     assert!(s.ok(&["status"]).contains("healthy"));
     assert!(Netns::borrowed(&s.ext.name).run(&["true"]).status.success());
 }
@@ -630,7 +1019,12 @@ fn commands_before_init_and_without_root() {
         let line = one_error_line(&o, &format!("{args:?} as nobody"));
         assert!(line.contains("must run as root"), "{args:?}: {line}");
     }
-    assert_eq!(snapshot(&s), before);
+    let after = snapshot(&s);
+    assert!(
+        after == before,
+        "a refused command changed {}",
+        changes(&before, &after).join("\n")
+    );
 }
 
 #[test]

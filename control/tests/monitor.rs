@@ -12,7 +12,7 @@ use std::{
 };
 
 use control::{datapath::maps, instance::Instance};
-use rig::{Netns, Sandbox, UPLINK_IP, net};
+use rig::{EXT_IP, Netns, Sandbox, UPLINK_IP, net};
 use serde_json::Value;
 use weir_common::{config::flags, stats::DropReason};
 
@@ -27,11 +27,22 @@ struct Monitor {
 
 impl Monitor {
     fn start(s: &Sandbox, extra: &[&str]) -> Self {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(extra);
+        Self::spawn(s, &a)
+    }
+
+    /// `control monitor` with its human-readable output (read it with `lines`).
+    fn start_text(s: &Sandbox, extra: &[&str]) -> Self {
+        Self::spawn(s, extra)
+    }
+
+    fn spawn(s: &Sandbox, args: &[&str]) -> Self {
         let mut child = Command::new(CONTROL)
             .arg("--state-dir")
             .arg(&s.state_dir)
-            .args(["--host-netns", &s.host.name, "monitor", "--json"])
-            .args(extra)
+            .args(["--host-netns", &s.host.name, "monitor"])
+            .args(args)
             .env_remove("WEIR_STATE_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -53,11 +64,14 @@ impl Monitor {
         }
     }
 
+    /// Every line printed so far.
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
     /// Every line so far, parsed (a line that is not one JSON object fails the test).
     fn events(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
+        self.lines()
             .iter()
             .map(|l| {
                 serde_json::from_str::<Value>(l)
@@ -91,7 +105,22 @@ impl Monitor {
     }
 
     /// Waits (at most `timeout`, then kills) and returns the exit status, events and stderr.
-    fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
+    fn finish(self, timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
+        let (status, _, err, evs) = self.finish_raw(timeout, true);
+        (status, evs, err)
+    }
+
+    /// Like `finish`, for the human-readable output: exit status, lines and stderr.
+    fn finish_text(self, timeout: Duration) -> (ExitStatus, Vec<String>, String) {
+        let (status, lines, err, _) = self.finish_raw(timeout, false);
+        (status, lines, err)
+    }
+
+    fn finish_raw(
+        mut self,
+        timeout: Duration,
+        json: bool,
+    ) -> (ExitStatus, Vec<String>, String, Vec<Value>) {
         let start = Instant::now();
         while start.elapsed() < timeout && self.running() {
             thread::sleep(Duration::from_millis(20));
@@ -105,7 +134,8 @@ impl Monitor {
         if let Some(mut e) = self.child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut err);
         }
-        (status, self.events(), err)
+        let evs = if json { self.events() } else { Vec::new() };
+        (status, self.lines(), err, evs)
     }
 
     fn signal(&self, sig: i32) {
@@ -325,4 +355,178 @@ fn monitor_keeps_listening_across_init() {
     let (status, _, err) = m.finish(Duration::from_secs(10));
     assert!(status.success(), "{err}");
     assert!(!listening(&s));
+}
+
+/// Sends one datagram from each of `n` fresh sockets (fresh source ports) to `dst:port`.
+const UDP_BURST: &str = r#"
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", (dst, port))
+    s.close()
+"#;
+
+/// The NAT exhaustion drops stream too: a new flow that finds no free SNAT port
+/// (`snat-ports-exhausted`) and one that finds the conntrack map full
+/// (`conntrack-insert-failed`), in JSON and in the human-readable output.
+#[test]
+fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
+    // Four SNAT ports and the smallest conntrack map (64 entries, two per flow); UDP entries
+    // outlive the test so the flood keeps the map full.
+    let s = Sandbox::with_weir(
+        CONTROL,
+        &[
+            "--snat-ports",
+            "40000-40003",
+            "--conntrack-max",
+            "64",
+            "--ct-timeout",
+            "udp=600",
+        ],
+    );
+    let n = s.network("n", "10.88.0.0/24", &[]);
+    let cs: Vec<Netns> = (0..7)
+        .map(|i| s.container(&format!("c{i}"), &n, &[]))
+        .collect();
+    let sixth_ip = s.ip_of(&cs[5]);
+    let _echo = s
+        .ext
+        .spawn(&["socat", "TCP4-LISTEN:9000,fork,reuseaddr", "EXEC:cat"]);
+    net::wait_listening(&s.ext, 9000, "tcp");
+    // Five long-lived flows from source port 5555 to one destination take the container's
+    // own port and all four SNAT ports.
+    let _holders: Vec<rig::Bg> = cs[..5]
+        .iter()
+        .map(|c| {
+            c.spawn(&[
+                "sh",
+                "-c",
+                &format!("sleep 300 | socat - TCP4:{EXT_IP}:9000,sourceport=5555"),
+            ])
+        })
+        .collect();
+    let held = rig::wait_for(Duration::from_secs(10), || {
+        s.json(&["conntrack"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "masquerade" && f["proto"] == "tcp")
+            .count()
+            == 5
+    });
+    assert!(
+        held,
+        "five flows hold the SNAT ports: {}",
+        s.json(&["conntrack"])
+    );
+    // A sixth from the same port to the same place finds no port; fresh UDP flows from the
+    // seventh fill the map and then find no room.
+    let sixth = || {
+        let _ = cs[5].run(&[
+            "timeout",
+            "2",
+            "socat",
+            "-T1",
+            "/dev/null",
+            &format!("TCP4:{EXT_IP}:9000,sourceport=5555,reuseaddr,connect-timeout=1"),
+        ]);
+    };
+    let flood = || {
+        let _ = cs[6].run(&["python3", "-c", UDP_BURST, EXT_IP, "9999", "100"]);
+    };
+    let snat_event = |e: &Value| {
+        e["reason"] == "snat-ports-exhausted"
+            && e["hook"] == "from-container"
+            && e["proto"] == "tcp"
+            && e["flow"] == format!("{sixth_ip}:5555 -> {EXT_IP}:9000").as_str()
+    };
+    let full_event = |e: &Value| {
+        e["reason"] == "conntrack-insert-failed"
+            && e["hook"] == "from-container"
+            && e["proto"] == "udp"
+            && e["flow"]
+                .as_str()
+                .is_some_and(|f| f.ends_with(&format!("-> {EXT_IP}:9999")))
+    };
+
+    let m = Monitor::start(&s, &["--duration", "60"]);
+    let seen = m.poke_until(
+        Duration::from_secs(30),
+        || {
+            sixth();
+            flood();
+        },
+        |evs| evs.iter().any(snat_event) && evs.iter().any(full_event),
+    );
+    m.signal(libc::SIGINT);
+    let (status, evs, err) = m.finish(Duration::from_secs(10));
+    assert!(status.success(), "monitor after SIGINT: {status:?} {err}");
+    assert!(
+        seen,
+        "no snat-ports-exhausted / conntrack-insert-failed event: {:?}",
+        evs
+    );
+    let stats = s.stats();
+    for reason in ["snat-ports-exhausted", "conntrack-insert-failed"] {
+        assert!(
+            stats["drops"][reason]["from-container"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+            "{reason} streamed but not counted: {}",
+            stats["drops"]
+        );
+    }
+    assert!(!listening(&s), "listening flag left set");
+
+    // The human-readable output names the same reasons, one line per drop.
+    let m = Monitor::start_text(&s, &["--duration", "60"]);
+    let has = |lines: &[String], reason: &str, proto: &str, flow: &str| {
+        lines.iter().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.first() == Some(&"drop")
+                && w.get(1) == Some(&reason)
+                && w.get(2) == Some(&"from-container")
+                && w.get(3) == Some(&proto)
+                && l.contains(flow)
+        })
+    };
+    let tcp_flow = format!("{sixth_ip}:5555 -> {EXT_IP}:9000");
+    let udp_end = format!("-> {EXT_IP}:9999");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let lines = m.lines();
+        if has(&lines, "snat-ports-exhausted", "tcp", &tcp_flow)
+            && has(&lines, "conntrack-insert-failed", "udp", &udp_end)
+        {
+            break;
+        }
+        sixth();
+        flood();
+        thread::sleep(Duration::from_millis(100));
+    }
+    m.signal(libc::SIGINT);
+    let (status, lines, err) = m.finish_text(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "text monitor after SIGINT: {status:?} {err}"
+    );
+    assert!(
+        has(&lines, "snat-ports-exhausted", "tcp", &tcp_flow)
+            && has(&lines, "conntrack-insert-failed", "udp", &udp_end),
+        "text monitor lines: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.starts_with("drop ")),
+        "not one drop per line: {lines:?}"
+    );
+    assert!(
+        err.contains(&format!("{} event(s)", lines.len())),
+        "event count not reported: {err:?}"
+    );
+    assert!(
+        !listening(&s),
+        "listening flag left set by the text monitor"
+    );
 }

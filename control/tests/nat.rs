@@ -1,7 +1,12 @@
 //! Issue #3: MASQUERADE and published ports (DNAT) in eBPF, with conntrack, in every
 //! direction — and the kernel's netfilter and forwarding path out of the picture.
 
-use std::{thread, time::Duration};
+use std::{
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    thread,
+    time::{Duration, Instant},
+};
 
 use rig::{EXT_IP, Netns, Sandbox, UPLINK_IP, net, text};
 
@@ -474,32 +479,282 @@ fn checksums_verified_in_software_like_a_wire() {
     );
 }
 
+/// A TCP echo server (socat, one `cat` per connection).
+fn tcp_echo(ns: &Netns, port: u16) -> rig::Bg {
+    let bg = ns.spawn(&[
+        "socat",
+        &format!("TCP4-LISTEN:{port},fork,reuseaddr"),
+        "EXEC:cat",
+    ]);
+    net::wait_listening(ns, port, "tcp");
+    bg
+}
+
+/// Runs `f` on a short-lived thread inside `ns`: sockets it opens stay in that namespace.
+fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let path = control::netns::path(&ns.name);
+    thread::scope(|sc| {
+        sc.spawn(|| {
+            control::netns::enter(&path).map_err(|e| io::Error::other(e.to_string()))?;
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
+}
+
+enum Conn {
+    Tcp(TcpStream),
+    Udp(UdpSocket),
+}
+
+/// A long-lived flow to an echo server (a TCP connection, or a connected UDP socket) whose
+/// every round trip must come back intact.
+struct Flow {
+    what: String,
+    conn: Conn,
+    n: u64,
+}
+
+impl Flow {
+    fn tcp(ns: &Netns, addr: &str, port: u16) -> Self {
+        let to: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        let stream = in_netns(ns, || {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.set_write_timeout(Some(Duration::from_secs(5)))?;
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+        .unwrap_or_else(|e| panic!("tcp {} -> {to}: {e}", ns.name));
+        Self::started(format!("tcp {} -> {to}", ns.name), Conn::Tcp(stream))
+    }
+
+    fn udp(ns: &Netns, addr: &str, port: u16) -> Self {
+        let to: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        let sock = in_netns(ns, || {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.connect(to)?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            Ok(s)
+        })
+        .unwrap_or_else(|e| panic!("udp {} -> {to}: {e}", ns.name));
+        Self::started(format!("udp {} -> {to}", ns.name), Conn::Udp(sock))
+    }
+
+    fn started(what: String, conn: Conn) -> Self {
+        let mut f = Self { what, conn, n: 0 };
+        f.check("opening");
+        f
+    }
+
+    fn roundtrip(&mut self) -> io::Result<()> {
+        self.n += 1;
+        let msg = format!("{:08}\n", self.n);
+        match &mut self.conn {
+            Conn::Tcp(s) => {
+                s.write_all(msg.as_bytes())?;
+                let mut back = vec![0u8; msg.len()];
+                s.read_exact(&mut back)?;
+                if back != msg.as_bytes() {
+                    return Err(io::Error::other(format!(
+                        "sent {msg:?}, got {:?}",
+                        text(&back)
+                    )));
+                }
+                Ok(())
+            }
+            Conn::Udp(s) => {
+                // A datagram may be lost on a busy veth: three tries, stale echoes skipped.
+                let mut buf = [0u8; 64];
+                for _ in 0..3 {
+                    s.send(msg.as_bytes())?;
+                    loop {
+                        match s.recv(&mut buf) {
+                            Ok(n) if &buf[..n] == msg.as_bytes() => return Ok(()),
+                            Ok(_) => continue,
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                ) =>
+                            {
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(io::Error::other(format!("no echo of {msg:?} in 3 tries")))
+            }
+        }
+    }
+
+    fn check(&mut self, when: &str) {
+        if let Err(e) = self.roundtrip() {
+            panic!(
+                "{} broke after {} round trips ({when}): {e}",
+                self.what, self.n
+            );
+        }
+    }
+}
+
 #[test]
 fn established_flows_survive_every_control_command() {
     let s = Sandbox::with_weir(CONTROL, &[]);
     let n = s.network("n", "10.58.0.0/24", &[]);
     let web = s.container("web", &n, &[]);
     let cli = s.container("cli", &n, &[]);
+    let web_ip = s.ip_of(&web);
     let _srv = net::iperf_server(&web, 5201);
     let _ext_srv = net::iperf_server(&s.ext, 5202);
+    let _servers = [
+        tcp_echo(&web, 9000),
+        tcp_echo(&s.ext, 9000),
+        net::udp_echo(&web, 53),
+        net::udp_echo(&s.ext, 7),
+    ];
     s.ok(&["publish", &web.name, "5201:5201"]);
+    s.ok(&["publish", &web.name, "8080:9000"]);
+    s.ok(&["publish", &web.name, "5353:53/udp"]);
+    // The bulk transfers must outlast every command below (asserted), so the reset counters
+    // are read while they still run. Two of the commands re-initialise, which loads and
+    // verifies every program (seconds on a busy machine): the length follows a timed re-init.
+    let t = Instant::now();
+    s.init(&[]);
+    let bulk_secs = ((t.elapsed().as_secs() * 2 + 10) * 2).max(25);
+    let secs = bulk_secs.to_string();
     let inbound = s
         .ext
-        .spawn_piped(&["iperf3", "-J", "-c", UPLINK_IP, "-p", "5201", "-t", "6"]);
-    let outbound = cli.spawn_piped(&["iperf3", "-J", "-c", EXT_IP, "-p", "5202", "-t", "6"]);
+        .spawn_piped(&["iperf3", "-J", "-c", UPLINK_IP, "-p", "5201", "-t", &secs]);
+    let mut outbound = cli.spawn_piped(&["iperf3", "-J", "-c", EXT_IP, "-p", "5202", "-t", &secs]);
+    // Long-lived flows over every path: published (from the world and from the host through
+    // the cgroup hooks), masqueraded, container to container; TCP and UDP.
+    let mut flows = [
+        Flow::tcp(&s.ext, UPLINK_IP, 8080),
+        Flow::tcp(&s.host, "127.0.0.1", 8080),
+        Flow::tcp(&cli, EXT_IP, 9000),
+        Flow::tcp(&cli, &web_ip, 9000),
+        Flow::udp(&cli, EXT_IP, 7),
+        Flow::udp(&s.ext, UPLINK_IP, 5353),
+    ];
+    let watched = [&s.ext, &s.host, &web, &cli];
+    let resets = |when: &str| -> Vec<u64> {
+        let r = watched
+            .iter()
+            .map(|ns| net::nstat(ns, "TcpEstabResets"))
+            .collect();
+        eprintln!("TcpEstabResets {when} (ext, host, web, cli): {r:?}");
+        r
+    };
+    let resets_before = resets("before");
     thread::sleep(Duration::from_millis(800));
-    let n2 = s.network("n2", "10.59.0.0/24", &[]);
-    let x = s.container("x", &n2, &[]);
-    s.ok(&["publish", &x.name, "8081:80"]);
-    s.ok(&["isolate", &x.name]);
-    s.ok(&["allow", &cli.name, &x.name]);
-    s.ok(&["status"]);
-    s.ok(&["gc"]);
-    s.init(&[]); // re-init: programs replaced under the links
-    s.ok(&["unpublish", &x.name, "8081"]);
-    s.ok(&["container", "rm", &x.name]);
+
+    let rules_file = std::env::temp_dir().join(format!("weir-rules-{}", s.id));
+    let started = Instant::now();
+    let mut ran = 0;
+    let mut step = |args: &[&str]| {
+        s.ok(args);
+        ran += 1;
+        for f in flows.iter_mut() {
+            f.check(&format!("after `control {}`", args.join(" ")));
+        }
+    };
+    // Other networks, containers, ports and rules come and go; every read-only view is taken;
+    // the datapath is re-initialised twice. None of it may touch the flows above.
+    let n2 = s.name("n2");
+    let n3 = s.name("n3");
+    let (x, y) = (s.name("x"), s.name("y"));
+    step(&["network", "create", &n2, "--subnet", "10.59.0.0/24"]);
+    step(&["network", "create", &n3, "--subnet", "10.61.0.0/24"]);
+    step(&["network", "connect", &n2, &n3]);
+    step(&[
+        "container",
+        "create",
+        &x,
+        "--network",
+        &n2,
+        "--publish",
+        "8081:80",
+    ]);
+    step(&["container", "create", &y, "--network", &n3]);
+    // Flows of x for the flush below to cut.
+    assert!(
+        net::ping(&Netns::borrowed(&x), EXT_IP, 1),
+        "x has no egress"
+    );
+    step(&["publish", &x, "8082:80"]);
+    step(&["publish", &x, "8083:53/udp"]);
+    step(&["publish", &y, "8084:80", "--host-ip", UPLINK_IP]);
+    step(&["ports"]);
+    step(&["isolate", &x]);
+    step(&["isolate", &x, &y]);
+    step(&["allow", &y, &x]);
+    step(&["allow", &y, &x, "--port", "80/tcp"]);
+    step(&["allow", &cli.name, &x]);
+    std::fs::write(
+        &rules_file,
+        format!(
+            "# imported\nisolate {y}\nallow {x} {y} --port 53/udp\nisolate {x} {web}\n",
+            web = web.name
+        ),
+    )
+    .unwrap();
+    step(&["rules", "import", rules_file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&rules_file);
+    step(&["rules"]);
+    step(&["rules", "--json"]);
+    step(&["conntrack"]);
+    step(&["conntrack", "--all", "--json"]);
+    step(&["conntrack", "flush", "--container", &x]);
+    step(&["stats"]);
+    step(&["status"]);
+    step(&["gc"]);
+    step(&["network", "ls"]);
+    step(&["container", "ls"]);
+    step(&["monitor", "--duration", "0.5"]);
+    step(&["init"]); // re-init: programs replaced under the links
+    step(&["disallow", &y, &x, "--port", "80/tcp"]);
+    step(&["disallow", &y, &x]);
+    step(&["disallow", &cli.name, &x]);
+    step(&["unisolate", &x, &y]);
+    step(&["unisolate", &x]);
+    step(&["unpublish", &x, "8081"]);
+    step(&["unpublish", &x, "8082"]);
+    step(&["unpublish", &x, "8083/udp"]);
+    step(&["unpublish", &y, "8084", "--host-ip", UPLINK_IP]);
+    step(&["network", "disconnect", &n2, &n3]);
+    step(&["container", "rm", &x]);
+    step(&["container", "rm", &y]);
+    step(&["network", "rm", &n2]);
+    step(&["network", "rm", &n3]);
+    step(&["init", "--uplink", "up0"]);
+    step(&["gc"]);
+    step(&["status"]);
+    let took = started.elapsed();
+    eprintln!("{ran} commands in {took:?} with every flow checked after each");
+    // Counted while the bulk transfers still run (iperf3 may end its own streams with a reset).
+    assert!(
+        outbound.is_running() && took < Duration::from_secs(bulk_secs - 5),
+        "the commands took {took:?}, the bulk flows {bulk_secs} s: they must outlive them"
+    );
+    let resets_after = resets("after");
+    assert_eq!(
+        resets_after, resets_before,
+        "TcpEstabResets moved (ext, host, web, cli): a connection was reset"
+    );
+    for f in flows.iter_mut() {
+        f.check("at the end");
+    }
+    assert!(
+        s.json(&["status"])["problems"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     for (name, bg) in [("inbound", inbound), ("outbound", outbound)] {
-        let o = bg.finish_within(Duration::from_secs(15));
+        let o = bg.finish_within(Duration::from_secs(bulk_secs + 15));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
         assert!(
             o.status.success() && v.get("error").is_none(),
@@ -508,6 +763,139 @@ fn established_flows_survive_every_control_command() {
         );
         assert!(net::iperf_bps(&v) > 1e8, "{name} stalled");
     }
+}
+
+/// Sends `msg` over UDP from source port `sport` of `ns` to `addr:port`; the reply, if any.
+fn udp_ask_from(ns: &Netns, addr: &str, port: u16, sport: u16, msg: &str) -> Option<String> {
+    let o = ns.sh(&format!(
+        "printf '%s' '{msg}' | timeout 3 socat -T2 - UDP4:{addr}:{port},sourceport={sport},reuseaddr"
+    ));
+    let out = text(&o.stdout);
+    (!out.is_empty()).then_some(out)
+}
+
+#[test]
+fn publish_refuses_a_udp_port_a_host_socket_holds() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.62.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let _dns = net::udp_echo(&a, 53);
+    // A host UDP service on every address, and one bound to loopback only.
+    let _host_any = net::udp_echo(&s.host, 9053);
+    let _host_lo = s.host.spawn(&[
+        "python3",
+        "-c",
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('127.0.0.1',9054))\ntime.sleep(3600)",
+    ]);
+    net::wait_listening(&s.host, 9054, "udp");
+    for (spec, extra) in [
+        ("9053:53/udp", None),
+        ("9053:53/udp", Some(UPLINK_IP)),
+        ("9054:53/udp", None),
+    ] {
+        let mut args = vec!["publish", a.name.as_str(), spec];
+        if let Some(ip) = extra {
+            args.extend(["--host-ip", ip]);
+        }
+        let e = s.fails(&args);
+        let port = spec.split(':').next().unwrap();
+        assert!(
+            e.contains("in use") && e.contains(&format!("{port}/udp")),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(
+        s.json(&["ports"]).as_array().unwrap().is_empty(),
+        "failed publishes left entries"
+    );
+    // The host service keeps its traffic, from the world and from the host itself.
+    assert_eq!(
+        net::udp_ask(&s.ext, UPLINK_IP, 9053, "host-svc", 3).as_deref(),
+        Some("host-svc")
+    );
+    assert_eq!(
+        net::udp_ask(&s.host, "127.0.0.1", 9053, "host-lo", 3).as_deref(),
+        Some("host-lo")
+    );
+    // The same number over TCP is another port: free, published, and it works.
+    let _web = net::http_server(&a, 80, "a");
+    s.ok(&["publish", &a.name, "9053:80"]);
+    assert_eq!(
+        net::curl(&s.ext, &format!("http://{UPLINK_IP}:9053/"), 5).as_deref(),
+        Some("a")
+    );
+    // And a free UDP port publishes fine.
+    s.ok(&["publish", &a.name, "9055:53/udp"]);
+    assert_eq!(
+        net::udp_ask(&s.ext, UPLINK_IP, 9055, "to-a", 3).as_deref(),
+        Some("to-a")
+    );
+    assert_eq!(s.json(&["ports"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn unpublish_udp_stops_new_flows_at_once() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.63.0.0/24", &[]);
+    let dns = s.container("dns", &n, &[]);
+    let other = s.container("other", &n, &[]);
+    let dns_ip = s.ip_of(&dns);
+    let _srv = net::udp_echo(&dns, 53);
+    s.ok(&["publish", &dns.name, "5353:53/udp"]);
+    // Before: from the world, from the host (sendmsg hook) and from another container.
+    assert_eq!(
+        udp_ask_from(&s.ext, UPLINK_IP, 5353, 41000, "before").as_deref(),
+        Some("before"),
+        "ext -> published udp"
+    );
+    for (ns, addr) in [
+        (&s.host, "127.0.0.1"),
+        (&s.host, UPLINK_IP),
+        (&other, UPLINK_IP),
+    ] {
+        assert_eq!(
+            net::udp_ask(ns, addr, 5353, "before", 3).as_deref(),
+            Some("before"),
+            "{} -> {addr}:5353/udp",
+            ns.name
+        );
+    }
+    // Unpublishing the TCP port of that number is an error that names the protocol, and
+    // leaves the UDP one alone.
+    let e = s.fails(&["unpublish", &dns.name, "5353"]);
+    assert!(e.contains("no published host port 5353/tcp"), "{e}");
+    assert_eq!(
+        udp_ask_from(&s.ext, UPLINK_IP, 5353, 41001, "still").as_deref(),
+        Some("still")
+    );
+
+    s.ok(&["unpublish", &dns.name, "5353/udp"]);
+    // After: new flows (new source ports, new sockets) get nothing, on every path...
+    assert_eq!(
+        udp_ask_from(&s.ext, UPLINK_IP, 5353, 41002, "after"),
+        None,
+        "ext reached an unpublished udp port"
+    );
+    for (ns, addr) in [
+        (&s.host, "127.0.0.1"),
+        (&s.host, UPLINK_IP),
+        (&other, UPLINK_IP),
+    ] {
+        assert_eq!(
+            net::udp_ask(ns, addr, 5353, "after", 2),
+            None,
+            "{} -> {addr}:5353/udp after unpublish",
+            ns.name
+        );
+    }
+    // ...while the server itself still answers (only the publication went away).
+    assert_eq!(
+        net::udp_ask(&s.host, &dns_ip, 53, "direct", 3).as_deref(),
+        Some("direct")
+    );
+    assert!(s.json(&["ports"]).as_array().unwrap().is_empty());
+    let e = s.fails(&["unpublish", &dns.name, "5353/udp"]);
+    assert!(e.contains("no published host port 5353/udp"), "{e}");
 }
 
 #[test]

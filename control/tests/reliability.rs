@@ -8,6 +8,7 @@ use std::{
     io::{self, Read, Write},
     net::{Ipv4Addr, TcpStream},
     os::fd::{FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
         Arc,
@@ -23,7 +24,7 @@ use serde_json::Value;
 use weir_common::{
     conntrack::{CtEntry, FlowKey},
     endpoint::Endpoint,
-    maps as names,
+    maps::{self as names, SockRevKey, SockRevValue},
     policy::PolicyKey,
     publish::{PublishKey, PublishTarget},
 };
@@ -726,7 +727,23 @@ fn reinit_on_a_live_host_keeps_every_connection_rule_and_port() {
         Session::open(&a, &db_ip, 9000, None).expect("allowed by rule"),
         Session::open(&s.host, "127.0.0.1", 8080, None).expect("host to published"),
     ];
-    let iperf = a.spawn_piped(&["iperf3", "-J", "-c", EXT_IP, "-p", "5201", "-t", "15"]);
+    // The bulk transfer must outlast every re-init below; each loads and verifies every
+    // program, which takes seconds on a busy machine: its length follows a timed re-init.
+    let reinits = 4;
+    let t = Instant::now();
+    s.init(&[]);
+    let per = t.elapsed() + Duration::from_millis(1500);
+    let bulk_secs = ((per.as_secs_f64() * reinits as f64 * 2.0).ceil() as u64).max(15);
+    let iperf = a.spawn_piped(&[
+        "iperf3",
+        "-J",
+        "-c",
+        EXT_IP,
+        "-p",
+        "5201",
+        "-t",
+        &bulk_secs.to_string(),
+    ]);
     // A background talker that never pauses during the re-inits.
     let stop = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicU64::new(0));
@@ -745,7 +762,6 @@ fn reinit_on_a_live_host_keeps_every_connection_rule_and_port() {
     let ports_before = s.json(&["ports"]);
     let rules_before = s.json(&["rules"]);
     let mut ids = program_ids(&s);
-    let reinits = 4;
     thread::sleep(Duration::from_secs(1));
     for r in 0..reinits {
         let out = s.init(&[]);
@@ -768,14 +784,17 @@ fn reinit_on_a_live_host_keeps_every_connection_rule_and_port() {
         .map(|ns| (ns.name.clone(), net::nstat(ns, "TcpEstabResets")))
         .collect();
     let mut iperf = iperf;
-    assert!(iperf.is_running(), "iperf3 ended before the last re-init");
+    assert!(
+        iperf.is_running(),
+        "iperf3 ({bulk_secs} s) ended before the last re-init"
+    );
     stop.store(true, Ordering::Relaxed);
     talker
         .join()
         .unwrap()
         .unwrap_or_else(|e| panic!("the busy session broke during re-init: {e}"));
     assert!(rounds.load(Ordering::Relaxed) > 100);
-    let report = iperf.finish_within(Duration::from_secs(30));
+    let report = iperf.finish_within(Duration::from_secs(bulk_secs + 30));
     let v: Value = serde_json::from_slice(&report.stdout).unwrap_or_default();
     assert!(
         report.status.success() && v.get("error").is_none(),
@@ -805,6 +824,210 @@ fn reinit_on_a_live_host_keeps_every_connection_rule_and_port() {
         "isolation lost in re-init"
     );
     assert!(problems(&s).is_empty());
+}
+
+/// Runs bpftool, asserting success; its stdout.
+fn bpftool(args: &[&str]) -> String {
+    let mut a = vec!["bpftool"];
+    a.extend_from_slice(args);
+    rig::must(&a)
+}
+
+/// (name, key size, value size) of the map pinned at `pin`.
+fn pinned_map_info(pin: &Path) -> (String, u64, u64) {
+    let v: Value = serde_json::from_str(&bpftool(&[
+        "-j",
+        "map",
+        "show",
+        "pinned",
+        pin.to_str().unwrap(),
+    ]))
+    .expect("bpftool map show: JSON");
+    (
+        v["name"].as_str().unwrap_or("").to_string(),
+        v["bytes_key"].as_u64().unwrap(),
+        v["bytes_value"].as_u64().unwrap(),
+    )
+}
+
+/// A map another build could have pinned in place of ours, and what refusing it must say.
+struct Foreign<'a> {
+    map: &'a str,
+    kind: &'a str,
+    key: usize,
+    value: usize,
+    /// `bpftool map update` arguments writing its content, if any.
+    fill: Vec<&'a str>,
+    says: Vec<String>,
+}
+
+/// Puts `f` in place of this instance's pin of `f.map` (the real map, which the attached
+/// programs keep using, is moved aside). Returns the pin and where the real one went.
+fn fake_pin(s: &Sandbox, f: &Foreign) -> (PathBuf, PathBuf) {
+    let pin_dir = s.json(&["status"])["pin_dir"]
+        .as_str()
+        .expect("pin_dir")
+        .to_string();
+    let pin = Path::new(&pin_dir).join("maps").join(f.map);
+    // bpffs refuses names containing a dot.
+    let aside = pin.with_file_name(format!("{}_real", f.map));
+    std::fs::rename(&pin, &aside).expect("moving the real pin aside");
+    let (k, v) = (f.key.to_string(), f.value.to_string());
+    bpftool(&[
+        "map",
+        "create",
+        pin.to_str().unwrap(),
+        "type",
+        f.kind,
+        "key",
+        &k,
+        "value",
+        &v,
+        "entries",
+        "16",
+        "name",
+        "weir_other",
+    ]);
+    if !f.fill.is_empty() {
+        let mut a = vec!["map", "update", "pinned", pin.to_str().unwrap()];
+        a.extend_from_slice(&f.fill);
+        bpftool(&a);
+    }
+    (pin, aside)
+}
+
+fn restore_pin((pin, aside): (PathBuf, PathBuf)) {
+    std::fs::remove_file(&pin).expect("removing the foreign pin");
+    std::fs::rename(&aside, &pin).expect("restoring the real pin");
+}
+
+/// Pins left by an older or newer build (a map with another value layout, a config map written
+/// by another datapath schema) make `control init` fail before it changes anything: one error
+/// line, non-zero exit, the same programs attached, the state file untouched, the foreign pin
+/// left as it was, and every flow still forwarded.
+#[test]
+fn reinit_refuses_incompatible_pins_and_changes_nothing() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.96.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let web = s.container("web", &n, &["--publish", "8080:9000"]);
+    let web_ip = s.ip_of(&web);
+    let _e1 = echo_server(&s.ext, 9000);
+    let _e2 = echo_server(&web, 9000);
+    let mut sessions = [
+        Session::open(&a, EXT_IP, 9000, None).expect("masquerade"),
+        Session::open(&s.ext, UPLINK_IP, 8080, None).expect("published"),
+        Session::open(&a, &web_ip, 9000, None).expect("container to container"),
+        Session::open(&s.host, "127.0.0.1", 8080, None).expect("host to published"),
+    ];
+    let ids = program_ids(&s);
+    let state_file = s.state_dir.join("state.json");
+    let state = std::fs::read(&state_file).expect("state.json");
+    let ports = s.json(&["ports"]);
+    let cfg = maps::read_config(&instance(&s))
+        .expect("config")
+        .expect("config");
+
+    let value_size = size_of::<SockRevValue>();
+    let older = weir_common::SCHEMA_VERSION - 1;
+    let old_cfg = weir_common::config::Config {
+        schema: older,
+        ..cfg
+    };
+    let old_bytes: Vec<String> = bytemuck::bytes_of(&old_cfg)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut fill = vec!["key", "hex", "00", "00", "00", "00", "value", "hex"];
+    fill.extend(old_bytes.iter().map(String::as_str));
+    let cases = [
+        Foreign {
+            map: names::SOCK_REVNAT,
+            kind: "hash",
+            key: size_of::<SockRevKey>(),
+            value: value_size / 2,
+            fill: Vec::new(),
+            says: vec![
+                format!("{}/{}", size_of::<SockRevKey>(), value_size / 2),
+                format!("expects {}/{value_size}", size_of::<SockRevKey>()),
+            ],
+        },
+        // Right key and value sizes, wrong kind and size: an LRU of 16 entries would silently
+        // evict established flows.
+        Foreign {
+            map: names::CONNTRACK,
+            kind: "lru_hash",
+            key: size_of::<weir_common::conntrack::FlowKey>(),
+            value: size_of::<weir_common::conntrack::CtEntry>(),
+            fill: Vec::new(),
+            says: vec![
+                "type 9 with 16 entries".to_string(),
+                format!("expects type 1 with {}", names::CONNTRACK_MAX),
+            ],
+        },
+        Foreign {
+            map: names::CONFIG,
+            kind: "array",
+            key: 4,
+            value: size_of::<weir_common::config::Config>(),
+            fill,
+            says: vec![
+                format!("schema {older}"),
+                format!("uses {}", weir_common::SCHEMA_VERSION),
+            ],
+        },
+    ];
+    for f in &cases {
+        let (map, k, v) = (f.map, f.key, f.value);
+        let pins = fake_pin(&s, f);
+        let e = s.fails(&["init"]);
+        eprintln!("init with a foreign {map} pin: {e}");
+        for want in f.says.iter().map(String::as_str).chain(["control down"]) {
+            assert!(e.contains(want), "{map}: error should say {want:?}: {e}");
+        }
+        assert!(e.starts_with("error: "), "{e}");
+        // Nothing was applied: same programs, same state, no journal, the foreign pin as it was.
+        assert_eq!(program_ids(&s), ids, "{map}: programs replaced");
+        assert_eq!(
+            std::fs::read(&state_file).unwrap(),
+            state,
+            "{map}: state.json rewritten"
+        );
+        assert!(!s.state_dir.join("journal").exists(), "{map}: journal left");
+        assert_eq!(
+            pinned_map_info(&pins.0),
+            ("weir_other".to_string(), k as u64, v as u64),
+            "{map}: the foreign pin was replaced"
+        );
+        // Still forwarding: established flows and new ones, on every path.
+        for x in sessions.iter_mut() {
+            x.check();
+        }
+        Session::open(&s.ext, UPLINK_IP, 8080, None).expect("new published flow");
+        Session::open(&a, EXT_IP, 9000, None).expect("new masqueraded flow");
+        Session::open(&s.host, UPLINK_IP, 8080, None).expect("new host flow");
+        restore_pin(pins);
+    }
+    assert_eq!(s.json(&["ports"]), ports);
+
+    // With the real pins back, init works again and swaps the programs as usual.
+    let out = s.init(&[]);
+    assert!(out.contains("re-initialised"), "{out}");
+    for ((what, old), (_, new)) in ids.iter().zip(&program_ids(&s)) {
+        assert_ne!(old, new, "program on {what} not replaced");
+    }
+    for x in sessions.iter_mut() {
+        x.check();
+    }
+    for ns in [&a, &web, &s.ext, &s.host] {
+        assert_eq!(
+            net::nstat(ns, "TcpEstabResets"),
+            0,
+            "a connection in {} was reset",
+            ns.name
+        );
+    }
+    assert!(problems(&s).is_empty(), "{:?}", problems(&s));
 }
 
 #[test]
@@ -929,6 +1152,44 @@ for i in range(n):
 print(ok)
 "#;
 
+/// A UDP echo server (one socket, no process per datagram).
+const UDP_ECHO: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)
+"#;
+
+/// Exchanges one datagram from each of `n` fresh sockets (unconnected: sendto/recvfrom) with
+/// `dst:port`; prints how many replies came back intact *from the address sent to* (what an
+/// application checks, and what the recvmsg hook restores for published ports).
+const UDP_CLIENT: &str = r#"
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    msg = b"u%d" % i
+    for attempt in range(3):
+        s.sendto(msg, (dst, port))
+        try:
+            data, src = s.recvfrom(64)
+        except socket.timeout:
+            continue
+        if data == msg and src == (dst, port):
+            ok += 1
+        else:
+            print("bad reply", i, data, src, file=sys.stderr)
+        break
+    s.close()
+print(ok)
+"#;
+
+/// Total short TCP connections of the soak (`WEIR_SOAK_CONNECTIONS`, default 2000); the UDP
+/// phase uses a tenth of it per path.
 fn soak_size() -> u64 {
     std::env::var("WEIR_SOAK_CONNECTIONS")
         .ok()
@@ -936,8 +1197,100 @@ fn soak_size() -> u64 {
         .unwrap_or(2000)
 }
 
+/// Entries of the instance's pinned `WEIR_SOCK_REVNAT` map (found through `status --json`'s
+/// pin_dir), read with bpftool: (container address, container port) -> (published address,
+/// published port) per socket that sent to a published UDP port.
+fn sock_revnat(s: &Sandbox) -> Vec<((Ipv4Addr, u16), (Ipv4Addr, u16))> {
+    let pin_dir = s.json(&["status"])["pin_dir"]
+        .as_str()
+        .expect("pin_dir")
+        .to_string();
+    let pin = format!("{pin_dir}/maps/{}", names::SOCK_REVNAT);
+    let dump: Value = serde_json::from_str(&rig::must(&[
+        "bpftool", "-j", "map", "dump", "pinned", &pin,
+    ]))
+    .expect("bpftool map dump: JSON");
+    let bytes = |v: &Value| -> Vec<u8> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("bpftool printed no raw bytes: {v}"))
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect()
+    };
+    let addr = |b: &[u8]| {
+        (
+            Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+            u16::from_be_bytes([b[4], b[5]]),
+        )
+    };
+    dump.as_array()
+        .expect("bpftool map dump: an array")
+        .iter()
+        .map(|e| {
+            let (k, v) = (bytes(&e["key"]), bytes(&e["value"]));
+            assert_eq!(
+                (k.len(), v.len()),
+                (size_of::<SockRevKey>(), size_of::<SockRevValue>()),
+                "{e}"
+            );
+            // Key: socket cookie (8 bytes), then the container address and port.
+            (addr(&k[8..]), addr(&v))
+        })
+        .collect()
+}
+
+/// Runs `script` in each namespace of `plan` at once and asserts each printed its count.
+fn run_clients(script: &str, plan: &[(&Netns, &str, u16, u64, &str)]) {
+    let runs: Vec<rig::Bg> = plan
+        .iter()
+        .map(|(ns, addr, port, count, _)| {
+            ns.spawn_piped(&[
+                "python3",
+                "-c",
+                script,
+                addr,
+                &port.to_string(),
+                &count.to_string(),
+            ])
+        })
+        .collect();
+    for (bg, (_, addr, port, count, what)) in runs.into_iter().zip(plan) {
+        let o = bg.finish_within(Duration::from_secs(900));
+        let ok: u64 = text(&o.stdout).trim().parse().unwrap_or(0);
+        assert_eq!(
+            ok,
+            *count,
+            "{what} ({addr}:{port}): {ok} of {count} succeeded: {}",
+            text(&o.stderr)
+        );
+    }
+}
+
+/// After the timeouts no live flow is left; after gc, no entry at all.
+fn assert_conntrack_drains(s: &Sandbox, when: &str) -> String {
+    let drained = wait_for(Duration::from_secs(15), || flows(s, false).is_empty());
+    let live = flows(s, false);
+    assert!(
+        drained,
+        "{when}: {} flows still live, e.g. {:?}",
+        live.len(),
+        live.first()
+    );
+    let removed = s.ok(&["gc"]).trim().to_string();
+    let all = flows(s, true);
+    assert!(
+        all.is_empty(),
+        "{when}: after gc ({removed}): {} entries, e.g. {:?}",
+        all.len(),
+        all.first()
+    );
+    assert!(ct_entries(s).is_empty(), "{when}: conntrack map not empty");
+    assert_eq!(s.json(&["status"])["conntrack_entries"], 0, "{when}");
+    removed
+}
+
 #[test]
-fn soak_of_short_connections_leaves_no_conntrack_entries() {
+fn soak_of_short_connections_leaves_no_conntrack_or_socket_entries() {
     let s = Sandbox::with_weir(
         CONTROL,
         &[
@@ -947,78 +1300,146 @@ fn soak_of_short_connections_leaves_no_conntrack_entries() {
             "tcp-fin=2",
             "--ct-timeout",
             "tcp-syn=2",
+            "--ct-timeout",
+            "udp=2",
+            "--ct-timeout",
+            "udp-stream=2",
         ],
     );
     let n = s.network("n", "10.95.0.0/24", &[]);
     let client = s.container("client", &n, &[]);
-    let server = s.container("server", &n, &["--publish", "8080:7000"]);
+    let server = s.container(
+        "server",
+        &n,
+        &["--publish", "8080:7000", "--publish", "5353:7001/udp"],
+    );
     let server_ip = s.ip_of(&server);
     let _srv = server.spawn(&["python3", "-c", SHORT_SERVER, "7000"]);
     net::wait_listening(&server, 7000, "tcp");
+    let _udp_srv = server.spawn(&["python3", "-c", UDP_ECHO, "7001"]);
+    net::wait_listening(&server, 7001, "udp");
     let _ext_srv = s.ext.spawn(&["python3", "-c", SHORT_SERVER, "7000"]);
     net::wait_listening(&s.ext, 7000, "tcp");
 
+    // TCP: a fifth over each path. The host's own connections to a published port go through
+    // the cgroup connect4 hook (no packet hook sees their first packet).
     let total = soak_size();
-    // Half container to container, a quarter masqueraded to the world, a quarter published.
-    let plan: Vec<(&Netns, String, u64)> = vec![
-        (&client, server_ip.clone(), total / 2),
-        (&client, EXT_IP.to_string(), total / 4),
-        (
-            &s.ext,
-            format!("{UPLINK_IP}:8080"),
-            total - total / 2 - total / 4,
-        ),
-    ];
+    let share = total / 5;
     let t = Instant::now();
-    let runs: Vec<(rig::Bg, u64)> = plan
-        .iter()
-        .map(|(ns, dst, count)| {
-            let (addr, port) = dst.split_once(':').unwrap_or((dst.as_str(), "7000"));
+    let hooked_before = s.path_packets("host-to-published");
+    run_clients(
+        SHORT_CLIENT,
+        &[
             (
-                ns.spawn_piped(&[
-                    "python3",
-                    "-c",
-                    SHORT_CLIENT,
-                    addr,
-                    port,
-                    &count.to_string(),
-                ]),
-                *count,
-            )
-        })
-        .collect();
-    for (bg, count) in runs {
-        let o = bg.finish_within(Duration::from_secs(600));
-        let ok: u64 = text(&o.stdout).trim().parse().unwrap_or(0);
-        assert_eq!(ok, count, "connections failed: {}", text(&o.stderr));
-    }
+                &client,
+                &server_ip,
+                7000,
+                total - 4 * share,
+                "container to container",
+            ),
+            (&client, EXT_IP, 7000, share, "masqueraded"),
+            (&s.ext, UPLINK_IP, 8080, share, "world to published"),
+            (
+                &s.host,
+                "127.0.0.1",
+                8080,
+                share,
+                "host to published (loopback)",
+            ),
+            (
+                &s.host,
+                UPLINK_IP,
+                8080,
+                share,
+                "host to published (uplink address)",
+            ),
+        ],
+    );
     let took = t.elapsed();
+    let hooked = s.path_packets("host-to-published") - hooked_before;
+    assert!(
+        hooked >= 2 * share,
+        "only {hooked} of {} host connections went through the connect4 hook",
+        2 * share
+    );
     let created = event(&s, "conntrack-created");
     assert!(
-        created >= total,
-        "only {created} flows tracked for {total} connections"
+        created >= total - 2 * share,
+        "only {created} flows tracked for {} forwarded connections",
+        total - 2 * share
+    );
+    let removed = assert_conntrack_drains(&s, "after the TCP soak");
+    // TCP sockets never need their replies' source restored: nothing in the socket map.
+    let left = sock_revnat(&s);
+    assert!(
+        left.is_empty(),
+        "{} WEIR_SOCK_REVNAT entries after TCP only, e.g. {:?}",
+        left.len(),
+        left.first()
+    );
+    eprintln!(
+        "soak: {total} TCP connections in {took:?}, {created} flows tracked, all gone; {removed}"
     );
 
-    // After the timeouts, no live flow is left; after gc, no entry at all.
-    let drained = wait_for(Duration::from_secs(15), || flows(&s, false).is_empty());
-    let live = flows(&s, false);
-    assert!(
-        drained,
-        "{} flows still live, e.g. {:?}",
-        live.len(),
-        live.first()
+    // UDP: fresh sockets to the published UDP port, from the host (sendmsg/recvmsg hooks) over
+    // loopback and the uplink address, and from the world (packet hooks).
+    let udp = (total / 10).max(10);
+    let t = Instant::now();
+    let hooked_before = s.path_packets("host-to-published");
+    run_clients(
+        UDP_CLIENT,
+        &[
+            (
+                &s.host,
+                "127.0.0.1",
+                5353,
+                udp,
+                "host to published udp (loopback)",
+            ),
+            (
+                &s.host,
+                UPLINK_IP,
+                5353,
+                udp,
+                "host to published udp (uplink address)",
+            ),
+            (&s.ext, UPLINK_IP, 5353, udp, "world to published udp"),
+        ],
     );
-    let removed = s.ok(&["gc"]);
-    let all = flows(&s, true);
+    let took = t.elapsed();
+    let hooked = s.path_packets("host-to-published") - hooked_before;
     assert!(
-        all.is_empty(),
-        "after gc ({removed}): {} entries, e.g. {:?}",
-        all.len(),
-        all.first()
+        hooked >= 2 * udp,
+        "only {hooked} of {} host datagrams went through the sendmsg hook",
+        2 * udp
     );
-    assert!(ct_entries(&s).is_empty(), "conntrack map not empty");
-    assert_eq!(s.json(&["status"])["conntrack_entries"], 0);
+    let removed = assert_conntrack_drains(&s, "after the UDP soak");
+    // The socket map is keyed by socket cookie and nothing runs when a socket closes, so each
+    // host UDP socket that sent to a published port leaves its one entry until the LRU map
+    // (65,536 entries) evicts it; cookies are never reused, so a stale entry never matches
+    // again. What must hold: at most one entry per socket (not one per datagram), none for
+    // TCP, and each maps this container's port back to the address the socket sent to.
+    let left = sock_revnat(&s);
+    assert!(
+        left.len() as u64 <= 2 * udp,
+        "{} WEIR_SOCK_REVNAT entries for {} host UDP sockets",
+        left.len(),
+        2 * udp
+    );
+    let server_addr: Ipv4Addr = server_ip.parse().unwrap();
+    let up: Ipv4Addr = UPLINK_IP.parse().unwrap();
+    for (to, from) in &left {
+        assert_eq!(*to, (server_addr, 7001), "entry {to:?} -> {from:?}");
+        assert!(
+            *from == (Ipv4Addr::LOCALHOST, 5353) || *from == (up, 5353),
+            "entry {to:?} -> {from:?}"
+        );
+    }
     eprintln!(
-        "soak: {total} connections in {took:?}, {created} flows tracked, all gone; {removed}"
+        "soak: {} UDP exchanges in {took:?}, conntrack empty ({removed}); {} socket entries \
+         left for {} host UDP sockets (LRU, keyed by socket cookie)",
+        3 * udp,
+        left.len(),
+        2 * udp
     );
 }

@@ -336,3 +336,41 @@ pub fn root_netns_snapshot() -> String {
     }
     s
 }
+
+/// The netfilter ruleset of namespace `ns` as every tool that can hold one sees it: iptables
+/// and ip6tables (nf_tables and legacy back ends) and nft. Comment lines (timestamps) are
+/// dropped; a tool that fails fails the test, so an unreadable ruleset never reads as empty.
+pub fn netns_firewall(ns: &Netns) -> String {
+    let mut s = String::new();
+    for args in [
+        &["iptables-save"][..],
+        &["ip6tables-save"],
+        &["iptables-legacy-save"],
+        &["ip6tables-legacy-save"],
+        &["nft", "list", "ruleset"],
+    ] {
+        let o = ns.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?} in {}: {}",
+            ns.name,
+            text(&o.stderr)
+        );
+        let rules: Vec<String> = text(&o.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        s.push_str(&format!("== {}\n", args.join(" ")));
+        for r in rules {
+            s.push_str(&r);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// Whether a [`netns_firewall`] listing holds no table, chain or rule at all.
+pub fn firewall_is_empty(listing: &str) -> bool {
+    listing.lines().all(|l| l.starts_with("== "))
+}
