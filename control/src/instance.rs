@@ -46,6 +46,10 @@ impl Instance {
     pub fn rules_file(&self) -> PathBuf {
         self.state_dir.join("rules")
     }
+    /// The port book: published ports, one per line (see [`crate::published`]).
+    pub fn publishes_file(&self) -> PathBuf {
+        self.state_dir.join("ports")
+    }
     pub fn lock_file(&self) -> PathBuf {
         self.state_dir.join("lock")
     }

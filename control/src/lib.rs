@@ -1,6 +1,7 @@
 //! Weir's control plane as a library: the `control` binary and `weir-cni` are thin layers over
 //! [`ops`], and tests call it directly too.
 
+pub mod book;
 pub mod cgroup;
 pub mod cni;
 pub mod datapath;
@@ -10,6 +11,7 @@ pub mod netlink;
 pub mod netns;
 pub mod ops;
 pub mod output;
+pub mod published;
 pub mod rules;
 pub mod state;
 pub mod sysctl;

@@ -1,25 +1,13 @@
-//! Policy rules as the user wrote them, and the rule book that keeps them.
-//!
-//! The book is a text file beside the state, one rule per line in the syntax `control rules`
-//! prints and `control rules import` reads. Hosts keep tens of thousands of rules, so a change
-//! must not cost a pass over all of them: adding a rule appends one line, finding one is a
-//! substring search, and only removal rewrites the file (bytes, no parsing). Keeping the rules
-//! inside the JSON state made `control isolate` parse and rewrite every rule, 13 ms at 10,000
-//! rules — twice what `iptables -I` takes.
+//! Policy rules as the user wrote them (`isolate A B`, `allow A B --port 80/tcp`): one line
+//! each in the rule book, a [`Book`] beside the state.
 
-use std::{
-    collections::HashSet,
-    fmt,
-    fs::{self, OpenOptions},
-    os::unix::fs::FileExt,
-    path::PathBuf,
-    str::FromStr,
-};
+use std::{fmt, str::FromStr};
 
 use crate::{
-    error::{Context, Error, Result},
+    book::Book,
+    error::{Error, Result},
     instance::Instance,
-    state::{self, Proto},
+    state::Proto,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -128,158 +116,23 @@ impl FromStr for Rule {
     }
 }
 
-/// The rule book of an instance (see the module docs). Changes happen under the instance lock.
-pub struct RuleBook {
-    path: PathBuf,
-    /// The file's content: whole lines, each ending in '\n'.
-    text: String,
-}
+/// The rule book (see [`crate::book`]).
+pub type RuleBook = Book<Rule>;
 
 impl RuleBook {
-    pub fn load(inst: &Instance) -> Result<Self> {
-        let path = inst.rules_file();
-        let mut text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(Error::Other(anyhow::anyhow!(
-                    "reading {}: {e}",
-                    path.display()
-                )));
-            }
-        };
-        // A command killed inside its one-line append leaves a line without its newline. That
-        // rule was never acknowledged, and a prefix of a rule can be another valid rule
-        // ("isolate a" of "isolate a b"): drop it.
-        if !text.is_empty() && !text.ends_with('\n') {
-            let keep = text.rfind('\n').map_or(0, |i| i + 1);
-            text.truncate(keep);
-        }
-        Ok(Self { path, text })
-    }
-
-    pub fn len(&self) -> usize {
-        self.text.bytes().filter(|b| *b == b'\n').count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
-    }
-
-    /// Whether the book holds `r`, found as its exact line.
-    pub fn contains(&self, r: &Rule) -> bool {
-        let line = r.to_string();
-        self.text
-            .strip_prefix(line.as_str())
-            .is_some_and(|rest| rest.starts_with('\n'))
-            || self.text.contains(&format!("\n{line}\n"))
-    }
-
-    /// The lines, for many membership tests at once.
-    pub fn lines(&self) -> HashSet<&str> {
-        self.text.lines().collect()
-    }
-
-    /// Every rule, in the order they were added.
-    pub fn rules(&self) -> Result<Vec<Rule>> {
-        self.text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| {
-                l.parse().map_err(|e: Error| Error::CorruptState {
-                    path: self.path.clone(),
-                    reason: format!("line {}: {e}", i + 1),
-                })
-            })
-            .collect()
-    }
-
-    /// Adds one rule: a single durable append, whatever the size of the book.
-    pub fn append(&mut self, r: &Rule) -> Result<()> {
-        let line = format!("{r}\n");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.path)
-            .ctx(|| format!("opening {}", self.path.display()))?;
-        // Written at the end of what was loaded: that cuts off a torn line left on disk.
-        let end = self.text.len() as u64;
-        f.set_len(end)
-            .and_then(|()| f.write_all_at(line.as_bytes(), end))
-            .and_then(|()| f.sync_data())
-            .ctx(|| format!("appending to {}", self.path.display()))?;
-        self.text.push_str(&line);
-        Ok(())
-    }
-
-    /// Adds many rules in one atomic replacement (all or none survive a crash).
-    pub fn extend(&mut self, rules: &[Rule]) -> Result<()> {
-        let mut text = self.text.clone();
-        for r in rules {
-            text.push_str(&r.to_string());
-            text.push('\n');
-        }
-        state::write_atomic(&self.path, text.as_bytes(), true)?;
-        self.text = text;
-        Ok(())
-    }
-
-    /// Keeps the rules `keep` accepts; returns how many went. Lines are compared, not parsed,
-    /// except by `keep` itself.
-    pub fn retain(&mut self, keep: impl Fn(&Rule) -> bool) -> Result<usize> {
-        let mut text = String::with_capacity(self.text.len());
-        let mut gone = 0;
-        for line in self.text.lines() {
-            let r: Rule = line.parse()?;
-            if keep(&r) {
-                text.push_str(line);
-                text.push('\n');
-            } else {
-                gone += 1;
-            }
-        }
-        if gone > 0 {
-            state::write_atomic(&self.path, text.as_bytes(), true)?;
-            self.text = text;
-        }
-        Ok(gone)
-    }
-
-    /// Removes one rule by its line.
-    pub fn remove(&mut self, r: &Rule) -> Result<bool> {
-        let line = r.to_string();
-        let mut text = String::with_capacity(self.text.len());
-        let mut gone = false;
-        for l in self.text.lines() {
-            if !gone && l == line {
-                gone = true;
-            } else {
-                text.push_str(l);
-                text.push('\n');
-            }
-        }
-        if gone {
-            state::write_atomic(&self.path, text.as_bytes(), true)?;
-            self.text = text;
-        }
-        Ok(gone)
+    pub fn open(inst: &Instance) -> Result<Self> {
+        Book::load(inst.rules_file())
     }
 
     /// Drops every rule naming container `name` (it is going away).
     pub fn forget(&mut self, name: &str) -> Result<usize> {
-        // Names hold no spaces: a line that does not contain the name as a word cannot name it.
-        if !self.text.split_whitespace().any(|w| w == name) {
-            return Ok(0);
-        }
-        self.retain(|r| !r.names(name))
+        // Names hold no spaces: a line that does not contain the name cannot name it.
+        self.retain(name, |r| !r.names(name))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use super::*;
 
     fn rule(s: &str) -> Rule {
@@ -331,48 +184,18 @@ mod tests {
         assert_eq!(s("isolate a"), ["isolate a"]);
     }
 
-    fn book() -> (tempfile::TempDir, RuleBook) {
+    #[test]
+    fn forgetting_a_container_drops_only_its_rules() {
         let d = tempfile::tempdir().unwrap();
         let inst = Instance::new(d.path()).unwrap();
-        let b = RuleBook::load(&inst).unwrap();
-        (d, b)
-    }
-
-    #[test]
-    fn book_appends_finds_and_removes_lines() {
-        let (_d, mut b) = book();
-        assert!(b.is_empty());
-        b.append(&rule("isolate a b")).unwrap();
-        b.extend(&[rule("isolate a"), rule("allow a bb --port 80/tcp")])
-            .unwrap();
-        assert_eq!(b.len(), 3);
-        assert!(b.contains(&rule("isolate a b")));
-        assert!(b.contains(&rule("isolate a")));
-        assert!(!b.contains(&rule("isolate b")));
-        assert!(!b.contains(&rule("allow a b --port 80/tcp")));
-        assert!(b.remove(&rule("isolate a b")).unwrap());
-        assert!(!b.remove(&rule("isolate a b")).unwrap());
-        assert_eq!(b.forget("bb").unwrap(), 1);
-        assert_eq!(b.rules().unwrap(), vec![rule("isolate a")]);
-    }
-
-    #[test]
-    fn a_torn_append_is_dropped_on_load() {
-        let (d, mut b) = book();
-        b.append(&rule("isolate a b")).unwrap();
-        let inst = Instance::new(d.path()).unwrap();
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(inst.rules_file())
-            .unwrap();
-        f.write_all(b"isolate c").unwrap();
-        let mut b = RuleBook::load(&inst).unwrap();
-        assert_eq!(b.rules().unwrap(), vec![rule("isolate a b")]);
-        b.append(&rule("isolate d")).unwrap();
-        let b = RuleBook::load(&inst).unwrap();
-        assert_eq!(
-            b.rules().unwrap(),
-            vec![rule("isolate a b"), rule("isolate d")]
-        );
+        let mut b = RuleBook::open(&inst).unwrap();
+        b.extend(&[
+            rule("isolate a b"),
+            rule("isolate ab c"),
+            rule("allow c a --port 80/tcp"),
+        ])
+        .unwrap();
+        assert_eq!(b.forget("a").unwrap(), 2);
+        assert_eq!(b.items().unwrap(), vec![rule("isolate ab c")]);
     }
 }

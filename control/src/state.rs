@@ -95,16 +95,6 @@ impl Proto {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Publish {
-    pub container: String,
-    /// None: every host address.
-    pub host_ip: Option<Ipv4Addr>,
-    pub host_port: u16,
-    pub container_port: u16,
-    pub proto: Proto,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
     pub xdp: XdpMode,
@@ -129,8 +119,8 @@ pub struct State {
     /// Pairs of connected networks (names, sorted within a pair).
     pub net_links: Vec<(String, String)>,
     pub containers: BTreeMap<String, Container>,
-    pub publishes: Vec<Publish>,
-    // Policy rules live in their own file, the rule book (`crate::rules`).
+    // Published ports and policy rules live in books of their own (`crate::published`,
+    // `crate::rules`): they grow with the host, and a change must not rewrite them all.
 }
 
 impl State {

@@ -83,7 +83,11 @@ fn snapshot(s: &Sandbox) -> BTreeMap<String, String> {
     let host = s.host.name.as_str();
     for (what, args) in [
         ("host ip -o link", &["ip", "-n", host, "-o", "link"][..]),
-        ("host ip -o addr", &["ip", "-n", host, "-o", "addr"]),
+        // IPv4 only: IPv6 link-local addresses change state (DAD) on their own.
+        (
+            "host ip -4 -o addr",
+            &["ip", "-n", host, "-4", "-o", "addr"],
+        ),
         ("host ip route", &["ip", "-n", host, "route"]),
     ] {
         m.insert(what.into(), rig::must(args));

@@ -5,6 +5,7 @@ use control::{
     Result,
     ops::{Ctx, container},
     output::{json, table},
+    published::PublishBook,
     state,
 };
 
@@ -80,7 +81,7 @@ pub async fn run(ctx: &Ctx, c: ContainerCmd) -> Result<()> {
         }
         ContainerCmd::Ls { json: j } => {
             let st = state::load_required(&ctx.inst)?;
-            let l = container::list(&st);
+            let l = container::list(&st, &PublishBook::open(&ctx.inst)?.items()?);
             if j {
                 json(&l);
             } else {

@@ -127,7 +127,7 @@ pub async fn rules(ctx: &Ctx, a: RulesArgs) -> Result<()> {
         }
         None => {
             state::load_required(&ctx.inst)?;
-            let l = policy::list(&RuleBook::load(&ctx.inst)?)?;
+            let l = policy::list(&RuleBook::open(&ctx.inst)?)?;
             if a.json {
                 json(&l);
             } else {

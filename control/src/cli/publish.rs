@@ -5,6 +5,7 @@ use control::{
     Result,
     ops::{Ctx, publish},
     output::{json, table},
+    published::PublishBook,
     state,
 };
 
@@ -82,7 +83,7 @@ pub async fn unpublish(ctx: &Ctx, a: UnpublishArgs) -> Result<()> {
 
 pub fn ports(ctx: &Ctx, a: JsonArg) -> Result<()> {
     let st = state::load_required(&ctx.inst)?;
-    let l = publish::list(&st);
+    let l = publish::list(&st, &PublishBook::open(&ctx.inst)?.items()?);
     if a.json {
         json(&l);
         return Ok(());

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     Error, netlink, netns,
     ops::{Ctx, container, publish},
+    published::PublishBook,
     state::{self, Phase, State},
     validate,
 };
@@ -85,11 +86,13 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
 
     let made = async {
         container::plumb(ctx, &mut st, &name, ns, &env.ifname).await?;
+        let mut book = PublishBook::open(&ctx.inst)?;
         for m in &mappings {
             // The runtime (conmon) holds the host port itself: skip the "in use" check.
             publish::add(
                 ctx,
-                &mut st,
+                &st,
+                &mut book,
                 &name,
                 m.host_port,
                 m.container_port,

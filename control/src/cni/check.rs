@@ -22,7 +22,8 @@ use crate::{
     datapath::{links, maps},
     netlink, netns,
     ops::{Ctx, publish},
-    state::{self, Phase, Publish, State},
+    published::{Publish, PublishBook},
+    state::{self, Phase, State},
 };
 
 pub async fn check(ctx: &Ctx, env: &Env, conf: &NetConf) -> CniResult<()> {
@@ -111,6 +112,7 @@ async fn problems(
 /// Every requested port mapping is recorded for this container and its map entry points here.
 fn published_problems(ctx: &Ctx, st: &State, name: &str, conf: &NetConf) -> CniResult<Vec<String>> {
     let m = maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH)?;
+    let book = PublishBook::open(&ctx.inst)?;
     let mut bad = Vec::new();
     for want in conf.mappings()? {
         let p = Publish {
@@ -123,7 +125,7 @@ fn published_problems(ctx: &Ctx, st: &State, name: &str, conf: &NetConf) -> CniR
         let entry_ok = publish::entry(st, &p)
             .ok()
             .is_some_and(|(k, v)| m.get(&k, 0).ok() == Some(v));
-        if !st.publishes.contains(&p) || !entry_ok {
+        if !book.contains(&p) || !entry_ok {
             bad.push(format!(
                 "port mapping {} is not published",
                 publish::describe(&p)

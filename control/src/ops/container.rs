@@ -22,6 +22,7 @@ use crate::{
     error::{Context, Error, Result},
     instance::Instance,
     netlink, netns,
+    published::{Publish, PublishBook},
     rules::RuleBook,
     state::{self, Container, Phase, State},
     sysctl, validate,
@@ -49,7 +50,8 @@ pub struct ContainerInfo {
     pub published: Vec<String>,
 }
 
-pub fn info(st: &State, name: &str) -> ContainerInfo {
+/// What `container ls` shows of `name`; `pubs`: the published ports (all, or its own).
+pub fn info(st: &State, pubs: &[Publish], name: &str) -> ContainerInfo {
     let c = &st.containers[name];
     let gw = st
         .networks
@@ -66,8 +68,7 @@ pub fn info(st: &State, name: &str) -> ContainerInfo {
         netns: netns_path(name, c).display().to_string(),
         identity: c.identity,
         phase: c.phase,
-        published: st
-            .publishes
+        published: pubs
             .iter()
             .filter(|p| p.container == name)
             .map(publish::describe)
@@ -75,8 +76,8 @@ pub fn info(st: &State, name: &str) -> ContainerInfo {
     }
 }
 
-pub fn list(st: &State) -> Vec<ContainerInfo> {
-    st.containers.keys().map(|n| info(st, n)).collect()
+pub fn list(st: &State, pubs: &[Publish]) -> Vec<ContainerInfo> {
+    st.containers.keys().map(|n| info(st, pubs, n)).collect()
 }
 
 pub fn netns_path(name: &str, c: &Container) -> PathBuf {
@@ -179,7 +180,8 @@ pub async fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<ContainerInfo> {
         )));
     }
     let ip = choose_ip(&st, &opts.network, opts.ip.as_deref())?;
-    publish::precheck(&st, &opts.network, &specs)?;
+    let mut book = PublishBook::open(&ctx.inst)?;
+    publish::precheck(&st, &book, &opts.network, &specs)?;
     if netns::exists(name) {
         return Err(Error::conflict(format!(
             "network namespace {name:?} already exists in {}: pick another container name",
@@ -195,7 +197,7 @@ pub async fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<ContainerInfo> {
         let p = netns::create(name)?;
         plumb(ctx, &mut st, name, &p, "eth0").await?;
         for (h, c, pr) in &specs {
-            publish::add(ctx, &mut st, name, *h, *c, *pr, None, false).await?;
+            publish::add(ctx, &st, &mut book, name, *h, *c, *pr, None, false).await?;
         }
         Ok::<(), Error>(())
     }
@@ -210,7 +212,7 @@ pub async fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<ContainerInfo> {
     st.containers.get_mut(name).expect("just inserted").phase = Phase::Ready;
     state::save(&ctx.inst, &st)?;
     j.done()?;
-    Ok(info(&st, name))
+    Ok(info(&st, &book.of(name)?, name))
 }
 
 /// Wires a container whose namespace exists at `ns`: veth (host side `wr-…`, `ifname` inside),
@@ -296,8 +298,10 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     {
         let _ = m.remove(&ip);
     }
-    for p in st.publishes.iter().filter(|p| p.container == name) {
-        let _ = publish::remove_entry(ctx, st, p);
+    if let Ok(pubs) = PublishBook::open(&ctx.inst).and_then(|b| b.of(name)) {
+        for p in &pubs {
+            let _ = publish::remove_entry(ctx, st, p);
+        }
     }
     let _ = policy::remove_for(ctx, st, name);
     let _ = purge_conntrack(ctx, |k, _| k.saddr == ip || k.daddr == ip);
@@ -309,11 +313,11 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     }
 }
 
-/// Drops a container and everything that names it from the state and the rule book.
+/// Drops a container and everything that names it from the state and the books.
 pub fn forget(inst: &Instance, st: &mut State, name: &str) -> Result<()> {
+    PublishBook::open(inst)?.forget(name)?;
+    RuleBook::open(inst)?.forget(name)?;
     st.containers.remove(name);
-    st.publishes.retain(|p| p.container != name);
-    RuleBook::load(inst)?.forget(name)?;
     Ok(())
 }
 

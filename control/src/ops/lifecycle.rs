@@ -129,7 +129,6 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         networks: BTreeMap::new(),
         net_links: Vec::new(),
         containers: BTreeMap::new(),
-        publishes: Vec::new(),
     });
     let j = state::Journal::begin(&ctx.inst, "init")?;
     if let Some(p) = &prev
@@ -366,6 +365,7 @@ fn remove_state_files(inst: &Instance, warnings: &mut Vec<String>) {
     let ours = [
         inst.state_file(),
         inst.rules_file(),
+        inst.publishes_file(),
         inst.journal_file(),
         inst.lock_file(),
     ];

@@ -103,32 +103,19 @@ fn write_keys(ctx: &Ctx, st: &State, book: &RuleBook, changed: &[Rule]) -> Resul
     Ok(())
 }
 
-/// Rules naming container `name`.
-fn naming<'a>(rules: &'a [Rule], name: &'a str) -> impl Iterator<Item = &'a Rule> {
-    rules.iter().filter(move |r| r.names(name))
-}
-
 /// Installs the entries of every rule naming `name` (after the container got its identity).
 pub fn apply_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
-    let book = RuleBook::load(&ctx.inst)?;
-    if book.is_empty() {
-        return Ok(());
-    }
-    let rules = book.rules()?;
-    let mine: Vec<Rule> = naming(&rules, name).cloned().collect();
+    let book = RuleBook::open(&ctx.inst)?;
+    let mine = book.matching(name, |r| r.names(name))?;
     write_keys(ctx, st, &book, &mine)
 }
 
 /// Removes the entries of every rule naming `name` (before the container goes away).
 pub fn remove_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
-    let book = RuleBook::load(&ctx.inst)?;
-    if book.is_empty() {
-        return Ok(());
-    }
-    let rules = book.rules()?;
+    let book = RuleBook::open(&ctx.inst)?;
     let mut m = maps::hash::<PolicyKey, u32>(&ctx.inst, names::POLICY)?;
-    for r in naming(&rules, name) {
-        for k in keys_of(st, r) {
+    for r in book.matching(name, |r| r.names(name))? {
+        for k in keys_of(st, &r) {
             let _ = m.remove(&k);
         }
     }
@@ -146,7 +133,7 @@ pub struct RuleInfo {
 
 pub fn list(book: &RuleBook) -> Result<Vec<RuleInfo>> {
     Ok(book
-        .rules()?
+        .items()?
         .into_iter()
         .map(|r| RuleInfo {
             kind: r.kind,
@@ -224,7 +211,7 @@ pub async fn change(
 ) -> Result<Change> {
     let (_lock, st) = ctx.begin().await?;
     let r = rule(&st, kind, a, b, port)?;
-    let mut book = RuleBook::load(&ctx.inst)?;
+    let mut book = RuleBook::open(&ctx.inst)?;
     let changed = book.contains(&r) != add;
     if changed {
         let j = state::Journal::begin(&ctx.inst, &r.to_string())?;
@@ -264,7 +251,7 @@ pub fn parse_line(st: &State, line: &str) -> Result<Option<Rule>> {
 /// applied). Returns how many were new.
 pub async fn import(ctx: &Ctx, text: &str) -> Result<usize> {
     let (_lock, st) = ctx.begin().await?;
-    let mut book = RuleBook::load(&ctx.inst)?;
+    let mut book = RuleBook::open(&ctx.inst)?;
     let mut new = Vec::new();
     {
         let have = book.lines();
@@ -327,7 +314,7 @@ pub fn cut_denied(ctx: &Ctx, st: &State, book: &RuleBook) -> Result<usize> {
         })
         .collect();
     let compiled = Compiled {
-        rules: compile(st, &book.rules()?),
+        rules: compile(st, &book.items()?),
         st,
     };
     container::purge_conntrack(ctx, |_k: &FlowKey, e: &CtEntry| {

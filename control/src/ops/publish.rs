@@ -15,7 +15,8 @@ use crate::{
     datapath::maps,
     error::{Context, Error, Result},
     netlink,
-    state::{self, Phase, Proto, Publish, State},
+    published::{Publish, PublishBook},
+    state::{self, Phase, Proto, State},
     validate,
 };
 
@@ -39,9 +40,8 @@ pub fn describe(p: &Publish) -> String {
     )
 }
 
-pub fn list(st: &State) -> Vec<PublishInfo> {
-    st.publishes
-        .iter()
+pub fn list(st: &State, pubs: &[Publish]) -> Vec<PublishInfo> {
+    pubs.iter()
         .map(|p| PublishInfo {
             container: p.container.clone(),
             host_ip: p.host_ip,
@@ -82,37 +82,34 @@ pub async fn publish(
 ) -> Result<PublishInfo> {
     let (hp, cp, proto) = validate::publish_spec(spec)?;
     let host_ip = host_ip.map(|s| validate::ipv4("host IP", s)).transpose()?;
-    let (_lock, mut st) = ctx.begin().await?;
+    let (_lock, st) = ctx.begin().await?;
+    let mut book = PublishBook::open(&ctx.inst)?;
     let j = state::Journal::begin(&ctx.inst, &format!("publish {container} {spec}"))?;
-    let r = add(ctx, &mut st, container, hp, cp, proto, host_ip, false).await;
-    state::save(&ctx.inst, &st)?;
+    // A refused publish changed nothing (`add` undoes its own half-steps): the journal goes
+    // either way.
+    let r = add(
+        ctx, &st, &mut book, container, hp, cp, proto, host_ip, false,
+    )
+    .await;
     j.done()?;
-    r?;
-    Ok(list(&st)
-        .into_iter()
-        .find(|p| {
-            p.container == container
-                && p.host_port == hp
-                && p.proto == proto
-                && p.host_ip == host_ip
-        })
-        .expect("just added"))
+    Ok(list(&st, &[r?]).remove(0))
 }
 
 /// Publishes `host_port` on `host_ip` (None: every host address) to `container:container_port`.
 /// `runtime_owned`: a container runtime (CNI) holds the host port itself, so skip the
-/// "port in use" check.
+/// "port in use" check. Idempotent: publishing exactly what is published changes nothing.
 #[allow(clippy::too_many_arguments)]
 pub async fn add(
     ctx: &Ctx,
-    st: &mut State,
+    st: &State,
+    book: &mut PublishBook,
     container: &str,
     host_port: u16,
     container_port: u16,
     proto: Proto,
     host_ip: Option<Ipv4Addr>,
     runtime_owned: bool,
-) -> Result<()> {
+) -> Result<Publish> {
     let c = st.container(container)?;
     let net = st.network(&c.network)?;
     if net.internal {
@@ -133,19 +130,15 @@ pub async fn add(
         container_port,
         proto,
     };
-    if let Some(existing) = st.publishes.iter().find(|e| {
-        e.proto == proto
-            && e.host_port == host_port
-            && (e.host_ip == host_ip || e.host_ip.is_none() || host_ip.is_none())
-    }) {
-        if *existing == p {
-            return Ok(()); // idempotent
+    if let Some(existing) = book.clashing(host_ip, host_port, proto)? {
+        if existing == p {
+            return Ok(p);
         }
         return Err(Error::conflict(format!(
             "host port {host_port}/{} is already published ({} {}): unpublish it first or pick another port",
             proto.name(),
             existing.container,
-            describe(existing)
+            describe(&existing)
         )));
     }
     if let Some(ip) = host_ip {
@@ -163,17 +156,28 @@ pub async fn add(
         port_free(host_ip, host_port, proto)?;
     }
     let (k, v) = entry(st, &p)?;
-    maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH)?
-        .insert(k, v, 0)
-        .ctx(|| "writing the published-ports map".into())?;
-    st.publishes.push(p);
-    Ok(())
+    book.append(&p)?;
+    let written =
+        maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH).and_then(|mut m| {
+            m.insert(k, v, 0)
+                .ctx(|| "writing the published-ports map".into())
+        });
+    if let Err(e) = written {
+        let _ = book.remove(&p);
+        return Err(e);
+    }
+    Ok(p)
 }
 
 /// Checks, before anything is created, that a new container on `network` can publish `specs`
 /// (HOSTPORT, PORT, PROTO on every host address): `container create --publish` then fails
 /// without touching the kernel, instead of rolling back a half-made container.
-pub fn precheck(st: &State, network: &str, specs: &[(u16, u16, Proto)]) -> Result<()> {
+pub fn precheck(
+    st: &State,
+    book: &PublishBook,
+    network: &str,
+    specs: &[(u16, u16, Proto)],
+) -> Result<()> {
     if specs.is_empty() {
         return Ok(());
     }
@@ -189,16 +193,12 @@ pub fn precheck(st: &State, network: &str, specs: &[(u16, u16, Proto)]) -> Resul
                 pr.name()
             )));
         }
-        if let Some(existing) = st
-            .publishes
-            .iter()
-            .find(|e| e.proto == *pr && e.host_port == *h)
-        {
+        if let Some(existing) = book.clashing(None, *h, *pr)? {
             return Err(Error::conflict(format!(
                 "host port {h}/{} is already published ({} {}): unpublish it first or pick another port",
                 pr.name(),
                 existing.container,
-                describe(existing)
+                describe(&existing)
             )));
         }
         port_free(None, *h, *pr)?;
@@ -262,13 +262,11 @@ pub async fn unpublish(
 ) -> Result<Publish> {
     let (hp, proto) = validate::host_port_spec(spec)?;
     let host_ip = host_ip.map(|s| validate::ipv4("host IP", s)).transpose()?;
-    let (_lock, mut st) = ctx.begin().await?;
+    let (_lock, st) = ctx.begin().await?;
     st.container(container)?;
-    let Some(i) = st.publishes.iter().position(|p| {
-        p.container == container
-            && p.host_port == hp
-            && p.proto == proto
-            && (host_ip.is_none() || p.host_ip == host_ip)
+    let mut book = PublishBook::open(&ctx.inst)?;
+    let Some(p) = book.of(container)?.into_iter().find(|p| {
+        p.host_port == hp && p.proto == proto && (host_ip.is_none() || p.host_ip == host_ip)
     }) else {
         return Err(Error::not_found(format!(
             "container {container:?} has no published host port {hp}/{}: see `control ports`",
@@ -276,9 +274,8 @@ pub async fn unpublish(
         )));
     };
     let j = state::Journal::begin(&ctx.inst, &format!("unpublish {container} {spec}"))?;
-    let p = st.publishes.remove(i);
     remove_entry(ctx, &st, &p)?;
-    state::save(&ctx.inst, &st)?;
+    book.remove(&p)?;
     j.done()?;
     Ok(p)
 }

@@ -15,6 +15,7 @@ use super::{Ctx, container, policy, publish};
 use crate::{
     datapath::maps,
     error::{Context, Result},
+    published::PublishBook,
     rules::RuleBook,
     state::{Phase, State},
 };
@@ -50,8 +51,8 @@ pub fn sync_maps(ctx: &Ctx, st: &State) -> Result<()> {
         })
         .collect();
     sync(maps::hash::<u32, Endpoint>(inst, names::ENDPOINTS)?, eps)?;
-    let pubs: HashMap<PublishKey, PublishTarget> = st
-        .publishes
+    let pubs: HashMap<PublishKey, PublishTarget> = PublishBook::open(inst)?
+        .items()?
         .iter()
         .filter_map(|p| publish::entry(st, p).ok())
         .collect();
@@ -61,7 +62,7 @@ pub fn sync_maps(ctx: &Ctx, st: &State) -> Result<()> {
     )?;
     sync(
         maps::hash::<PolicyKey, u32>(inst, names::POLICY)?,
-        policy::compile(st, &RuleBook::load(inst)?.rules()?),
+        policy::compile(st, &RuleBook::open(inst)?.items()?),
     )?;
     let links: HashMap<NetPair, u32> = st
         .net_links
