@@ -14,9 +14,14 @@ pub const FRAGMENTS: &str = "WEIR_FRAGS";
 pub const SUBNETS: &str = "WEIR_SUBNETS";
 pub const STATS: &str = "WEIR_STATS";
 pub const EVENTS: &str = "WEIR_EVENTS";
+/// Programs reached by tail call (a program array).
+pub const TAILS: &str = "WEIR_TAILS";
+/// Slot of `from_container_new`, the new-flow half of `from_container`.
+pub const TAIL_NEW_FLOW: u32 = 0;
+pub const TAILS_MAX: u32 = 4;
 
 /// Every pinned map, for schema checks and teardown.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     CONFIG,
     ENDPOINTS,
     HOST_ADDRS,
@@ -29,6 +34,7 @@ pub const ALL: [&str; 12] = [
     SUBNETS,
     STATS,
     EVENTS,
+    TAILS,
 ];
 
 pub const ENDPOINTS_MAX: u32 = 16_384;

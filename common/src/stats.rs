@@ -109,6 +109,14 @@ named_enum!(
         Martian = 19 => "martian-address",
         /// Forwarded into a container by the kernel rather than by Weir (see to_container).
         KernelForwarded = 20 => "kernel-forwarded",
+        /// ICMP that opens no flow: anything but an echo request, to the world.
+        IcmpUntracked = 21 => "icmp-untracked",
+        /// A VLAN-tagged frame from a container (never legitimate: no tag reaches the uplink).
+        VlanTagged = 22 => "vlan-tagged",
+        /// The new-flow program was not in its tail-call slot (only during `control init`).
+        TailCallFailed = 23 => "tail-call-failed",
+        /// Larger than the uplink's MTU and not to be fragmented by Weir (no DF bit to answer).
+        TooBig = 24 => "too-big",
     }
 );
 pub const DROP_REASONS: u32 = 32;

@@ -40,6 +40,7 @@ pub struct Link {
     /// `veth`, `dummy`, … ; None for hardware NICs and loopback.
     pub kind: Option<String>,
     pub up: bool,
+    pub mtu: Option<u32>,
 }
 
 fn parse_link(m: &LinkMessage) -> Link {
@@ -49,10 +50,12 @@ fn parse_link(m: &LinkMessage) -> Link {
         mac: None,
         kind: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        mtu: None,
     };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Mtu(m) => l.mtu = Some(*m),
             LinkAttribute::Address(a) if a.len() == 6 => {
                 let mut mac = [0u8; 6];
                 mac.copy_from_slice(a);
@@ -104,6 +107,8 @@ pub async fn links(h: &Handle) -> Result<Vec<Link>> {
 
 /// Creates a veth pair: `host_name` here, its peer `peer_name` directly inside the namespace
 /// open as `peer_netns_fd`, each with the given MAC.
+/// Creates a veth pair, `peer_name` moved into the namespace behind `peer_netns_fd`, both ends
+/// with MTU `mtu`.
 pub async fn create_veth(
     h: &Handle,
     host_name: &str,
@@ -111,14 +116,17 @@ pub async fn create_veth(
     peer_name: &str,
     peer_mac: [u8; 6],
     peer_netns_fd: RawFd,
+    mtu: u32,
 ) -> Result<()> {
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer_name.to_string())
         .address(peer_mac.to_vec())
+        .mtu(mtu)
         .setns_by_fd(peer_netns_fd)
         .build();
     let msg = LinkVeth::new(host_name, peer_name)
         .address(host_mac.to_vec())
+        .mtu(mtu)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
     h.link()

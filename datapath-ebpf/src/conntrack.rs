@@ -17,7 +17,7 @@ use weir_common::{
 };
 
 use crate::{
-    maps::{WEIR_CT, WEIR_CT_SWEEP},
+    maps::{SCRATCH_ORIG, SCRATCH_REPLY, WEIR_CT, WEIR_CT_SCRATCH, WEIR_CT_SWEEP},
     metrics,
     packet::Ipv4,
 };
@@ -65,7 +65,9 @@ pub fn on_hit(key: &FlowKey, e: *mut CtEntry, pkt: &Ipv4, now: u64) -> Hit {
         let is_reply = (*e).flags & flags::REPLY != 0;
         let refresh = now.wrapping_sub((*e).last_seen) > REFRESH_NS && now > (*e).last_seen;
         let may_change = if pkt.proto == IPPROTO_TCP {
-            pkt.tcp_flags & (tcp::FIN | tcp::RST) != 0 || (st == state::NEW && is_reply)
+            pkt.tcp_flags & (tcp::FIN | tcp::RST) != 0
+                || (st == state::NEW && is_reply)
+                || (st == state::REPLIED && !is_reply)
         } else {
             st == state::NEW && is_reply
         };
@@ -107,15 +109,12 @@ pub fn on_hit(key: &FlowKey, e: *mut CtEntry, pkt: &Ipv4, now: u64) -> Hit {
     }
 }
 
-/// Initial state of a flow opened by `pkt`: a TCP flow picked up mid-stream counts as
-/// established, like the kernel's nf_conntrack_tcp_loose.
+/// Whether `pkt` would open its flow mid-stream (like the kernel's nf_conntrack_tcp_loose):
+/// a TCP segment without SYN. Such a flow starts new like any other and is established only
+/// once both sides have spoken, so a flood of bare ACKs cannot fill the table for five days.
 #[inline(always)]
-pub fn initial_state(pkt: &Ipv4) -> u8 {
-    if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & tcp::SYN == 0 {
-        state::ESTABLISHED
-    } else {
-        state::NEW
-    }
+pub fn picked_up(pkt: &Ipv4) -> bool {
+    pkt.proto == IPPROTO_TCP && pkt.tcp_flags & tcp::SYN == 0
 }
 
 /// Identities and flags a new pair is created with.
@@ -127,18 +126,32 @@ pub struct NewFlow {
     pub state: u8,
 }
 
+/// Builds an entry in scratch slot `slot` (see `WEIR_CT_SCRATCH`), field by field so that no
+/// copy of it lands on the stack.
 #[inline(always)]
-fn entry(rewrite: FlowKey, twin: FlowKey, f: &NewFlow, flags: u16, now: u64) -> CtEntry {
-    CtEntry {
-        rewrite,
-        twin,
-        last_seen: now,
-        created: now,
-        src_identity: f.src_identity,
-        dst_identity: f.dst_identity,
-        flags,
-        state: f.state,
-        _pad: [0; 5],
+fn entry(
+    slot: u32,
+    rewrite: &FlowKey,
+    twin: &FlowKey,
+    f: &NewFlow,
+    flags: u16,
+    now: u64,
+) -> Result<&'static CtEntry, DropReason> {
+    let e = WEIR_CT_SCRATCH
+        .get_ptr_mut(slot)
+        .ok_or(DropReason::CtInsertFailed)?;
+    // SAFETY: per-CPU slot, no other program uses it on this CPU while we run.
+    unsafe {
+        (*e).rewrite = *rewrite;
+        (*e).twin = *twin;
+        (*e).last_seen = now;
+        (*e).created = now;
+        (*e).src_identity = f.src_identity;
+        (*e).dst_identity = f.dst_identity;
+        (*e).flags = flags;
+        (*e).state = f.state;
+        (*e)._pad = [0; 5];
+        Ok(&*e)
     }
 }
 
@@ -175,7 +188,13 @@ struct Sweep {
     timeouts: Timeouts,
 }
 
-/// `bpf_for_each_map_elem` callback: deletes the entry if it has expired.
+/// How long an unconfirmed flow (see [`state::unconfirmed`]) may sit idle before a sweep of a
+/// full table drops it: legitimate handshakes and first replies take far less, and a flood's
+/// entries go within seconds instead of holding the table for their whole timeout.
+const UNCONFIRMED_UNDER_PRESSURE_NS: u64 = 5_000_000_000;
+
+/// `bpf_for_each_map_elem` callback: deletes the entry if it has expired, or if it is
+/// unconfirmed and idle (the sweep only runs when the table is full).
 extern "C" fn sweep_entry(
     _map: *mut c_void,
     key: *mut FlowKey,
@@ -184,7 +203,10 @@ extern "C" fn sweep_entry(
 ) -> i64 {
     // SAFETY: the kernel passes valid key, value and our context for each element.
     unsafe {
-        if (*e).expired((*ctx).now, &(*ctx).timeouts) {
+        let now = (*ctx).now;
+        let idle_unconfirmed = state::unconfirmed((*e).state)
+            && now.saturating_sub((*e).last_seen) > UNCONFIRMED_UNDER_PRESSURE_NS;
+        if idle_unconfirmed || (*e).expired(now, &(*ctx).timeouts) {
             let k = *key;
             if WEIR_CT.remove(&k).is_ok() {
                 (*ctx).freed += 1;
@@ -194,7 +216,8 @@ extern "C" fn sweep_entry(
     0
 }
 
-/// When an insert found the map full, frees every expired entry — at most once per
+/// When an insert found the map full, frees every expired entry and every idle unconfirmed
+/// one — at most once per
 /// [`SWEEP_INTERVAL_NS`]. Called at the top of the TC programs (one array read when nothing
 /// is wanted): this is what keeps a full map recovering with no process alive.
 #[inline(always)]
@@ -263,21 +286,24 @@ pub fn insert_reply(
     cfg: &Config,
     now: u64,
 ) -> Insert {
-    let reply = entry(
-        orig_key.reversed(),
-        *orig_key,
+    let Ok(reply) = entry(
+        SCRATCH_REPLY,
+        &orig_key.reversed(),
+        orig_key,
         f,
         f.flags | flags::REPLY,
         now,
-    );
-    match insert(reply_key, &reply, BPF_NOEXIST as u64) {
+    ) else {
+        return Insert::Full;
+    };
+    match insert(reply_key, reply, BPF_NOEXIST as u64) {
         Ok(()) => return Insert::Done,
         Err(r) if r == -E2BIG => return Insert::Full,
         Err(_) => {}
     }
     let Some(old) = WEIR_CT.get_ptr_mut(reply_key) else {
         // Deleted in between: try once more.
-        return match insert(reply_key, &reply, BPF_NOEXIST as u64) {
+        return match insert(reply_key, reply, BPF_NOEXIST as u64) {
             Ok(()) => Insert::Done,
             Err(r) if r == -E2BIG => Insert::Full,
             Err(_) => Insert::Taken,
@@ -295,7 +321,7 @@ pub fn insert_reply(
         let _ = WEIR_CT.remove(&old_twin);
     }
     metrics::event(Event::CtReclaimed);
-    if WEIR_CT.insert(reply_key, &reply, 0).is_ok() {
+    if WEIR_CT.insert(reply_key, reply, 0).is_ok() {
         Insert::Done
     } else {
         Insert::Full
@@ -329,8 +355,8 @@ pub fn insert_orig(
     f: &NewFlow,
     now: u64,
 ) -> Result<(), DropReason> {
-    let orig = entry(*orig_rewrite, *reply_key, f, f.flags, now);
-    if insert(orig_key, &orig, 0).is_err() {
+    let orig = entry(SCRATCH_ORIG, orig_rewrite, reply_key, f, f.flags, now)?;
+    if insert(orig_key, orig, 0).is_err() {
         let _ = WEIR_CT.remove(reply_key);
         return Err(DropReason::CtInsertFailed);
     }

@@ -58,6 +58,14 @@ pub fn ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
+/// Whether the frame carries a VLAN tag the NIC (or veth) moved into the skb's metadata: the
+/// Ethernet header then shows the inner ethertype, and a redirect would keep the tag.
+#[inline(always)]
+pub fn vlan_tagged(ctx: &TcContext) -> bool {
+    // SAFETY: the context pointer is valid for the whole program run.
+    unsafe { (*ctx.skb.skb).vlan_present != 0 }
+}
+
 /// Makes at least the first `want` bytes (or the whole packet) directly readable: headers
 /// of GSO packets may sit in paged data.
 #[inline(always)]

@@ -3,15 +3,15 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
-        TC_ACT_REDIRECT, bpf_fib_lookup, bpf_redir_neigh,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_REDIRECT, bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use weir_common::{endpoint::Endpoint, stats::DropReason};
 
-use crate::{nat, packet::Ipv4};
+use crate::{maps::WEIR_FIB_SCRATCH, nat, packet::Ipv4};
 
 const AF_INET: u8 = 2;
 
@@ -43,6 +43,23 @@ pub enum Route {
         nexthop: u32,
         neigh: bool,
     },
+    /// Routed out, but larger than the egress device's MTU (see [`too_big`]).
+    TooBig,
+}
+
+/// What to do with a packet too big for the device it is routed out of. With DF set (every
+/// TCP segment and most of the rest) the host stack answers "fragmentation needed", with the
+/// MTU, and drops it, as any router would — so the packet must reach it untranslated, for the
+/// error to find its sender. Without DF it would have to be fragmented, which Weir does not
+/// do: dropped and counted (containers get the uplink's MTU, so this takes a smaller path MTU
+/// behind a router that fragments nothing either).
+#[inline(always)]
+pub fn too_big(pkt: &Ipv4) -> Result<i32, DropReason> {
+    if pkt.dont_fragment {
+        Ok(TC_ACT_OK as i32)
+    } else {
+        Err(DropReason::TooBig)
+    }
 }
 
 /// Looks up the route for `daddr` as if the packet arrived on `in_ifindex`.
@@ -54,22 +71,25 @@ pub fn route(
     daddr: u32,
     proto: u8,
 ) -> Result<Route, DropReason> {
-    // SAFETY: all-zero is a valid bpf_fib_lookup.
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    p.family = AF_INET;
-    p.l4_protocol = proto;
-    p.ifindex = in_ifindex;
-    p.__bindgen_anon_3.ipv4_src = saddr;
-    p.__bindgen_anon_4.ipv4_dst = daddr;
-    // SAFETY: `p` is a properly sized, initialised bpf_fib_lookup on our stack.
-    let rc = unsafe {
-        aya_ebpf::helpers::bpf_fib_lookup(
+    let p = WEIR_FIB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::NoRoute)?;
+    // SAFETY: a per-CPU slot, no other program uses it on this CPU while we run; all-zero is a
+    // valid bpf_fib_lookup, and every field the lookup reads is set.
+    let (rc, p) = unsafe {
+        core::ptr::write_bytes(p, 0, 1);
+        let p = &mut *p;
+        p.family = AF_INET;
+        p.l4_protocol = proto;
+        p.ifindex = in_ifindex;
+        p.__bindgen_anon_3.ipv4_src = saddr;
+        p.__bindgen_anon_4.ipv4_dst = daddr;
+        let rc = aya_ebpf::helpers::bpf_fib_lookup(
             ctx.skb.skb as *mut _,
-            &mut p,
+            p,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             0,
-        )
-    } as u32;
+        ) as u32;
+        (rc, p)
+    };
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::Out {
             ifindex: p.ifindex,
@@ -80,6 +100,7 @@ pub fn route(
             neigh: rc == BPF_FIB_LKUP_RET_NO_NEIGH,
         }),
         BPF_FIB_LKUP_RET_NOT_FWDED => Ok(Route::Local),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig),
         _ => Err(DropReason::NoRoute),
     }
 }
@@ -95,7 +116,10 @@ pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
         neigh,
     } = *r
     else {
-        return Ok(TC_ACT_OK as i32);
+        return match r {
+            Route::TooBig => too_big(pkt),
+            _ => Ok(TC_ACT_OK as i32),
+        };
     };
     if pkt.ttl <= 1 {
         // Never route an expiring packet (nor wrap a TTL of 0 to 255). Callers hand those to

@@ -1,10 +1,12 @@
 //! `from_container`: TC ingress on every host-side veth, i.e. every packet a container sends.
 //!
 //! Order: ARP answered; source IP and MAC must be the container's own (anti-spoofing);
-//! ICMP errors translated back onto their flow; tracked flows follow their conntrack entry;
-//! new flows are decided here — to another container (policy), to a published port through a
-//! host address (hairpin: policy + DNAT), to the host itself (host stack), or to the world
-//! (MASQUERADE + FIB + redirect to the uplink).
+//! ICMP errors translated back onto their flow; tracked flows follow their conntrack entry.
+//! New flows are decided by `from_container_new`, reached by a tail call — to another
+//! container (policy), to a published port through a host address (hairpin: policy + DNAT),
+//! to the host itself (host stack), or to the world (MASQUERADE + FIB + redirect to the
+//! uplink). Two programs, because the verifier bounds the stack frames along a call chain to
+//! 512 bytes and the two halves together did not fit; a tail call starts afresh.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -14,23 +16,32 @@ use aya_ebpf::{
 use weir_common::{
     addr::{is_loopback, is_multicast_or_broadcast},
     config::Config,
-    conntrack::{FlowKey, flags, state as ct_state},
+    conntrack::{FlowKey, IPPROTO_ICMP, flags, state as ct_state},
     endpoint::{Endpoint, flags as ep_flags},
+    maps::TAIL_NEW_FLOW,
+    publish::PublishTarget,
     stats::{DropReason, Event, Hook, Path},
 };
 
 use crate::{
     arp,
     conntrack::{self, Hit, NewFlow},
-    context::{PacketCtx, ifindex, linearize},
+    context::{PacketCtx, ifindex, linearize, vlan_tagged},
     deliver::{self, Route},
     icmp,
-    maps::{config, endpoint, in_weir_subnet, is_host_addr},
+    maps::{WEIR_TAILS, config, endpoint, in_weir_subnet, is_host_addr},
     metrics::{self, Drop},
     nat,
-    packet::{self, ETH_P_ARP, ETH_P_IP, Ipv4},
+    packet::{self, ETH_P_ARP, ETH_P_IP, ICMP_ECHO, Ipv4},
     policy, publish,
 };
+
+/// What the first half decided.
+enum Step {
+    Verdict(i32),
+    /// No flow knows the packet: `from_container_new` decides.
+    NewFlow,
+}
 
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
@@ -38,8 +49,27 @@ pub fn from_container(ctx: TcContext) -> i32 {
     conntrack::maybe_sweep();
     let ifindex = ifindex(&ctx);
     let len = ctx.packet_len();
-    match try_from_container(&ctx, ifindex, len) {
-        Ok(verdict) => verdict,
+    let d = match try_from_container(&ctx, ifindex, len) {
+        Ok(Step::Verdict(v)) => return v,
+        Ok(Step::NewFlow) => {
+            // SAFETY: the context is this program's; on success control never returns here.
+            unsafe { WEIR_TAILS.tail_call(&ctx, TAIL_NEW_FLOW) };
+            // The slot is empty only while `control init` loads the programs.
+            Drop::new(DropReason::TailCallFailed)
+        }
+        Err(d) => d,
+    };
+    metrics::dropped(d, Hook::FromContainer, ifindex, len);
+    TC_ACT_SHOT as i32
+}
+
+/// The new-flow half of `from_container` (never attached: reached by tail call only).
+#[classifier]
+pub fn from_container_new(ctx: TcContext) -> i32 {
+    let ifindex = ifindex(&ctx);
+    let len = ctx.packet_len();
+    match try_from_container_new(&ctx, ifindex) {
+        Ok(v) => v,
         Err(d) => {
             metrics::dropped(d, Hook::FromContainer, ifindex, len);
             TC_ACT_SHOT as i32
@@ -61,15 +91,33 @@ fn tracked_path(f: u16) -> Path {
     }
 }
 
+/// The container that sent `pkt` on `ifindex`: its source address and MAC must be the
+/// container's own.
+#[inline(always)]
+fn sender(ctx: &TcContext, pkt: &Ipv4, ifindex: u32) -> Result<&'static Endpoint, Drop> {
+    let spoofed = Drop::flow(DropReason::SpoofedSource, pkt.flow());
+    let src = endpoint(pkt.saddr).ok_or(spoofed)?;
+    let eth_src: *const [u8; 6] = crate::context::ptr_at(ctx, 6).ok_or(DropReason::Malformed)?;
+    // SAFETY: bounds checked.
+    if src.ifindex != ifindex || unsafe { *eth_src } != src.mac {
+        return Err(spoofed);
+    }
+    Ok(src)
+}
+
 // Not inlined: the conntrack sweep called from the entry point must not stack on this frame.
 #[inline(never)]
-fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Drop> {
+fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, Drop> {
+    if vlan_tagged(ctx) {
+        // A container has no business tagging: the tag would ride the redirect to the uplink.
+        return Err(DropReason::VlanTagged.into());
+    }
     linearize(ctx, packet::COMMON_HEADERS);
     let ethertype = packet::ether_type(ctx).ok_or(DropReason::Malformed)?;
     if ethertype == ETH_P_ARP {
         let v = arp::answer(ctx, ifindex)?;
         metrics::path(Path::ArpReply, len);
-        return Ok(v);
+        return Ok(Step::Verdict(v));
     }
     if ethertype != ETH_P_IP {
         return Err(DropReason::UnsupportedL3.into());
@@ -77,14 +125,8 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Dr
     let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
     let pkt = packet::parse_ipv4_tc(ctx)?;
     let key = pkt.flow();
-
-    // Anti-spoofing: the source must be this veth's container, by address and MAC.
-    let src = endpoint(pkt.saddr).ok_or(Drop::flow(DropReason::SpoofedSource, key))?;
-    let eth_src: *const [u8; 6] = crate::context::ptr_at(ctx, 6).ok_or(DropReason::Malformed)?;
-    // SAFETY: bounds checked.
-    if src.ifindex != ifindex || unsafe { *eth_src } != src.mac {
-        return Err(Drop::flow(DropReason::SpoofedSource, key));
-    }
+    sender(ctx, &pkt, ifindex)?;
+    packet::remember_fragment(&pkt);
     if is_multicast_or_broadcast(pkt.daddr) {
         return Err(Drop::flow(DropReason::Multicast, key));
     }
@@ -99,22 +141,57 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<i32, Dr
             .map_err(|r| Drop::flow(r, key))?
         {
             metrics::path(Path::IcmpError, len);
-            return forward(ctx, &pkt, t.daddr, cfg, ifindex).map_err(|r| Drop::flow(r, key));
+            return forward(ctx, &pkt, t.daddr, cfg, ifindex)
+                .map(Step::Verdict)
+                .map_err(|r| Drop::flow(r, key));
         }
+        // About no flow of this container's. Never matched against conntrack: errors carry no
+        // ports, so their key is every port-less ICMP flow between the same two hosts.
+        return Ok(Step::NewFlow);
     }
 
     if let Some(e) = conntrack::lookup(&key, cfg, now) {
         if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, &pkt, now) {
-            if pkt.ttl <= 1 && endpoint(rewrite.daddr).is_none() {
+            let to_container = endpoint(rewrite.daddr).is_some();
+            if pkt.ttl <= 1 && !to_container {
                 // Routed and expiring: the host stack answers with ICMP time exceeded.
-                return Ok(TC_ACT_OK as i32);
+                return Ok(Step::Verdict(TC_ACT_OK as i32));
+            }
+            // Routed before it is translated: a packet too big for the uplink goes to the host
+            // stack as it came, so that "fragmentation needed" reaches the container.
+            let route = if to_container {
+                None
+            } else {
+                Some(
+                    deliver::route(ctx, ifindex, cfg.uplink_ip, rewrite.daddr, pkt.proto)
+                        .map_err(|r| Drop::flow(r, key))?,
+                )
+            };
+            if let Some(Route::TooBig) = route {
+                return deliver::too_big(&pkt)
+                    .map(Step::Verdict)
+                    .map_err(|r| Drop::flow(r, key));
             }
             nat::rewrite(ctx, &pkt, &rewrite).map_err(|r| Drop::flow(r, key))?;
             metrics::path(tracked_path(flags), len);
-            return forward(ctx, &pkt, rewrite.daddr, cfg, ifindex).map_err(|r| Drop::flow(r, key));
+            let v = match route {
+                Some(r) => deliver::out(ctx, &pkt, &r),
+                None => forward(ctx, &pkt, rewrite.daddr, cfg, ifindex),
+            };
+            return v.map(Step::Verdict).map_err(|r| Drop::flow(r, key));
         }
     }
-    new_flow(ctx, &pkt, src).map_err(|r| Drop::flow(r, key))
+    Ok(Step::NewFlow)
+}
+
+// Not inlined, for the same reason as try_from_container.
+#[inline(never)]
+fn try_from_container_new(ctx: &TcContext, ifindex: u32) -> Result<i32, Drop> {
+    // What the first half established is established again: this program takes nothing on
+    // trust (it can be reached only by the tail call, but the checks cost one lookup).
+    let pkt = packet::parse_ipv4_tc(ctx)?;
+    let src = sender(ctx, &pkt, ifindex)?;
+    new_flow(ctx, &pkt, src).map_err(|r| Drop::flow(r, pkt.flow()))
 }
 
 /// Sends a (rewritten) packet on: into the container owning `daddr`, else out of the uplink.
@@ -133,18 +210,35 @@ fn forward(
     deliver::out(ctx, pkt, &r)
 }
 
-/// Decides a flow no conntrack entry knows.
+/// Decides a flow no conntrack entry knows: to another container, to a published port through
+/// a host address (hairpin), or to the host or the world.
 #[inline(always)]
 fn new_flow(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, DropReason> {
-    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
-    let (ifindex, now, len) = (ifindex(ctx), conntrack::now(), ctx.packet_len());
-    let key = pkt.flow();
-    let state = conntrack::initial_state(pkt);
-
-    // Container to container.
     if let Some(dst) = endpoint(pkt.daddr) {
-        policy::check(src, dst, pkt.proto, pkt.dport)?;
-        if state == ct_state::ESTABLISHED {
+        return open_local(ctx, pkt, src, dst);
+    }
+    if pkt.may_open()
+        && let Some(t) = publish::lookup(pkt.daddr, pkt.proto, pkt.dport, false)
+    {
+        return open_hairpin(ctx, pkt, src, &t);
+    }
+    open_outside(ctx, pkt, src)
+}
+
+/// Container to container, under policy.
+#[inline(always)]
+fn open_local(
+    ctx: &TcContext,
+    pkt: &Ipv4,
+    src: &Endpoint,
+    dst: &Endpoint,
+) -> Result<i32, DropReason> {
+    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
+    let key = pkt.flow();
+    policy::check(src, dst, pkt.proto, pkt.dport)?;
+    if !pkt.is_icmp_error() {
+        // (An error is allowed as a packet, never tracked as a flow: see try_from_container.)
+        if conntrack::picked_up(pkt) {
             // A TCP flow picked up mid-stream (its entries were cut or lost): either side may
             // have opened it, so both must be allowed to. Otherwise the first segment of the
             // side a cut was meant to protect would reopen, as its own flow, the connection
@@ -155,48 +249,62 @@ fn new_flow(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, DropReas
             flags: 0,
             src_identity: src.identity,
             dst_identity: dst.identity,
-            state,
+            state: ct_state::NEW,
         };
-        conntrack::create_pair(&key, &key, &f, cfg, now)?;
-        metrics::path(Path::ContainerToContainer, len);
-        return deliver::to_endpoint(ctx, dst);
+        conntrack::create_pair(&key, &key, &f, cfg, conntrack::now())?;
     }
+    metrics::path(Path::ContainerToContainer, ctx.packet_len());
+    deliver::to_endpoint(ctx, dst)
+}
 
-    // A published port through a host address (hairpin), subject to the same policy.
-    if pkt.may_open() {
-        if let Some(t) = publish::lookup(pkt.daddr, pkt.proto, pkt.dport, false) {
-            let dst = endpoint(t.addr).ok_or(DropReason::UnknownEndpoint)?;
-            policy::check(src, dst, pkt.proto, t.port)?;
-            // A container reaching itself would see its own address as source (a martian):
-            // the flow then comes from its gateway, as with Docker's hairpin MASQUERADE.
-            let saddr = if t.addr == pkt.saddr {
-                src.gateway
-            } else {
-                pkt.saddr
-            };
-            let new = FlowKey::new(saddr, t.addr, pkt.sport, t.port, pkt.proto);
-            let f = NewFlow {
-                flags: flags::HAIRPIN | flags::DNAT,
-                src_identity: src.identity,
-                dst_identity: dst.identity,
-                state,
-            };
-            conntrack::create_pair(&key, &new, &f, cfg, now)?;
-            metrics::event(Event::DnatNew);
-            nat::rewrite(ctx, pkt, &new)?;
-            metrics::path(Path::Hairpin, len);
-            return deliver::to_endpoint(ctx, dst);
-        }
-    }
+/// A published port through a host address (hairpin), under the same policy as a direct
+/// connection to the container behind it.
+#[inline(always)]
+fn open_hairpin(
+    ctx: &TcContext,
+    pkt: &Ipv4,
+    src: &Endpoint,
+    t: &PublishTarget,
+) -> Result<i32, DropReason> {
+    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
+    let dst = endpoint(t.addr).ok_or(DropReason::UnknownEndpoint)?;
+    policy::check(src, dst, pkt.proto, t.port)?;
+    // A container reaching itself would see its own address as source (a martian): the flow
+    // then comes from its gateway, as with Docker's hairpin MASQUERADE.
+    let saddr = if t.addr == pkt.saddr {
+        src.gateway
+    } else {
+        pkt.saddr
+    };
+    let new = FlowKey::new(saddr, t.addr, pkt.sport, t.port, pkt.proto);
+    let f = NewFlow {
+        flags: flags::HAIRPIN | flags::DNAT,
+        src_identity: src.identity,
+        dst_identity: dst.identity,
+        state: ct_state::NEW,
+    };
+    conntrack::create_pair(&pkt.flow(), &new, &f, cfg, conntrack::now())?;
+    metrics::event(Event::DnatNew);
+    nat::rewrite(ctx, pkt, &new)?;
+    metrics::path(Path::Hairpin, ctx.packet_len());
+    deliver::to_endpoint(ctx, dst)
+}
 
+/// The host itself (handed to its stack), or the world (masqueraded and routed out of the
+/// uplink).
+#[inline(always)]
+fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, DropReason> {
+    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
+    let len = ctx.packet_len();
     // An address of a Weir network that no container holds (the gateway aside) exists nowhere:
     // never let it leak to the world through the default route.
     if in_weir_subnet(pkt.daddr) && !is_host_addr(pkt.daddr) {
         return Err(DropReason::UnknownEndpoint);
     }
-
-    // The host itself, or the world.
-    let r = deliver::route(ctx, ifindex, pkt.saddr, pkt.daddr, pkt.proto)?;
+    let r = deliver::route(ctx, ifindex(ctx), pkt.saddr, pkt.daddr, pkt.proto)?;
+    if let Route::TooBig = r {
+        return deliver::too_big(pkt);
+    }
     let Route::Out {
         ifindex: out_if, ..
     } = r
@@ -219,6 +327,11 @@ fn new_flow(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, DropReas
         // nothing the world sent: masqueraded, it would still carry the addresses it quotes.
         return Err(DropReason::IcmpErrorUnmatched);
     }
+    if pkt.proto == IPPROTO_ICMP && pkt.icmp_type != ICMP_ECHO {
+        // Only echo requests open flows to the world: every other ICMP message has no
+        // identifier, so its flow's replies would be any port-less ICMP from that host.
+        return Err(DropReason::IcmpUntracked);
+    }
     if pkt.ttl <= 1 {
         // Routed and expiring: the host stack answers with ICMP time exceeded, as a router
         // would. Only now, after the checks above: handing it over earlier let an internal
@@ -233,9 +346,9 @@ fn new_flow(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, DropReas
         flags: 0,
         src_identity: src.identity,
         dst_identity: weir_common::policy::IDENTITY_WORLD,
-        state,
+        state: ct_state::NEW,
     };
-    let new = nat::masquerade(&key, &f, cfg, now)?;
+    let new = nat::masquerade(ctx, &pkt.flow(), &f, cfg, conntrack::now())?;
     nat::rewrite(ctx, pkt, &new)?;
     metrics::path(Path::Egress, len);
     deliver::out(ctx, pkt, &r)

@@ -1,8 +1,11 @@
 //! The pinned maps. Names, key and value types come from `weir_common`.
 
 use aya_ebpf::{
+    bindings::bpf_fib_lookup,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key,
+    },
 };
 use weir_common::{
     config::Config,
@@ -42,6 +45,18 @@ pub static WEIR_CT: HashMap<FlowKey, CtEntry> = HashMap::pinned(CONNTRACK_MAX, 0
 #[map]
 pub static WEIR_CT_SWEEP: Array<u64> = Array::with_max_entries(2, 0);
 
+/// Per-CPU scratch space for the two entries a new flow inserts ([`SCRATCH_REPLY`],
+/// [`SCRATCH_ORIG`]): built here rather than on the stack, which the verifier bounds to 512
+/// bytes along a call chain (not pinned: nothing in it outlives a program run).
+#[map]
+pub static WEIR_CT_SCRATCH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(2, 0);
+pub const SCRATCH_REPLY: u32 = 0;
+pub const SCRATCH_ORIG: u32 = 1;
+
+/// Per-CPU scratch space for `bpf_fib_lookup`'s parameters (64 bytes), for the same reason.
+#[map]
+pub static WEIR_FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static WEIR_SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
     LruHashMap::pinned(SOCK_REVNAT_MAX, 0);
@@ -57,6 +72,9 @@ pub static WEIR_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_ENTRIES,
 
 #[map]
 pub static WEIR_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+#[map]
+pub static WEIR_TAILS: ProgramArray = ProgramArray::pinned(TAILS_MAX, 0);
 
 /// The configuration, or `None` before `control init` has written it.
 #[inline(always)]

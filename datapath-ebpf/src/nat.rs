@@ -5,9 +5,11 @@
 //! CHECKSUM_PARTIAL packets from local stacks (only the pseudo-header part is patched) and
 //! UDP's "no checksum" zero (BPF_F_MARK_MANGLED_0).
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
-    helpers::bpf_get_prandom_u32,
+    bindings::{BPF_F_CURRENT_NETNS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, bpf_sock_tuple},
+    helpers::{bpf_get_prandom_u32, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     programs::TcContext,
 };
 use weir_common::{
@@ -114,11 +116,56 @@ pub fn dec_ttl(ctx: &TcContext, ttl: u8) -> Result<(), DropReason> {
         .map_err(|_| DropReason::Malformed)
 }
 
+/// `bpf_sock_tuple` for IPv4 (the helpers take its size: the IPv6 half is not needed).
+#[repr(C)]
+struct SockTuple4 {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+}
+
+/// Whether a socket of the host (its namespace) would receive the replies of a flow leaving as
+/// `out`: a connected socket on exactly that tuple, or one bound or listening on its port. Not
+/// inlined: a BPF function of its own, with the socket reference confined to it.
+#[inline(never)]
+fn host_socket_holds(ctx: &TcContext, out: &FlowKey) -> bool {
+    // Seen as the reply arrives: from the remote end to the uplink address.
+    let mut t = SockTuple4 {
+        saddr: out.daddr,
+        daddr: out.saddr,
+        sport: out.dport,
+        dport: out.sport,
+    };
+    let tuple = &mut t as *mut SockTuple4 as *mut bpf_sock_tuple;
+    let size = core::mem::size_of::<SockTuple4>() as u32;
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    let skb = ctx.skb.skb as *mut c_void;
+    // SAFETY: a tuple of the size given on our stack; the returned reference is released.
+    unsafe {
+        let sk = match out.proto {
+            IPPROTO_TCP => bpf_skc_lookup_tcp(skb, tuple, size, netns, 0),
+            IPPROTO_UDP => bpf_sk_lookup_udp(skb, tuple, size, netns, 0),
+            _ => return false,
+        };
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk as *mut c_void);
+    }
+    true
+}
+
 /// Picks a source port on `uplink_ip` for a masqueraded flow and creates its conntrack pair.
 /// The container's own port is kept when free (like the kernel's MASQUERADE); otherwise up to
-/// SNAT_RETRIES random ports of the configured range are probed. Returns the new tuple.
+/// SNAT_RETRIES random ports of the configured range are probed. A port is free when no flow
+/// holds its reply tuple, it is not published, and no socket of the host holds it towards
+/// that destination (or listens on it): the host's own flows are not in Weir's conntrack,
+/// and a masqueraded flow on one of their tuples would take the host's replies. Returns the
+/// new tuple.
 #[inline(always)]
 pub fn masquerade(
+    ctx: &TcContext,
     orig: &FlowKey,
     f: &NewFlow,
     cfg: &Config,
@@ -137,13 +184,16 @@ pub fn masquerade(
             port = candidate(seed, attempt, cfg.snat_port_min, cfg.snat_port_max).to_be();
             metrics::event(Event::SnatPortRetry);
         }
+        let new = FlowKey::new(cfg.uplink_ip, orig.daddr, port, orig.dport, orig.proto);
         // Never a published port: the replies' tuple would then shadow that port for this
         // remote, and its clients' packets would reach this container instead.
-        if orig.proto != IPPROTO_ICMP && publish::is_published(cfg.uplink_ip, orig.proto, port) {
+        if orig.proto != IPPROTO_ICMP
+            && (publish::is_published(cfg.uplink_ip, orig.proto, port)
+                || host_socket_holds(ctx, &new))
+        {
             attempt += 1;
             continue;
         }
-        let new = FlowKey::new(cfg.uplink_ip, orig.daddr, port, orig.dport, orig.proto);
         let reply_key = new.reversed();
         let outcome = insert_reply(&reply_key, orig, &f, cfg, now);
         if outcome == Insert::Full {

@@ -51,6 +51,11 @@ pub struct Ipv4 {
     pub tcp_flags: u8,
     pub icmp_type: u8,
     pub frag: Frag,
+    /// The DF bit: never fragment (the sender wants "fragmentation needed" instead).
+    pub dont_fragment: bool,
+    /// IP identification (network order): with the addresses and protocol, names a datagram's
+    /// fragments.
+    pub id: u16,
 }
 
 impl Ipv4 {
@@ -94,14 +99,46 @@ pub const MAX_HEADERS: u32 = 14 + 60 + 60;
 /// when the common size was not enough (IP options, long L4 headers).
 #[inline(always)]
 pub fn parse_ipv4_tc(ctx: &TcContext) -> Result<Ipv4, DropReason> {
-    match parse_ipv4(ctx, true) {
+    match parse_ipv4(ctx) {
         Err(DropReason::Malformed)
             if ctx.data_end() - ctx.data() < MAX_HEADERS.min(ctx.len()) as usize =>
         {
             linearize(ctx, MAX_HEADERS);
-            parse_ipv4(ctx, true)
+            parse_ipv4(ctx)
         }
         r => r,
+    }
+}
+
+/// Whether fragments of this protocol are followed (they carry ports or an echo identifier).
+#[inline(always)]
+const fn follows_fragments(proto: u8) -> bool {
+    proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP
+}
+
+#[inline(always)]
+fn frag_key(p: &Ipv4) -> FragKey {
+    FragKey {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        id: p.id,
+        proto: p.proto,
+        _pad: 0,
+    }
+}
+
+/// Records the ports of a first fragment so the datagram's later fragments follow its flow.
+/// Only for packets whose source has been validated (anti-spoofing on the container side, the
+/// Weir-subnet check on the uplink): a forged first fragment would otherwise steer another
+/// sender's later fragments.
+#[inline(always)]
+pub fn remember_fragment(p: &Ipv4) {
+    if p.frag == Frag::First && follows_fragments(p.proto) {
+        let ports = FragPorts {
+            sport: p.sport,
+            dport: p.dport,
+        };
+        let _ = WEIR_FRAGS.insert(&frag_key(p), &ports, 0);
     }
 }
 
@@ -132,10 +169,10 @@ pub fn ipv4_addrs<C: PacketCtx>(ctx: &C) -> Option<FlowKey> {
     ))
 }
 
-/// Parses the IPv4 header at [`L3_OFF`] and the L4 ports. `track_frags` records the ports of
-/// first fragments so later fragments of the datagram can be matched (TC paths only).
+/// Parses the IPv4 header at [`L3_OFF`] and the L4 ports (a later fragment gets those its
+/// first fragment left in `WEIR_FRAGS`, see [`remember_fragment`]).
 #[inline(always)]
-pub fn parse_ipv4<C: PacketCtx>(ctx: &C, track_frags: bool) -> Result<Ipv4, DropReason> {
+pub fn parse_ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, DropReason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, L3_OFF).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked.
     let ip = unsafe { &*ip };
@@ -172,41 +209,21 @@ pub fn parse_ipv4<C: PacketCtx>(ctx: &C, track_frags: bool) -> Result<Ipv4, Drop
         tcp_flags: 0,
         icmp_type: 0,
         frag,
+        dont_fragment: frags & 0x4000 != 0,
+        id: u16::from_ne_bytes(ip.id),
     };
-    let id = u16::from_ne_bytes(ip.id);
     if frag == Frag::Later {
-        if p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP {
-            let key = FragKey {
-                saddr: p.saddr,
-                daddr: p.daddr,
-                id,
-                proto: p.proto,
-                _pad: 0,
-            };
-            // SAFETY: plain value read.
-            let ports = unsafe { WEIR_FRAGS.get(&key) }.ok_or(DropReason::Fragment)?;
-            p.sport = ports.sport;
-            p.dport = ports.dport;
-        } else if p.proto == IPPROTO_ICMP {
-            return Err(DropReason::Fragment);
+        if !follows_fragments(p.proto) {
+            // No ports: every fragment carries the key there is.
+            return Ok(p);
         }
+        // SAFETY: plain value read.
+        let ports = unsafe { WEIR_FRAGS.get(&frag_key(&p)) }.ok_or(DropReason::Fragment)?;
+        p.sport = ports.sport;
+        p.dport = ports.dport;
         return Ok(p);
     }
     parse_l4(ctx, &mut p, hlen as u32, tot_len)?;
-    if frag == Frag::First && track_frags && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) {
-        let key = FragKey {
-            saddr: p.saddr,
-            daddr: p.daddr,
-            id,
-            proto: p.proto,
-            _pad: 0,
-        };
-        let ports = FragPorts {
-            sport: p.sport,
-            dport: p.dport,
-        };
-        let _ = WEIR_FRAGS.insert(&key, &ports, 0);
-    }
     Ok(p)
 }
 

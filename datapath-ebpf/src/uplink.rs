@@ -10,14 +10,14 @@ use aya_ebpf::{
 };
 use weir_common::{
     addr::is_loopback,
-    conntrack::flags,
+    conntrack::{flags, state as ct_state},
     policy::IDENTITY_WORLD,
     stats::{DropReason, Event, Hook, Path},
 };
 
 use crate::{
     conntrack::{self, Hit, NewFlow},
-    context::{PacketCtx, ifindex, linearize},
+    context::{PacketCtx, ifindex, linearize, vlan_tagged},
     deliver, icmp,
     maps::{config, endpoint, in_weir_subnet, is_host_addr},
     metrics::{self, Drop},
@@ -43,7 +43,8 @@ pub fn uplink_tc(ctx: TcContext) -> i32 {
 #[inline(never)]
 fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     linearize(ctx, packet::COMMON_HEADERS);
-    if packet::ether_type(ctx) != Some(ETH_P_IP) {
+    // Tagged frames belong to the host's VLAN devices, never to a container.
+    if vlan_tagged(ctx) || packet::ether_type(ctx) != Some(ETH_P_IP) {
         return Ok(TC_ACT_OK as i32);
     }
     let Some(cfg) = config() else {
@@ -53,26 +54,32 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     let Some(addrs) = packet::ipv4_addrs(ctx) else {
         return Ok(TC_ACT_OK as i32);
     };
-    // Checked before anything else, conntrack included, and whether or not the rest parses:
+    // Decided on the addresses alone, before anything else (conntrack included) and whether
+    // or not the rest parses:
     // - the world never legitimately sends from a container network's addresses (such packets
     //   would reach a container as if from its neighbour, and a forged tuple of a flow between
     //   containers would match its entry);
-    // - what is addressed to the containers' side and cannot be parsed or followed (a tiny
-    //   first fragment, a fragment of no known datagram) must be dropped here: handed to the
-    //   host stack, it would be forwarded into the container by any host that forwards.
+    // - nor to the containers' side: it reaches containers only through host addresses
+    //   (published ports, replies to masqueraded flows). Handed to the host stack instead,
+    //   such a packet — one Weir cannot parse or follow, say, like a tiny first fragment —
+    //   would be forwarded into the container by any host that forwards.
     if in_weir_subnet(addrs.saddr) {
         return Err(Drop::flow(DropReason::SpoofedSource, addrs));
+    }
+    if is_container_side(addrs.daddr) {
+        // The ports, when there are any to read, tell `control monitor` what was refused.
+        let flow = packet::parse_ipv4_tc(ctx).map_or(addrs, |p| p.flow());
+        return Err(Drop::flow(DropReason::NotPublished, flow));
     }
     if is_loopback(addrs.saddr) || is_loopback(addrs.daddr) {
         return Err(Drop::flow(DropReason::Martian, addrs));
     }
-    let pkt = match packet::parse_ipv4_tc(ctx) {
-        Ok(p) => p,
-        Err(r) if is_container_side(addrs.daddr) => return Err(Drop::flow(r, addrs)),
-        // Not for a container; the host stack validates and drops it.
-        Err(_) => return Ok(TC_ACT_OK as i32),
+    // What does not parse is not for a container; the host stack validates and drops it.
+    let Ok(pkt) = packet::parse_ipv4_tc(ctx) else {
+        return Ok(TC_ACT_OK as i32);
     };
     let key = pkt.flow();
+    packet::remember_fragment(&pkt);
     let now = conntrack::now();
 
     if pkt.is_icmp_error() {
@@ -82,6 +89,10 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
             metrics::path(Path::IcmpError, len);
             return into_container(ctx, &pkt, t.daddr).map_err(|r| Drop::flow(r, key));
         }
+        // About none of the containers' flows: the host's (its own flows' errors are its
+        // business). Never matched against conntrack: port-less, it would match any ICMP flow.
+        metrics::path(Path::UplinkToHost, len);
+        return Ok(TC_ACT_OK as i32);
     }
 
     if let Some(e) = conntrack::lookup(&key, cfg, now) {
@@ -111,7 +122,7 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
                 flags: flags::DNAT | flags::FROM_WORLD,
                 src_identity: IDENTITY_WORLD,
                 dst_identity: dst.identity,
-                state: conntrack::initial_state(&pkt),
+                state: ct_state::NEW,
             };
             conntrack::create_pair(&key, &new, &f, cfg, now).map_err(|r| Drop::flow(r, key))?;
             metrics::event(Event::DnatNew);
@@ -119,10 +130,6 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
             metrics::path(Path::Published, len);
             return into_container(ctx, &pkt, t.addr).map_err(|r| Drop::flow(r, key));
         }
-    }
-    if is_container_side(pkt.daddr) {
-        // Containers are reachable from the world only through published ports.
-        return Err(Drop::flow(DropReason::NotPublished, key));
     }
     metrics::path(Path::UplinkToHost, len);
     Ok(TC_ACT_OK as i32)
@@ -173,7 +180,9 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
     // World traffic reaches containers through host addresses (published ports, masquerade
     // replies), never addressed to a container directly.
     if is_container_side(addrs.daddr) {
-        return Err(Drop::flow(DropReason::NotPublished, addrs));
+        // The ports, when there are any to read, tell `control monitor` what was refused.
+        let flow = packet::parse_ipv4(ctx).map_or(addrs, |p| p.flow());
+        return Err(Drop::flow(DropReason::NotPublished, flow));
     }
     if in_weir_subnet(addrs.saddr) {
         return Err(Drop::flow(DropReason::SpoofedSource, addrs));

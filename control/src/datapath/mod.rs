@@ -9,7 +9,7 @@ use std::{fs, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapData,
+    maps::{MapData, ProgramArray},
     programs::{CgroupSockAddr, SchedClassifier, Xdp},
 };
 use weir_common::{
@@ -32,6 +32,8 @@ use crate::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir"));
 
 pub const FROM_CONTAINER: &str = "from_container";
+/// The new-flow half of from_container, reached by tail call (slot `TAIL_NEW_FLOW`).
+pub const FROM_CONTAINER_NEW: &str = "from_container_new";
 pub const TO_CONTAINER: &str = "to_container";
 pub const UPLINK_TC: &str = "uplink_tc";
 pub const UPLINK_XDP: &str = "uplink_xdp";
@@ -39,8 +41,9 @@ pub const SOCK_CONNECT4: &str = "sock_connect4";
 pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
 pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
 pub const SOCK_PROGRAMS: [&str; 3] = [SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4];
-pub const PROGRAMS: [&str; 7] = [
+pub const PROGRAMS: [&str; 8] = [
     FROM_CONTAINER,
+    FROM_CONTAINER_NEW,
     TO_CONTAINER,
     UPLINK_TC,
     UPLINK_XDP,
@@ -93,6 +96,7 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
         names::STATS => kv(4, size_of::<Counter>()),
         names::EVENTS => kv(0, 0),
         names::SUBNETS => kv(8, 4),
+        names::TAILS => kv(4, 4),
         _ => None,
     }
 }
@@ -189,7 +193,37 @@ pub fn load_and_pin(inst: &Instance, conntrack_max: u32) -> Result<Ebpf> {
         loaded.map_err(|e| Error::NoBpf(format!("loading program {name}: {e}")))?;
         fs::rename(&tmp, inst.prog_pin(name)).ctx(|| format!("pinning program {name}"))?;
     }
+    fill_tails(&mut bpf)?;
     Ok(bpf)
+}
+
+/// Puts the tail-called programs of a loaded object in their slots of the (pinned) program
+/// array. On re-init this swaps them atomically, like the links. The map stays in the object:
+/// a program array empties itself when its last user reference (fd or pin) goes.
+pub fn fill_tails(bpf: &mut Ebpf) -> Result<()> {
+    let prog: &SchedClassifier = bpf
+        .program(FROM_CONTAINER_NEW)
+        .ok_or_else(|| {
+            Error::Other(anyhow::anyhow!(
+                "program {FROM_CONTAINER_NEW} missing from the eBPF object"
+            ))
+        })?
+        .try_into()
+        .ctx(|| format!("{FROM_CONTAINER_NEW} is not a classifier"))?;
+    let fd = prog
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .ctx(|| format!("{FROM_CONTAINER_NEW} is not loaded"))?;
+    let map = bpf.map_mut(names::TAILS).ok_or_else(|| {
+        Error::Other(anyhow::anyhow!(
+            "map {} missing from the eBPF object",
+            names::TAILS
+        ))
+    })?;
+    let mut tails = ProgramArray::try_from(map).ctx(|| format!("opening {}", names::TAILS))?;
+    tails
+        .set(names::TAIL_NEW_FLOW, &fd, 0)
+        .ctx(|| format!("filling {}", names::TAILS))
 }
 
 fn load_pin<P>(

@@ -225,6 +225,12 @@ pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &st
         netlink::parse_mac(&c.host_mac).unwrap_or_default(),
     );
     let nsfile = File::open(ns).ctx(|| format!("opening network namespace {}", ns.display()))?;
+    // The uplink's MTU: larger packets would not leave, and the datapath forwards without
+    // fragmenting (Docker and the CNI bridge plugin take an MTU setting for the same reason).
+    let mtu = netlink::link_by_index(&ctx.nl, st.uplink.ifindex)
+        .await?
+        .and_then(|l| l.mtu)
+        .unwrap_or(1500);
     netlink::create_veth(
         &ctx.nl,
         &c.host_if,
@@ -232,6 +238,7 @@ pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &st
         ifname,
         mac,
         nsfile.as_raw_fd(),
+        mtu,
     )
     .await?;
     let host = netlink::link_by_name(&ctx.nl, &c.host_if)

@@ -9,6 +9,7 @@ use super::{
     check::{csum, parse, pseudo},
     frame::*,
     harness::*,
+    sent_by,
     topo::*,
 };
 
@@ -116,7 +117,7 @@ fn unannounced_and_tiny_fragments() {
         Hook::FromContainer,
         "unannounced later",
     );
-    // Same for the other protocols that have ports, and ICMP; other protocols have none.
+    // Same for the other protocols that have ports or an echo identifier; others have none.
     let mut tcp = Ip::tcp(A.ip, 40000, B.ip, 80, ACK).payload(&payload());
     tcp.id = 0x7778;
     let mut echo = Ip::echo(A.ip, B.ip, 3).payload(&payload());
@@ -152,4 +153,58 @@ fn unannounced_and_tiny_fragments() {
 
 fn f_later(later: &[u8]) -> Vec<u8> {
     ip_frame(A.host_mac, A.mac, later)
+}
+
+#[test]
+fn a_spoofed_first_fragment_steers_nothing() {
+    let mut dp = datapath();
+    // C forges the first fragment of a datagram from the world to A's masqueraded flow...
+    assert_to_uplink(
+        &dp.from_container(&A, &sent_by(&A, &Ip::udp(A.ip, 40100, WORLD, 5000))),
+        "a -> world",
+    );
+    let mut forged = Ip::udp(WORLD, 5000, UPLINK_IP, 40100).payload(&payload());
+    forged.id = 0x4242;
+    let (first, _) = forged.fragments(32);
+    dp.from_container(&C, &ip_frame(C.host_mac, C.mac, &first))
+        .assert_shot(
+            DropReason::SpoofedSource,
+            Hook::FromContainer,
+            "forged first",
+        );
+    // ...so the world's own later fragment with that id is still unannounced (the host's),
+    // not steered by what C claimed.
+    let (_, later) = forged.fragments(32);
+    let f = ip_frame(UPLINK_MAC, NEXTHOP_MAC, &later);
+    assert_to_host(&dp.uplink_tc(&f), &f, "world's later fragment");
+}
+
+#[test]
+fn echo_fragments_follow_the_identifier() {
+    let mut dp = datapath();
+    // A large ping from A to the world: the first fragment carries the identifier, the later
+    // one follows its translation.
+    let mut echo = Ip::echo(A.ip, WORLD, 7).payload(&payload());
+    echo.id = 0x5151;
+    let (first, later) = echo.fragments(64);
+    let o1 = assert_to_uplink(
+        &dp.from_container(&A, &ip_frame(A.host_mac, A.mac, &first)),
+        "first",
+    );
+    let o2 = assert_to_uplink(
+        &dp.from_container(&A, &ip_frame(A.host_mac, A.mac, &later)),
+        "later",
+    );
+    assert_eq!((o1.ip.src, o2.ip.src), (UPLINK_IP, UPLINK_IP));
+    // Between containers too.
+    let mut echo = Ip::echo(A.ip, B.ip, 8).payload(&payload());
+    echo.id = 0x5152;
+    let (first, later) = echo.fragments(64);
+    for (what, p) in [("first", &first), ("later", &later)] {
+        assert_delivered(
+            &dp.from_container(&A, &ip_frame(A.host_mac, A.mac, p)),
+            &B,
+            what,
+        );
+    }
 }

@@ -39,7 +39,9 @@ fn container_to_container_keeps_the_packet_and_its_ttl() {
         assert_eq!(r.frame[12..], f[12..], "{what}: bytes after the MACs");
         assert_eq!(r.paths(), vec![Path::ContainerToContainer], "{what}");
     }
-    // The TCP flow is tracked both ways, untranslated; the reply establishes it.
+    // The TCP flow is tracked both ways, untranslated; the handshake establishes it: the
+    // reply alone leaves it replied (what a forged SYN would earn), the initiator's ACK
+    // completes it.
     let k = key(A.ip, 40000, B.ip, 80, TCP);
     let e = dp.ct(k).expect("orig entry");
     assert_eq!(e.rewrite, k);
@@ -47,6 +49,9 @@ fn container_to_container_keeps_the_packet_and_its_ttl() {
     let reply = Ip::tcp(B.ip, 80, A.ip, 40000, SYN | ACK);
     let r = dp.from_container(&B, &sent_by(&B, &reply));
     assert_delivered(&r, &A, "reply");
+    assert_eq!(dp.ct(k).unwrap().state, state::REPLIED);
+    let ack = Ip::tcp(A.ip, 40000, B.ip, 80, ACK);
+    assert_delivered(&dp.from_container(&A, &sent_by(&A, &ack)), &B, "ACK");
     assert_eq!(dp.ct(k).unwrap().state, state::ESTABLISHED);
     assert_eq!(dp.ct(k.reversed()).unwrap().state, state::ESTABLISHED);
 }

@@ -271,12 +271,14 @@ impl Datapath {
         drop(pins); // the maps live on through the object's fds
         for name in [
             control::datapath::FROM_CONTAINER,
+            control::datapath::FROM_CONTAINER_NEW,
             control::datapath::UPLINK_TC,
             control::datapath::TO_CONTAINER,
         ] {
             let p: &mut SchedClassifier = bpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
         }
+        control::datapath::fill_tails(&mut bpf).expect("filling the tail-call slots");
         let x: &mut Xdp = bpf
             .program_mut(control::datapath::UPLINK_XDP)
             .unwrap()

@@ -43,13 +43,16 @@ fn published_tcp_round_trip() {
     assert_eq!((o.ip.dst, o.ip.dport), (WORLD, 50000));
     assert_eq!(o.ip.ttl, 63);
     assert_eq!(r.paths(), vec![Path::PublishedReply]);
-    assert_eq!(dp.ct(k).unwrap().state, state::ESTABLISHED);
+    // Replied, not established: a spoofed SYN gets this far, and must not hold an entry for
+    // five days.
+    assert_eq!(dp.ct(k).unwrap().state, state::REPLIED);
 
     // The rest of the connection, both ways, then FIN/RST close it.
     let r = dp.uplink_tc(&inbound(
         &Ip::tcp(WORLD, 50000, UPLINK_IP, 8080, ACK).payload(b"GET /"),
     ));
     assert_eq!(assert_delivered(&r, &B, "data in").ip.dport, 80);
+    assert_eq!(dp.ct(k).unwrap().state, state::ESTABLISHED);
     let r = dp.uplink_tc(&inbound(&Ip::tcp(WORLD, 50000, UPLINK_IP, 8080, FIN | ACK)));
     assert_delivered(&r, &B, "FIN in");
     assert_eq!(dp.ct(k).unwrap().state, state::FIN_WAIT);
@@ -299,13 +302,14 @@ fn container_network_sources_from_the_world_are_spoofed() {
 fn what_cannot_be_parsed_never_reaches_the_containers_side() {
     let mut dp = datapath();
     // The first fragment of a SYN too short to hold the TCP header, and a fragment of no known
-    // datagram, both to an unpublished port of B: parse errors, but they must not fall through
-    // to the host stack, which would forward them to B on a host that forwards.
+    // datagram, both to an unpublished port of B: they do not parse, but they are dropped on
+    // their address before any parsing — handed to the host stack, they would be forwarded to
+    // B by a host that forwards.
     let syn = Ip::tcp(WORLD, 50000, B.ip, 22, SYN);
     let (first, later) = syn.fragments(8);
     for (what, f, reason) in [
-        ("tiny first fragment", first, DropReason::Malformed),
-        ("unknown later fragment", later, DropReason::Fragment),
+        ("tiny first fragment", first, DropReason::NotPublished),
+        ("unknown later fragment", later, DropReason::NotPublished),
     ] {
         let f = ip_frame(UPLINK_MAC, NEXTHOP_MAC, &f);
         dp.uplink_tc(&f).assert_shot(reason, UT, what);
