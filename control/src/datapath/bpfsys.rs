@@ -10,6 +10,7 @@ use std::{
 
 use crate::error::{Error, Result};
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_LINK_UPDATE: libc::c_long = 29;
@@ -59,6 +60,29 @@ pub fn link_update(link: &Path, prog: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The program id in slot `index` of the program array pinned at `path` (a lookup from user
+/// space answers ids, not fds), or None when the slot is empty.
+pub fn prog_array_id(path: &Path, index: u32) -> Result<Option<u32>> {
+    let map = obj_get(path)?;
+    let mut id = 0u32;
+    let mut attr = [0u64; 16];
+    // struct { u32 map_fd; u64 key; u64 value; u64 flags; } (key aligned to 8)
+    attr[0] = map.as_raw_fd() as u32 as u64;
+    attr[1] = &index as *const u32 as u64;
+    attr[2] = &mut id as *mut u32 as u64;
+    if bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(None);
+        }
+        return Err(Error::Other(anyhow::anyhow!(
+            "reading {}: {err}",
+            path.display()
+        )));
+    }
+    Ok(Some(id))
 }
 
 /// Every entry of the hash map pinned at `path`, read bucket by bucket with

@@ -77,6 +77,20 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             program_id: links::program_id(&ctx.inst, datapath::UPLINK_XDP),
         });
     }
+    programs.push(ProgramStatus {
+        program: datapath::FROM_CONTAINER_NEW.into(),
+        attached_to: format!(
+            "tail call of {} (slot {})",
+            datapath::FROM_CONTAINER,
+            names::TAIL_NEW_FLOW
+        ),
+        program_id: datapath::bpfsys::prog_array_id(
+            &ctx.inst.map_pin(names::TAILS),
+            names::TAIL_NEW_FLOW,
+        )
+        .ok()
+        .flatten(),
+    });
     for p in datapath::SOCK_PROGRAMS {
         programs.push(ProgramStatus {
             program: p.into(),
