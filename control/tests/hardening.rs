@@ -166,7 +166,7 @@ fn source_routing_through_a_gateway_does_not_reach_an_isolated_container() {
     // A host that accepts source routes wherever it is allowed to.
     s.host
         .must(&["sysctl", "-qw", "net.ipv4.conf.all.accept_source_route=1"]);
-    let host_if = host_if_of(&s, &a);
+    let host_if = s.host_if_of(&a);
     let (a_mac, gw_mac) = (mac(&a, "eth0"), mac(&s.host, &host_if));
     let seen = captured(&b, "eth0", "tcp port 80", || {
         scapy(
@@ -278,22 +278,9 @@ fn icmp_without_a_flow_is_never_steered() {
     assert_eq!(seen, 0, "ICMP for the host reached a container");
 }
 
-/// The name of `c`'s host-side veth.
-fn host_if_of(s: &Sandbox, c: &Netns) -> String {
-    s.json(&["container", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["name"] == c.name.as_str())
-        .unwrap()["host_if"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// The MAC of `c`'s host-side veth (its gateway, as `c` sees it).
 fn host_mac_of(s: &Sandbox, c: &Netns) -> String {
-    mac(&s.host, &host_if_of(s, c))
+    mac(&s.host, &s.host_if_of(c))
 }
 
 #[test]
@@ -441,7 +428,7 @@ fn large_pings_and_a_smaller_uplink_mtu() {
     // needed" comes back for a DF packet instead of a silent drop.
     // (Both ends: a veth drops frames larger than its receiving end's MTU.)
     a.must(&["ip", "link", "set", "eth0", "mtu", "1500"]);
-    let host_if = host_if_of(&s, &a);
+    let host_if = s.host_if_of(&a);
     s.host.must(&["ip", "link", "set", &host_if, "mtu", "1500"]);
     let o = a.run(&[
         "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1450", EXT_IP,

@@ -362,14 +362,24 @@ impl Sandbox {
         Netns::borrowed(&n)
     }
 
-    /// The address `control` gave a container.
-    pub fn ip_of(&self, c: &Netns) -> String {
+    /// A string field of a container's `control container ls --json` entry.
+    fn listed(&self, c: &Netns, field: &str) -> String {
         let v = self.json(&["container", "ls"]);
         v.as_array()
             .and_then(|a| a.iter().find(|x| x["name"] == c.name.as_str()))
-            .and_then(|x| x["ip"].as_str())
-            .unwrap_or_else(|| panic!("container {} not listed", c.name))
+            .and_then(|x| x[field].as_str())
+            .unwrap_or_else(|| panic!("container {} not listed with a {field}", c.name))
             .to_string()
+    }
+
+    /// The address `control` gave a container.
+    pub fn ip_of(&self, c: &Netns) -> String {
+        self.listed(c, "ip")
+    }
+
+    /// The name of a container's host-side veth.
+    pub fn host_if_of(&self, c: &Netns) -> String {
+        self.listed(c, "host_if")
     }
 
     /// Summed datapath counters (`control stats --json`).
