@@ -73,6 +73,9 @@ pub async fn run(ctx: &Ctx, c: ContainerCmd) -> Result<()> {
                     "container {} {} on {} (netns {}, host side {})",
                     i.name, i.ip, i.network, i.netns, i.host_if
                 );
+                for p in &i.published {
+                    println!("published {p}");
+                }
             }
         }
         ContainerCmd::Rm { name } => {

@@ -3,7 +3,10 @@
 use clap::Args;
 use control::{
     Result,
-    ops::{Ctx, publish},
+    ops::{
+        Ctx,
+        publish::{self, Unpublished},
+    },
     output::{json, table},
     published::PublishBook,
     state,
@@ -69,15 +72,21 @@ pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
 }
 
 pub async fn unpublish(ctx: &Ctx, a: UnpublishArgs) -> Result<()> {
-    let p = publish::unpublish(ctx, &a.container, &a.port, a.host_ip.as_deref()).await?;
-    println!(
-        "unpublished {}:{}/{} (was -> {}:{})",
-        host(p.host_ip),
-        p.host_port,
-        p.proto.name(),
-        p.container,
-        p.container_port
-    );
+    match publish::unpublish(ctx, &a.container, &a.port, a.host_ip.as_deref()).await? {
+        Unpublished::Removed(p) => println!(
+            "unpublished {}:{}/{} (was -> {}:{})",
+            host(p.host_ip),
+            p.host_port,
+            p.proto.name(),
+            p.container,
+            p.container_port
+        ),
+        Unpublished::NotPublished { host_port, proto } => println!(
+            "{} {host_port}/{} is not published: nothing to do",
+            a.container,
+            proto.name()
+        ),
+    }
     Ok(())
 }
 

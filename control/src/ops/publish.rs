@@ -254,30 +254,71 @@ fn port_free(host_ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<()> {
     }
 }
 
+/// What `unpublish` did.
+pub enum Unpublished {
+    Removed(Publish),
+    /// Nothing held that host port: a repeat, nothing to do.
+    NotPublished {
+        host_port: u16,
+        proto: Proto,
+    },
+}
+
+/// Unpublishes `spec` from `container`. Idempotent: NotPublished when nothing holds that host
+/// port any more; an error when another container (or this one on every address, when
+/// `host_ip` is given) holds it, since that is a typo, not a repeat.
 pub async fn unpublish(
     ctx: &Ctx,
     container: &str,
     spec: &str,
     host_ip: Option<&str>,
-) -> Result<Publish> {
+) -> Result<Unpublished> {
     let (hp, proto) = validate::host_port_spec(spec)?;
     let host_ip = host_ip.map(|s| validate::ipv4("host IP", s)).transpose()?;
     let (_lock, st) = ctx.begin().await?;
     st.container(container)?;
     let mut book = PublishBook::open(&ctx.inst)?;
-    let Some(p) = book.of(container)?.into_iter().find(|p| {
-        p.host_port == hp && p.proto == proto && (host_ip.is_none() || p.host_ip == host_ip)
-    }) else {
-        return Err(Error::not_found(format!(
-            "container {container:?} has no published host port {hp}/{}: see `control ports`",
-            proto.name()
-        )));
+    let items = book.items()?;
+    let same_port = |p: &&Publish| p.host_port == hp && p.proto == proto;
+    let Some(p) = items
+        .iter()
+        .filter(same_port)
+        .find(|p| p.container == container && (host_ip.is_none() || p.host_ip == host_ip))
+        .cloned()
+    else {
+        // Anyone holding the port on an address this request covers?
+        if let Some(o) = items
+            .iter()
+            .filter(same_port)
+            .find(|p| host_ip.is_none() || p.host_ip.is_none() || p.host_ip == host_ip)
+        {
+            if o.container == container {
+                return Err(Error::not_found(format!(
+                    "container {container:?} publishes {hp}/{} on every host address, not on one alone: unpublish it without --host-ip",
+                    proto.name()
+                )));
+            }
+            let on = o
+                .host_ip
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "every host address".into());
+            return Err(Error::not_found(format!(
+                "container {container:?} has no published host port {hp}/{}{} (it is published on {on} to {:?}): see `control ports`",
+                proto.name(),
+                host_ip.map(|a| format!(" on {a}")).unwrap_or_default(),
+                o.container
+            )));
+        }
+        return Ok(Unpublished::NotPublished {
+            host_port: hp,
+            proto,
+        });
     };
     let j = state::Journal::begin(&ctx.inst, &format!("unpublish {container} {spec}"))?;
     remove_entry(ctx, &st, &p)?;
     book.remove(&p)?;
     j.done()?;
-    Ok(p)
+    Ok(Unpublished::Removed(p))
 }
 
 /// Removes a published port's map entry (the state is the caller's business).
