@@ -117,6 +117,9 @@ named_enum!(
         TailCallFailed = 23 => "tail-call-failed",
         /// Larger than the uplink's MTU and not to be fragmented by Weir (no DF bit to answer).
         TooBig = 24 => "too-big",
+        /// A protocol without ports (GRE, ESP, IP-in-IP, SCTP…) from a container to the world:
+        /// masquerade has nothing but the address to tell its flows from the host's.
+        UnsupportedL4 = 25 => "unsupported-l4",
     }
 );
 pub const DROP_REASONS: u32 = 32;

@@ -21,6 +21,12 @@ pub fn enable_forwarding(ifname: &str) -> Result<()> {
     write(&format!("{conf}/forwarding"), "1")
 }
 
+/// Forwarding off again on a link about to go, so nothing it receives is routed once its
+/// filter is gone.
+pub fn disable_forwarding(ifname: &str) -> Result<()> {
+    write(&format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "0")
+}
+
 /// Containers get IPv4 only: no link-local addresses, router solicitations or DAD noise.
 pub fn disable_ipv6(ifname: &str) -> Result<()> {
     let p = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");

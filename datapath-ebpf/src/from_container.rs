@@ -150,7 +150,9 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
         return Ok(Step::NewFlow);
     }
 
-    if let Some(e) = conntrack::lookup(&key, cfg, now) {
+    if pkt.tracked()
+        && let Some(e) = conntrack::lookup(&key, cfg, now)
+    {
         if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, &pkt, now) {
             let to_container = endpoint(rewrite.daddr).is_some();
             if pkt.ttl <= 1 && !to_container {
@@ -236,8 +238,9 @@ fn open_local(
     let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
     let key = pkt.flow();
     policy::check(src, dst, pkt.proto, pkt.dport)?;
-    if !pkt.is_icmp_error() {
-        // (An error is allowed as a packet, never tracked as a flow: see try_from_container.)
+    if pkt.tracked() {
+        // (Untracked ICMP — errors, echo with identifier 0, the other port-less messages — is
+        // allowed packet by packet, never as a flow: see Ipv4::tracked.)
         if conntrack::picked_up(pkt) {
             // A TCP flow picked up mid-stream (its entries were cut or lost): either side may
             // have opened it, so both must be allowed to. Otherwise the first segment of the
@@ -327,10 +330,17 @@ fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, Drop
         // nothing the world sent: masqueraded, it would still carry the addresses it quotes.
         return Err(DropReason::IcmpErrorUnmatched);
     }
-    if pkt.proto == IPPROTO_ICMP && pkt.icmp_type != ICMP_ECHO {
-        // Only echo requests open flows to the world: every other ICMP message has no
-        // identifier, so its flow's replies would be any port-less ICMP from that host.
+    if pkt.proto == IPPROTO_ICMP && (pkt.icmp_type != ICMP_ECHO || !pkt.tracked()) {
+        // Only echo requests open flows to the world: every other ICMP message (and an echo
+        // with identifier 0) has no identifier, so its flow's replies would be any port-less
+        // ICMP from that host.
         return Err(DropReason::IcmpUntracked);
+    }
+    if !packet::has_ports(pkt.proto) {
+        // GRE, ESP, IP-in-IP, SCTP…: nothing to masquerade with but the address, so the
+        // flow's reply entry would take every packet of that protocol the peer sends the host
+        // (its own tunnels included), and the container would speak them as the host.
+        return Err(DropReason::UnsupportedL4);
     }
     if pkt.ttl <= 1 {
         // Routed and expiring: the host stack answers with ICMP time exceeded, as a router

@@ -75,6 +75,15 @@ impl Ipv4 {
                 || self.icmp_type == ICMP_PARAMETER_PROB)
     }
 
+    /// Whether the packet belongs to a flow conntrack can tell apart: every protocol but ICMP,
+    /// and ICMP echo with a non-zero identifier (later fragments carry their first's). Every
+    /// other ICMP message — and an echo with identifier 0 — has the key of all port-less ICMP
+    /// between two hosts: tracked, it would open and match a catch-all entry.
+    #[inline(always)]
+    pub const fn tracked(&self) -> bool {
+        self.proto != IPPROTO_ICMP || self.sport != 0 || self.dport != 0
+    }
+
     /// Whether a packet of this flow may open a new translated flow: TCP only with a bare SYN
     /// (a stray ACK to a published port is the host's business), UDP and ICMP echo requests always.
     #[inline(always)]
@@ -110,9 +119,10 @@ pub fn parse_ipv4_tc(ctx: &TcContext) -> Result<Ipv4, DropReason> {
     }
 }
 
-/// Whether fragments of this protocol are followed (they carry ports or an echo identifier).
+/// Whether the protocol carries ports (or an echo identifier) that tell its flows apart;
+/// fragments of these protocols are followed.
 #[inline(always)]
-const fn follows_fragments(proto: u8) -> bool {
+pub const fn has_ports(proto: u8) -> bool {
     proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP
 }
 
@@ -133,7 +143,7 @@ fn frag_key(p: &Ipv4) -> FragKey {
 /// sender's later fragments.
 #[inline(always)]
 pub fn remember_fragment(p: &Ipv4) {
-    if p.frag == Frag::First && follows_fragments(p.proto) {
+    if p.frag == Frag::First && has_ports(p.proto) {
         let ports = FragPorts {
             sport: p.sport,
             dport: p.dport,
@@ -213,7 +223,7 @@ pub fn parse_ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, DropReason> {
         id: u16::from_ne_bytes(ip.id),
     };
     if frag == Frag::Later {
-        if !follows_fragments(p.proto) {
+        if !has_ports(p.proto) {
             // No ports: every fragment carries the key there is.
             return Ok(p);
         }

@@ -74,6 +74,12 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     if is_loopback(addrs.saddr) || is_loopback(addrs.daddr) {
         return Err(Drop::flow(DropReason::Martian, addrs));
     }
+    if is_host_addr(addrs.saddr) {
+        // The host's own address from the wire: a martian the kernel would drop, but a
+        // published port would translate it first, and the container would take it for the
+        // host.
+        return Err(Drop::flow(DropReason::SpoofedSource, addrs));
+    }
     // What does not parse is not for a container; the host stack validates and drops it.
     let Ok(pkt) = packet::parse_ipv4_tc(ctx) else {
         return Ok(TC_ACT_OK as i32);
@@ -95,7 +101,9 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
         return Ok(TC_ACT_OK as i32);
     }
 
-    if let Some(e) = conntrack::lookup(&key, cfg, now) {
+    if pkt.tracked()
+        && let Some(e) = conntrack::lookup(&key, cfg, now)
+    {
         if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, &pkt, now) {
             nat::rewrite(ctx, &pkt, &rewrite).map_err(|r| Drop::flow(r, key))?;
             let path = if flags & flags::SNAT != 0 {
@@ -184,7 +192,7 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
         let flow = packet::parse_ipv4(ctx).map_or(addrs, |p| p.flow());
         return Err(Drop::flow(DropReason::NotPublished, flow));
     }
-    if in_weir_subnet(addrs.saddr) {
+    if in_weir_subnet(addrs.saddr) || is_host_addr(addrs.saddr) {
         return Err(Drop::flow(DropReason::SpoofedSource, addrs));
     }
     Ok(xdp_action::XDP_PASS)

@@ -246,7 +246,10 @@ pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &st
         .ok_or_else(|| Error::Other(anyhow::anyhow!("{} vanished after creation", c.host_if)))?;
     st.containers.get_mut(name).expect("exists").host_ifindex = host.index;
     sysctl::disable_ipv6(&c.host_if)?;
-    sysctl::enable_forwarding(&c.host_if)?;
+    // from_container goes on before the link comes up, and forwarding comes on last: a link
+    // that forwards without its filter lets the kernel route the container's packets itself.
+    // Until the endpoint entry exists, from_container drops everything the container sends.
+    links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
     netlink::set_up(&ctx.nl, host.index).await?;
 
     let (ip, prefix, gw) = (c.ip, net.subnet.prefix_len(), net.gateway);
@@ -271,13 +274,14 @@ pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &st
 
     netlink::add_host_route(&ctx.nl, ip, host.index, gw).await?;
     netlink::add_neigh(&ctx.nl, host.index, ip, mac).await?;
+    // Rules may name this container already (a CNI container re-added under its old name):
+    // they are in force before the endpoint lets its first packet through.
+    policy::apply_for(ctx, st, name)?;
     let ep = endpoint(st, name)?;
     maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)?
         .insert(weir_common::addr::from_std(ip), ep, 0)
         .ctx(|| "adding the endpoint".into())?;
-    links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
-    // Rules may name this container already (a CNI container re-added under its old name).
-    policy::apply_for(ctx, st, name)?;
+    sysctl::enable_forwarding(&c.host_if)?;
     Ok(())
 }
 
@@ -298,6 +302,13 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     let Some(c) = st.containers.get(name) else {
         return;
     };
+    // The veth goes first: with from_container detached while the link still forwards, the
+    // kernel would route the container's packets itself, unfiltered (spoofed, unmasqueraded,
+    // out of an internal network). Deleting the link takes its tcx attachments with it.
+    let _ = sysctl::disable_forwarding(&c.host_if);
+    if let Ok(Some(l)) = netlink::link_by_name(&ctx.nl, &c.host_if).await {
+        let _ = netlink::delete_link(&ctx.nl, l.index).await;
+    }
     let _ = links::container_detach(&ctx.inst, c.identity);
     let ip = weir_common::addr::from_std(c.ip);
     if let Ok(mut m) = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)
@@ -312,9 +323,6 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     }
     let _ = policy::remove_for(ctx, st, name);
     let _ = purge_conntrack(ctx, |k, _| k.saddr == ip || k.daddr == ip);
-    if let Ok(Some(l)) = netlink::link_by_name(&ctx.nl, &c.host_if).await {
-        let _ = netlink::delete_link(&ctx.nl, l.index).await;
-    }
     if c.external_netns.is_none() {
         let _ = netns::delete(name);
     }

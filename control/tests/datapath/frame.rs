@@ -118,7 +118,8 @@ impl Ip {
         Self::icmp(src, dst, ICMP_ECHO_REPLY, 0, id)
     }
 
-    fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, id: u16) -> Self {
+    /// Any ICMP message; `id` fills the identifier field (meaningful for echo only).
+    pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, id: u16) -> Self {
         let mut rest = [0u8; 4];
         rest[..2].copy_from_slice(&id.to_be_bytes());
         rest[2..].copy_from_slice(&7u16.to_be_bytes());

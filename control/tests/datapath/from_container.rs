@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use weir_common::{
     conntrack::{flags, state},
+    policy::{IDENTITY_ANY, VERDICT_DENY},
     stats::{DropReason, Event, Hook, Path},
 };
 
@@ -59,13 +60,12 @@ fn container_to_container_keeps_the_packet_and_its_ttl() {
 #[test]
 fn egress_is_masqueraded_routed_and_decrements_ttl() {
     let mut dp = datapath();
-    // TCP, UDP (with and without checksum), ICMP echo, and another protocol.
+    // TCP, UDP (with and without checksum) and ICMP echo (port-less protocols: below).
     let cases = [
         Ip::tcp(A.ip, 40000, WORLD, 443, SYN),
         Ip::udp(A.ip, 40001, WORLD, 53),
         Ip::udp(A.ip, 40002, WORLD, 53).no_udp_csum(),
         Ip::echo(A.ip, WORLD, 0x4242),
-        Ip::raw(A.ip, WORLD, 47, b"gre-ish payload!"),
     ];
     for (i, ip) in cases.iter().enumerate() {
         let what = format!("egress case {i}: {:?}", ip.l4);
@@ -103,6 +103,69 @@ fn egress_is_masqueraded_routed_and_decrements_ttl() {
     let o = assert_to_uplink(&r, "tracked ACK");
     assert_eq!((o.ip.src, o.ip.sport), (UPLINK_IP, 40000));
     assert!(r.events().is_empty(), "no new flow: {:?}", r.events());
+}
+
+#[test]
+fn protocols_without_ports_are_never_masqueraded() {
+    let mut dp = datapath();
+    // IP-in-IP, GRE, ESP, SCTP: the address alone would tell such a flow from the host's, so
+    // its reply entry would take all of that protocol the peer sends the host.
+    for proto in [4u8, 47, 50, 132] {
+        let f = sent_by(&A, &Ip::raw(A.ip, WORLD, proto, b"tunnel payload!!"));
+        dp.from_container(&A, &f).assert_shot(
+            DropReason::UnsupportedL4,
+            FC,
+            &format!("protocol {proto} to the world"),
+        );
+    }
+    assert_eq!(dp.ct_len(), 0, "none of them left an entry");
+    // The peer's own GRE to the host stays the host's.
+    let g = inbound(&Ip::raw(WORLD, UPLINK_IP, 47, b"the host's tunnel"));
+    assert_to_host(&dp.uplink_tc(&g), &g, "the peer's GRE to the host");
+    // Between containers they are delivered as before.
+    let f = sent_by(&A, &Ip::raw(A.ip, B.ip, 47, b"tunnel payload!!"));
+    assert_delivered(&dp.from_container(&A, &f), &B, "GRE to a neighbour");
+}
+
+#[test]
+fn icmp_without_an_identifier_opens_no_catch_all_flow() {
+    let mut dp = datapath();
+    // An echo with identifier 0 has the key of every port-less ICMP message between two
+    // hosts: it opens nothing to the world...
+    dp.from_container(&A, &sent_by(&A, &Ip::echo(A.ip, WORLD, 0)))
+        .assert_shot(DropReason::IcmpUntracked, FC, "echo id 0 to the world");
+    assert_eq!(dp.ct_len(), 0);
+    // ...so the world's timestamp requests and redirects stay the host's.
+    for ty in [13u8, 5, 8] {
+        let f = inbound(&Ip::icmp(WORLD, UPLINK_IP, ty, 0, 0));
+        assert_to_host(
+            &dp.uplink_tc(&f),
+            &f,
+            &format!("ICMP type {ty} id 0 to the host"),
+        );
+    }
+    // Between containers they are delivered packet by packet, never tracked.
+    for ip in [Ip::echo(A.ip, B.ip, 0), Ip::icmp(A.ip, B.ip, 13, 0, 0)] {
+        let what = format!("{:?} to B", ip.l4);
+        assert_delivered(&dp.from_container(&A, &sent_by(&A, &ip)), &B, &what);
+    }
+    assert_eq!(dp.ct_len(), 0, "untracked");
+    // So under `isolate A` nothing of B's comes back through them as a "reply".
+    dp.rule(IDENTITY_ANY, A.identity, 0, 0, VERDICT_DENY);
+    for ip in [
+        Ip::echo_reply(B.ip, A.ip, 0),
+        Ip::icmp(B.ip, A.ip, 14, 0, 0),
+        Ip::icmp(B.ip, A.ip, 13, 0, 0),
+    ] {
+        let what = format!("{:?} from B to isolated A", ip.l4);
+        dp.from_container(&B, &sent_by(&B, &ip))
+            .assert_shot(DropReason::IsolatedDenied, FC, &what);
+    }
+    // An echo with an identifier is still a flow, both ways.
+    let r = dp.from_container(&A, &sent_by(&A, &Ip::echo(A.ip, B.ip, 0x77)));
+    assert_delivered(&r, &B, "echo 0x77");
+    let r = dp.from_container(&B, &sent_by(&B, &Ip::echo_reply(B.ip, A.ip, 0x77)));
+    assert_delivered(&r, &A, "its reply");
 }
 
 #[test]

@@ -259,6 +259,11 @@ fn container_network_sources_from_the_world_are_spoofed() {
         Ip::udp(NOBODY, 50000, UPLINK_IP, 5353),
         Ip::tcp(C.ip, 50000, B.ip, 80, SYN),
         Ip::tcp(GW1, 50000, UPLINK_IP, 8080, SYN),
+        // The host's own address from the wire, to a published port: translated, the
+        // container would take it for the host.
+        Ip::udp(UPLINK_IP, 4444, UPLINK_IP, 5353),
+        Ip::tcp(UPLINK_IP, 4444, UPLINK_IP, 8080, SYN),
+        Ip::udp(UPLINK_IP, 4444, WORLD2, 5353),
     ]
     .iter()
     .enumerate()

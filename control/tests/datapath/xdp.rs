@@ -41,6 +41,10 @@ fn drops_what_may_never_reach_a_container() {
             DropReason::SpoofedSource,
         ),
         (Ip::echo(GW2, UPLINK_IP, 1), DropReason::SpoofedSource),
+        (
+            Ip::udp(UPLINK_IP, 4444, UPLINK_IP, 5353),
+            DropReason::SpoofedSource,
+        ),
     ];
     for (i, (ip, reason)) in cases.iter().enumerate() {
         for opts in [&[][..], &[1u8; 12][..]] {
