@@ -71,6 +71,10 @@ pub struct Container {
     /// CNI container id, when created through weir-cni.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_id: Option<String>,
+    /// CNI_IFNAME of that attachment: with the container id and the network, what names it
+    /// (a DEL for another interface of the same container is not about this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_ifname: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -291,6 +295,12 @@ impl Journal {
 }
 
 /// The interrupted command's description, if the previous command did not finish.
+/// Whether a pending journal is an interrupted `control init`: only init itself can finish
+/// that (it needs its options and reloads the programs), so nothing else "repairs" it.
+pub fn is_init_journal(what: &str) -> bool {
+    what.trim() == "init" || what.trim().starts_with("init ")
+}
+
 pub fn pending_journal(inst: &Instance) -> Option<String> {
     fs::read_to_string(inst.journal_file()).ok()
 }

@@ -583,6 +583,25 @@ fn repeated_add_is_refused_and_stale_attachments_are_replaced() {
         "the first attachment must be intact"
     );
     assert_eq!(host_veths(&s).len(), 1);
+    // A second interface of the same container on the same network: refused — and the DEL
+    // the runtime then sends for it (the spec's cleanup after a failed ADD) is about that
+    // interface, not the first one.
+    let net1 = Req {
+        ifname: "net1",
+        ..req("ADD", "rep0", &c)
+    };
+    assert_error(&net1.run(&conf), 1001, "1.0.0");
+    let d = Req {
+        ifname: "net1",
+        ..req("DEL", "rep0", &c)
+    }
+    .run(&conf);
+    assert!(d.ok, "{} {}", d.out, d.err);
+    assert!(
+        req("CHECK", "rep0", &c).run(&check).ok,
+        "a DEL of net1 removed the eth0 attachment"
+    );
+    assert!(has_link(&c, "eth0"));
     // A second interface in the same namespace is a different attachment (another network).
     let n2 = s.network("n2", "10.75.0.0/24", &[]);
     let conf2 = self::conf(&s, "1.0.0", &n2);

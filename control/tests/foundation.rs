@@ -316,6 +316,62 @@ fn down_leaves_nothing_behind() {
     s.ok(&["down"]);
 }
 
+/// A state dir of its own, removed on drop.
+struct OtherStateDir(std::path::PathBuf);
+
+impl Drop for OtherStateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn one_host_namespace_has_one_instance() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.47.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let a_ip = s.ip_of(&a);
+    let pins = || std::fs::read_dir("/sys/fs/bpf/weir").map_or(0, |d| d.count());
+    let before = pins();
+    // A second state dir serving the same host namespace would share its uplink, gateway
+    // device and `wr-` names: refused, with nothing created.
+    let other = OtherStateDir(std::env::temp_dir().join(rig::unique("weir-second-")));
+    let o = Command::new(CONTROL)
+        .arg("--state-dir")
+        .arg(&other.0)
+        .args(["--host-netns", &s.host.name, "init", "--uplink", "up0"])
+        .env_remove("WEIR_STATE_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a second instance was initialised");
+    let err = text(&o.stderr);
+    assert!(err.contains("another Weir instance"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(pins(), before, "the refused init pinned something");
+    assert!(net::ping(&s.host, &a_ip, 1), "a lost its link");
+
+    // A create whose host-side name is taken by a link it did not make fails — and its
+    // rollback leaves that link alone (it deletes only a link with its own MAC).
+    let a_if = s.host_if_of(&a);
+    let next = u32::from_str_radix(a_if.trim_start_matches("wr-"), 16).unwrap() + 1;
+    let squatter = format!("wr-{next:x}");
+    s.host.must(&[
+        "ip", "link", "add", &squatter, "type", "veth", "peer", "name", "sq-peer",
+    ]);
+    let e = s.fails(&["container", "create", &s.name("b"), "--network", &n]);
+    assert!(e.contains("already exists"), "{e}");
+    assert!(
+        s.host
+            .run(&["ip", "link", "show", &squatter])
+            .status
+            .success(),
+        "the failed create deleted {squatter}, which was not its own"
+    );
+    s.host.must(&["ip", "link", "del", &squatter]);
+    assert!(net::ping(&s.host, &a_ip, 1), "a lost its link");
+}
+
 #[test]
 fn two_sandboxed_hosts_do_not_interfere() {
     let s1 = Sandbox::with_weir(CONTROL, &[]);

@@ -260,6 +260,19 @@ fn unpublish_cuts_new_connections_at_once() {
     let again = s.ok(&["unpublish", &web.name, "8080"]);
     assert!(again.contains("nothing to do"), "{again}");
     assert!(net::curl(&s.ext, &format!("http://{UPLINK_IP}:8080/"), 2).is_none());
+
+    // Published on two addresses one by one: one unpublish without --host-ip takes both.
+    s.ok(&["publish", &web.name, "8080:80", "--host-ip", UPLINK_IP]);
+    s.ok(&["publish", &web.name, "8080:80", "--host-ip", "127.0.0.1"]);
+    assert_eq!(
+        net::curl(&s.host, "http://127.0.0.1:8080/", 5).as_deref(),
+        Some("up")
+    );
+    let out = s.ok(&["unpublish", &web.name, "8080"]);
+    assert_eq!(out.matches("unpublished").count(), 2, "{out}");
+    assert!(s.json(&["ports"]).as_array().unwrap().is_empty());
+    assert!(net::curl(&s.host, "http://127.0.0.1:8080/", 2).is_none());
+    assert!(net::curl(&s.ext, &format!("http://{UPLINK_IP}:8080/"), 2).is_none());
 }
 
 #[test]

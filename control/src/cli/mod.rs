@@ -76,8 +76,8 @@ pub enum Cmd {
     /// Publish a container port on the host: reachable from the world, the host and other
     /// containers.
     Publish(publish::PublishArgs),
-    /// Stop publishing a host port (new connections are refused at once; a port no longer
-    /// published is a no-op, one published to another container an error).
+    /// Stop publishing a host port (new connections are refused at once). Without --host-ip,
+    /// on every address the container has it on; a port it does not publish is a no-op.
     Unpublish(publish::UnpublishArgs),
     /// List published ports.
     Ports(JsonArg),

@@ -44,7 +44,7 @@ pub struct UnpublishArgs {
     container: String,
     /// HOSTPORT[/tcp|/udp] (tcp if omitted).
     port: String,
-    /// Only the publication on this host address.
+    /// Only the publication on this host address (default: on every address it has).
     #[arg(long, value_name = "IP")]
     host_ip: Option<String>,
 }
@@ -73,19 +73,38 @@ pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
 
 pub async fn unpublish(ctx: &Ctx, a: UnpublishArgs) -> Result<()> {
     match publish::unpublish(ctx, &a.container, &a.port, a.host_ip.as_deref()).await? {
-        Unpublished::Removed(p) => println!(
-            "unpublished {}:{}/{} (was -> {}:{})",
-            host(p.host_ip),
-            p.host_port,
-            p.proto.name(),
-            p.container,
-            p.container_port
-        ),
-        Unpublished::NotPublished { host_port, proto } => println!(
-            "{} {host_port}/{} is not published: nothing to do",
-            a.container,
-            proto.name()
-        ),
+        Unpublished::Removed(ps) => {
+            for p in ps {
+                println!(
+                    "unpublished {}:{}/{} (was -> {}:{})",
+                    host(p.host_ip),
+                    p.host_port,
+                    p.proto.name(),
+                    p.container,
+                    p.container_port
+                );
+            }
+        }
+        Unpublished::NotPublished {
+            host_port,
+            proto,
+            held_by,
+        } => {
+            let other = held_by
+                .map(|o| {
+                    format!(
+                        " (it is published on {} to {})",
+                        host(o.host_ip),
+                        o.container
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "{} {host_port}/{} is not published{other}: nothing to do",
+                a.container,
+                proto.name()
+            );
+        }
     }
     Ok(())
 }

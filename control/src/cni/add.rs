@@ -77,6 +77,7 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
     let mut rec = container::new_record(&mut st, network, ip);
     rec.external_netns = Some(ns.display().to_string());
     rec.cni_id = Some(env.container_id.clone());
+    rec.cni_ifname = Some(env.ifname.clone());
     if let Some(m) = want_mac {
         rec.mac = m;
     }

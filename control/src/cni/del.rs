@@ -23,6 +23,15 @@ pub async fn del(ctx: &Ctx, env: &Env, conf: &NetConf) -> CniResult<()> {
     let Some(name) = find(&st, conf.network(), &env.container_id) else {
         return Ok(());
     };
+    // An attachment is (container, interface, network): the DEL a runtime sends after an ADD
+    // of a second interface failed is not about the first one.
+    if st.containers[&name]
+        .cni_ifname
+        .as_deref()
+        .is_some_and(|i| i != env.ifname)
+    {
+        return Ok(());
+    }
     release(ctx, st, &[name], "cni del").await
 }
 

@@ -154,7 +154,8 @@ fn container_id_valid(id: &str) -> CniResult<()> {
 }
 
 /// SPEC: a Linux interface name: not empty, not `.` or `..`, under 16 bytes, no `/`, `:` or
-/// whitespace.
+/// whitespace — and no `%`, which the kernel would expand into a number (`eth%d` → `eth0`),
+/// so the interface would not be found under the name asked for.
 fn ifname_valid(name: &str) -> CniResult<()> {
     let bad = name.is_empty()
         || name == "."
@@ -162,10 +163,10 @@ fn ifname_valid(name: &str) -> CniResult<()> {
         || name.len() > 15
         || name
             .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+            .any(|c| c == '/' || c == ':' || c == '%' || c.is_whitespace());
     if bad {
         return Err(CniError::env(format!(
-            "invalid CNI_IFNAME {name:?}: use 1-15 characters without '/', ':' or whitespace"
+            "invalid CNI_IFNAME {name:?}: use 1-15 characters without '/', ':', '%' or whitespace"
         )));
     }
     Ok(())
@@ -220,6 +221,7 @@ mod tests {
             ("CNI_IFNAME", "a-very-long-name0"),
             ("CNI_IFNAME", "eth:0"),
             ("CNI_IFNAME", ".."),
+            ("CNI_IFNAME", "eth%d"),
             ("CNI_ARGS", "novalue"),
             ("CNI_COMMAND", "FROB"),
         ] {

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 
@@ -60,6 +61,27 @@ pub fn link_update(link: &Path, prog: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The interface a tcx or XDP link pinned at `link` is attached to (0 once that interface is
+/// gone and the link defunct).
+pub fn link_ifindex(link: &Path) -> Result<u32> {
+    let l = obj_get(link)?;
+    // struct bpf_link_info { u32 type, id, prog_id; union (8-aligned) { tcx/xdp: u32 ifindex
+    // first } }: the ifindex is at byte 16.
+    let mut info = [0u64; 16];
+    let mut attr = [0u64; 16];
+    // struct { u32 bpf_fd; u32 info_len; u64 info; }
+    attr[0] = (l.as_raw_fd() as u32 as u64) | ((std::mem::size_of_val(&info) as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    if bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) < 0 {
+        return Err(Error::Other(anyhow::anyhow!(
+            "reading link {}: {}",
+            link.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(info[2] as u32)
 }
 
 /// The program id in slot `index` of the program array pinned at `path` (a lookup from user

@@ -18,6 +18,21 @@ use crate::{
 /// Attaches the pinned classifier `prog` to `ifname`'s TC ingress or egress (tcx, appended
 /// after any existing program) and pins the link as `link`; if that link exists, swaps its
 /// program.
+/// Whether the link pinned at `link_pin` is attached to `ifname` (then its program is swapped
+/// in place). A pin on another interface — left by an init killed while it moved the uplink —
+/// or on one that is gone is removed, so the caller attaches afresh.
+fn on_interface(link_pin: &Path, ifname: &str) -> Result<bool> {
+    if !link_pin.exists() {
+        return Ok(false);
+    }
+    let want = nix::net::if_::if_nametoindex(ifname).unwrap_or(0);
+    if want != 0 && bpfsys::link_ifindex(link_pin).ok() == Some(want) {
+        return Ok(true);
+    }
+    std::fs::remove_file(link_pin).ctx(|| format!("removing stale pin {}", link_pin.display()))?;
+    Ok(false)
+}
+
 pub fn tc_attach(
     inst: &Instance,
     prog: &str,
@@ -26,7 +41,7 @@ pub fn tc_attach(
     link: &str,
 ) -> Result<()> {
     let link_pin = inst.link_pin(link);
-    if link_pin.exists() {
+    if on_interface(&link_pin, ifname)? {
         return bpfsys::link_update(&link_pin, &inst.prog_pin(prog));
     }
     let mut p = classifier(inst, prog)?;
@@ -43,7 +58,7 @@ pub fn tc_attach(
 /// Attaches the uplink XDP program in native (driver) mode, or generic mode when `skb`.
 pub fn xdp_attach(inst: &Instance, ifname: &str, link: &str, skb: bool) -> Result<()> {
     let link_pin = inst.link_pin(link);
-    if link_pin.exists() {
+    if on_interface(&link_pin, ifname)? {
         return bpfsys::link_update(&link_pin, &inst.prog_pin(super::UPLINK_XDP));
     }
     let mut p = xdp(inst)?;

@@ -162,6 +162,7 @@ pub fn new_record(st: &mut State, network: &str, ip: Ipv4Addr) -> Container {
         phase: Phase::Creating,
         external_netns: None,
         cni_id: None,
+        cni_ifname: None,
     }
 }
 
@@ -305,8 +306,14 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     // The veth goes first: with from_container detached while the link still forwards, the
     // kernel would route the container's packets itself, unfiltered (spoofed, unmasqueraded,
     // out of an internal network). Deleting the link takes its tcx attachments with it.
-    let _ = sysctl::disable_forwarding(&c.host_if);
-    if let Ok(Some(l)) = netlink::link_by_name(&ctx.nl, &c.host_if).await {
+    // Only the link this container made (its MAC): a create that failed because the name
+    // was taken must not delete the link that holds it.
+    let ours = netlink::parse_mac(&c.host_mac);
+    if let Ok(Some(l)) = netlink::link_by_name(&ctx.nl, &c.host_if).await
+        && ours.is_some()
+        && l.mac == ours
+    {
+        let _ = sysctl::disable_forwarding(&c.host_if);
         let _ = netlink::delete_link(&ctx.nl, l.index).await;
     }
     let _ = links::container_detach(&ctx.inst, c.identity);

@@ -47,6 +47,38 @@ pub struct InitReport {
     pub containers_updated: usize,
 }
 
+/// Refuses a host namespace another instance (another state dir) already serves: two would
+/// share the uplink, the gateway device and the `wr-` names, and undo each other's work.
+fn sole_instance(inst: &Instance) -> Result<()> {
+    let Some(parent) = inst.pin_dir.parent() else {
+        return Ok(());
+    };
+    let Ok(dirs) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    let here = netns::cookie()?;
+    for d in dirs.flatten() {
+        let id = d.file_name().to_string_lossy().into_owned();
+        if id == inst.id {
+            continue;
+        }
+        let other = Instance {
+            state_dir: Default::default(),
+            id,
+            pin_dir: d.path(),
+        };
+        if let Ok(Some(cfg)) = maps::read_config(&other)
+            && cfg.netns_cookie == here
+        {
+            return Err(Error::conflict(format!(
+                "another Weir instance (pins {}) already serves this host namespace: use its --state-dir, or `control down` it first",
+                other.pin_dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     datapath::ensure_bpffs()?;
     let _lock = ctx.inst.lock()?;
@@ -60,6 +92,7 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         )));
     }
     datapath::check_pinned(&ctx.inst, prev.as_ref().map(|p| p.settings.conntrack_max))?;
+    sole_instance(&ctx.inst)?;
 
     // Settings: explicit flags, else what the instance already had, else defaults.
     let mut settings = prev
@@ -130,7 +163,8 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         net_links: Vec::new(),
         containers: BTreeMap::new(),
     });
-    let j = state::Journal::begin(&ctx.inst, "init")?;
+    // Names the uplink: an interrupted init is finished by running it again (see Ctx::begin).
+    let j = state::Journal::begin(&ctx.inst, &format!("init --uplink {}", uplink.name))?;
     if let Some(p) = &prev
         && p.uplink.name != uplink.name
     {

@@ -12,7 +12,7 @@ pub mod reconcile;
 use rtnetlink::Handle;
 
 use crate::{
-    error::Result,
+    error::{Error, Result},
     instance::{Instance, Lock},
     netlink,
     state::{self, State},
@@ -39,6 +39,12 @@ impl Ctx {
         let lock = self.inst.lock()?;
         let mut st = state::load_required(&self.inst)?;
         if let Some(what) = state::pending_journal(&self.inst) {
+            if state::is_init_journal(&what) {
+                return Err(Error::conflict(format!(
+                    "an earlier `control {}` was interrupted: run it again to finish",
+                    what.trim()
+                )));
+            }
             eprintln!(
                 "note: an earlier command ({}) was interrupted; repairing",
                 what.trim()

@@ -256,17 +256,22 @@ fn port_free(host_ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<()> {
 
 /// What `unpublish` did.
 pub enum Unpublished {
-    Removed(Publish),
-    /// Nothing held that host port: a repeat, nothing to do.
+    /// The container's publications of that port (on every address it had it on, unless
+    /// one was named).
+    Removed(Vec<Publish>),
+    /// The container does not publish that port: a repeat, nothing to do. `held_by`: the
+    /// publication of another container on it, if any (worth a note: a typo, maybe).
     NotPublished {
         host_port: u16,
         proto: Proto,
+        held_by: Option<Publish>,
     },
 }
 
-/// Unpublishes `spec` from `container`. Idempotent: NotPublished when nothing holds that host
-/// port any more; an error when another container (or this one on every address, when
-/// `host_ip` is given) holds it, since that is a typo, not a repeat.
+/// Unpublishes `spec` from `container`: every publication of that host port it has, or the
+/// one on `host_ip`. Idempotent: NotPublished when it has none. An error only when `host_ip`
+/// names one address of a port the container publishes on every address (that cannot be
+/// taken away from one address alone).
 pub async fn unpublish(
     ctx: &Ctx,
     container: &str,
@@ -280,45 +285,42 @@ pub async fn unpublish(
     let mut book = PublishBook::open(&ctx.inst)?;
     let items = book.items()?;
     let same_port = |p: &&Publish| p.host_port == hp && p.proto == proto;
-    let Some(p) = items
+    let mine: Vec<Publish> = items
         .iter()
         .filter(same_port)
-        .find(|p| p.container == container && (host_ip.is_none() || p.host_ip == host_ip))
+        .filter(|p| p.container == container && (host_ip.is_none() || p.host_ip == host_ip))
         .cloned()
-    else {
-        // Anyone holding the port on an address this request covers?
-        if let Some(o) = items
+        .collect();
+    if mine.is_empty() {
+        if host_ip.is_some()
+            && items
+                .iter()
+                .filter(same_port)
+                .any(|p| p.container == container && p.host_ip.is_none())
+        {
+            return Err(Error::not_found(format!(
+                "container {container:?} publishes {hp}/{} on every host address, not on one alone: unpublish it without --host-ip",
+                proto.name()
+            )));
+        }
+        let held_by = items
             .iter()
             .filter(same_port)
             .find(|p| host_ip.is_none() || p.host_ip.is_none() || p.host_ip == host_ip)
-        {
-            if o.container == container {
-                return Err(Error::not_found(format!(
-                    "container {container:?} publishes {hp}/{} on every host address, not on one alone: unpublish it without --host-ip",
-                    proto.name()
-                )));
-            }
-            let on = o
-                .host_ip
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "every host address".into());
-            return Err(Error::not_found(format!(
-                "container {container:?} has no published host port {hp}/{}{} (it is published on {on} to {:?}): see `control ports`",
-                proto.name(),
-                host_ip.map(|a| format!(" on {a}")).unwrap_or_default(),
-                o.container
-            )));
-        }
+            .cloned();
         return Ok(Unpublished::NotPublished {
             host_port: hp,
             proto,
+            held_by,
         });
-    };
+    }
     let j = state::Journal::begin(&ctx.inst, &format!("unpublish {container} {spec}"))?;
-    remove_entry(ctx, &st, &p)?;
-    book.remove(&p)?;
+    for p in &mine {
+        remove_entry(ctx, &st, p)?;
+        book.remove(p)?;
+    }
     j.done()?;
-    Ok(Unpublished::Removed(p))
+    Ok(Unpublished::Removed(mine))
 }
 
 /// Removes a published port's map entry (the state is the caller's business).
