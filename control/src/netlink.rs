@@ -106,9 +106,7 @@ pub async fn links(h: &Handle) -> Result<Vec<Link>> {
 }
 
 /// Creates a veth pair: `host_name` here, its peer `peer_name` directly inside the namespace
-/// open as `peer_netns_fd`, each with the given MAC.
-/// Creates a veth pair, `peer_name` moved into the namespace behind `peer_netns_fd`, both ends
-/// with MTU `mtu`.
+/// open as `peer_netns_fd`, each with the given MAC, both with MTU `mtu`.
 pub async fn create_veth(
     h: &Handle,
     host_name: &str,

@@ -31,7 +31,7 @@ impl Publish {
     }
 
     /// The part of its line that names its host port: a search hint for the book.
-    fn port_hint(host_port: u16, proto: Proto) -> String {
+    pub fn port_hint(host_port: u16, proto: Proto) -> String {
         format!(":{host_port}/{} ", proto.name())
     }
 }
@@ -100,6 +100,17 @@ impl PublishBook {
         self.matching(container, |p| p.container == container)
     }
 
+    /// The publishes that take `host_port/proto` on `host_ip` (None: on any address).
+    pub fn on_port(
+        &self,
+        host_ip: Option<Ipv4Addr>,
+        host_port: u16,
+        proto: Proto,
+    ) -> Result<Vec<Publish>> {
+        let hint = Publish::port_hint(host_port, proto);
+        self.matching(&hint, |p| p.clashes(host_ip, host_port, proto))
+    }
+
     /// The publish that takes `host_port/proto` on `host_ip`, if one does.
     pub fn clashing(
         &self,
@@ -107,11 +118,7 @@ impl PublishBook {
         host_port: u16,
         proto: Proto,
     ) -> Result<Option<Publish>> {
-        let hint = Publish::port_hint(host_port, proto);
-        Ok(self
-            .matching(&hint, |p| p.clashes(host_ip, host_port, proto))?
-            .into_iter()
-            .next())
+        Ok(self.on_port(host_ip, host_port, proto)?.into_iter().next())
     }
 
     /// Drops every port published to `container` (it is going away).

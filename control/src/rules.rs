@@ -124,6 +124,12 @@ impl RuleBook {
         Book::load(inst.rules_file())
     }
 
+    /// The rules naming container `name`.
+    pub fn naming(&self, name: &str) -> Result<Vec<Rule>> {
+        // Names hold no spaces: a line that does not contain the name cannot name it.
+        self.matching(name, |r| r.names(name))
+    }
+
     /// Drops every rule naming container `name` (it is going away).
     pub fn forget(&mut self, name: &str) -> Result<usize> {
         // Names hold no spaces: a line that does not contain the name cannot name it.

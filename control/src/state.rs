@@ -294,13 +294,16 @@ impl Journal {
     }
 }
 
-/// The interrupted command's description, if the previous command did not finish.
-/// Whether a pending journal is an interrupted `control init`: only init itself can finish
-/// that (it needs its options and reloads the programs), so nothing else "repairs" it.
-pub fn is_init_journal(what: &str) -> bool {
-    what.trim() == "init" || what.trim().starts_with("init ")
+/// When the pending journal `what` is an interrupted `control init`, what to tell the user:
+/// only init itself can finish that (it needs its options and reloads the programs), so no
+/// other command "repairs" it.
+pub fn unfinished_init(what: &str) -> Option<String> {
+    let what = what.trim();
+    (what == "init" || what.starts_with("init "))
+        .then(|| format!("an earlier `control {what}` was interrupted: run it again to finish"))
 }
 
+/// The interrupted command's description, if the previous command did not finish.
 pub fn pending_journal(inst: &Instance) -> Option<String> {
     fs::read_to_string(inst.journal_file()).ok()
 }

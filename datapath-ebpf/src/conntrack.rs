@@ -117,13 +117,12 @@ pub fn picked_up(pkt: &Ipv4) -> bool {
     pkt.proto == IPPROTO_TCP && pkt.tcp_flags & tcp::SYN == 0
 }
 
-/// Identities and flags a new pair is created with.
+/// Identities and flags a new pair is created with (every pair starts `state::NEW`).
 #[derive(Clone, Copy)]
 pub struct NewFlow {
     pub flags: u16,
     pub src_identity: u32,
     pub dst_identity: u32,
-    pub state: u8,
 }
 
 /// Builds an entry in scratch slot `slot` (see `WEIR_CT_SCRATCH`), field by field so that no
@@ -149,7 +148,7 @@ fn entry(
         (*e).src_identity = f.src_identity;
         (*e).dst_identity = f.dst_identity;
         (*e).flags = flags;
-        (*e).state = f.state;
+        (*e).state = state::NEW;
         (*e)._pad = [0; 5];
         Ok(&*e)
     }

@@ -16,7 +16,7 @@ use aya_ebpf::{
 use weir_common::{
     addr::{is_loopback, is_multicast_or_broadcast},
     config::Config,
-    conntrack::{FlowKey, IPPROTO_ICMP, flags, state as ct_state},
+    conntrack::{FlowKey, IPPROTO_ICMP, flags},
     endpoint::{Endpoint, flags as ep_flags},
     maps::TAIL_NEW_FLOW,
     publish::PublishTarget,
@@ -252,7 +252,6 @@ fn open_local(
             flags: 0,
             src_identity: src.identity,
             dst_identity: dst.identity,
-            state: ct_state::NEW,
         };
         conntrack::create_pair(&key, &key, &f, cfg, conntrack::now())?;
     }
@@ -284,7 +283,6 @@ fn open_hairpin(
         flags: flags::HAIRPIN | flags::DNAT,
         src_identity: src.identity,
         dst_identity: dst.identity,
-        state: ct_state::NEW,
     };
     conntrack::create_pair(&pkt.flow(), &new, &f, cfg, conntrack::now())?;
     metrics::event(Event::DnatNew);
@@ -356,7 +354,6 @@ fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, Drop
         flags: 0,
         src_identity: src.identity,
         dst_identity: weir_common::policy::IDENTITY_WORLD,
-        state: ct_state::NEW,
     };
     let new = nat::masquerade(ctx, &pkt.flow(), &f, cfg, conntrack::now())?;
     nat::rewrite(ctx, pkt, &new)?;

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use weir_common::{
     addr::is_loopback,
-    conntrack::{flags, state as ct_state},
+    conntrack::flags,
     policy::IDENTITY_WORLD,
     stats::{DropReason, Event, Hook, Path},
 };
@@ -130,7 +130,6 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
                 flags: flags::DNAT | flags::FROM_WORLD,
                 src_identity: IDENTITY_WORLD,
                 dst_identity: dst.identity,
-                state: ct_state::NEW,
             };
             conntrack::create_pair(&key, &new, &f, cfg, now).map_err(|r| Drop::flow(r, key))?;
             metrics::event(Event::DnatNew);

@@ -60,17 +60,12 @@ pub struct Status {
 pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
     let mut problems = Vec::new();
     if let Some(j) = state::pending_journal(&ctx.inst) {
-        problems.push(if state::is_init_journal(&j) {
-            format!(
-                "an earlier `control {}` was interrupted: run it again to finish",
-                j.trim()
-            )
-        } else {
+        problems.push(state::unfinished_init(&j).unwrap_or_else(|| {
             format!(
                 "an interrupted command ({}) left work to repair; the next change repairs it",
                 j.trim()
             )
-        });
+        }));
     }
     let mut programs = vec![ProgramStatus {
         program: datapath::UPLINK_TC.into(),

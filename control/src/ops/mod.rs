@@ -39,11 +39,8 @@ impl Ctx {
         let lock = self.inst.lock()?;
         let mut st = state::load_required(&self.inst)?;
         if let Some(what) = state::pending_journal(&self.inst) {
-            if state::is_init_journal(&what) {
-                return Err(Error::conflict(format!(
-                    "an earlier `control {}` was interrupted: run it again to finish",
-                    what.trim()
-                )));
+            if let Some(msg) = state::unfinished_init(&what) {
+                return Err(Error::conflict(msg));
             }
             eprintln!(
                 "note: an earlier command ({}) was interrupted; repairing",

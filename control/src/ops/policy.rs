@@ -106,7 +106,7 @@ fn write_keys(ctx: &Ctx, st: &State, book: &RuleBook, changed: &[Rule]) -> Resul
 /// Installs the entries of every rule naming `name` (after the container got its identity).
 pub fn apply_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
     let book = RuleBook::open(&ctx.inst)?;
-    let mine = book.matching(name, |r| r.names(name))?;
+    let mine = book.naming(name)?;
     write_keys(ctx, st, &book, &mine)
 }
 
@@ -114,7 +114,7 @@ pub fn apply_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
 pub fn remove_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
     let book = RuleBook::open(&ctx.inst)?;
     let mut m = maps::hash::<PolicyKey, u32>(&ctx.inst, names::POLICY)?;
-    for r in book.matching(name, |r| r.names(name))? {
+    for r in book.naming(name)? {
         for k in keys_of(st, &r) {
             let _ = m.remove(&k);
         }

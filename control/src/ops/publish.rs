@@ -134,12 +134,7 @@ pub async fn add(
         if existing == p {
             return Ok(p);
         }
-        return Err(Error::conflict(format!(
-            "host port {host_port}/{} is already published ({} {}): unpublish it first or pick another port",
-            proto.name(),
-            existing.container,
-            describe(&existing)
-        )));
+        return Err(already_published(&existing));
     }
     if let Some(ip) = host_ip {
         let local = netlink::ipv4_addrs(&ctx.nl, None)
@@ -169,6 +164,17 @@ pub async fn add(
     Ok(p)
 }
 
+/// The refusal of a host port `existing` holds.
+fn already_published(existing: &Publish) -> Error {
+    Error::conflict(format!(
+        "host port {}/{} is already published ({} {}): unpublish it first or pick another port",
+        existing.host_port,
+        existing.proto.name(),
+        existing.container,
+        describe(existing)
+    ))
+}
+
 /// Checks, before anything is created, that a new container on `network` can publish `specs`
 /// (HOSTPORT, PORT, PROTO on every host address): `container create --publish` then fails
 /// without touching the kernel, instead of rolling back a half-made container.
@@ -194,12 +200,7 @@ pub fn precheck(
             )));
         }
         if let Some(existing) = book.clashing(None, *h, *pr)? {
-            return Err(Error::conflict(format!(
-                "host port {h}/{} is already published ({} {}): unpublish it first or pick another port",
-                pr.name(),
-                existing.container,
-                describe(&existing)
-            )));
+            return Err(already_published(&existing));
         }
         port_free(None, *h, *pr)?;
     }
@@ -283,42 +284,33 @@ pub async fn unpublish(
     let (_lock, st) = ctx.begin().await?;
     st.container(container)?;
     let mut book = PublishBook::open(&ctx.inst)?;
-    let items = book.items()?;
-    let same_port = |p: &&Publish| p.host_port == hp && p.proto == proto;
-    let mine: Vec<Publish> = items
-        .iter()
-        .filter(same_port)
-        .filter(|p| p.container == container && (host_ip.is_none() || p.host_ip == host_ip))
-        .cloned()
-        .collect();
+    // Everything on that port the request covers: the container's own, or another's.
+    let (mine, others): (Vec<Publish>, Vec<Publish>) = book
+        .on_port(host_ip, hp, proto)?
+        .into_iter()
+        .partition(|p| p.container == container);
+    // With --host-ip, a publication on every address covers it without being it.
+    let (mine, everywhere): (Vec<Publish>, Vec<Publish>) = mine
+        .into_iter()
+        .partition(|p| host_ip.is_none() || p.host_ip == host_ip);
     if mine.is_empty() {
-        if host_ip.is_some()
-            && items
-                .iter()
-                .filter(same_port)
-                .any(|p| p.container == container && p.host_ip.is_none())
-        {
+        if !everywhere.is_empty() {
             return Err(Error::not_found(format!(
                 "container {container:?} publishes {hp}/{} on every host address, not on one alone: unpublish it without --host-ip",
                 proto.name()
             )));
         }
-        let held_by = items
-            .iter()
-            .filter(same_port)
-            .find(|p| host_ip.is_none() || p.host_ip.is_none() || p.host_ip == host_ip)
-            .cloned();
         return Ok(Unpublished::NotPublished {
             host_port: hp,
             proto,
-            held_by,
+            held_by: others.into_iter().next(),
         });
     }
     let j = state::Journal::begin(&ctx.inst, &format!("unpublish {container} {spec}"))?;
     for p in &mine {
         remove_entry(ctx, &st, p)?;
-        book.remove(p)?;
     }
+    book.retain(&Publish::port_hint(hp, proto), |p| !mine.contains(p))?;
     j.done()?;
     Ok(Unpublished::Removed(mine))
 }
