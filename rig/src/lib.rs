@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod capture;
+pub mod maps;
 pub mod net;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -287,16 +289,27 @@ impl Sandbox {
         self.ok(&a)
     }
 
+    /// `control` with this instance's state dir and nothing else: the caller chooses the other
+    /// global flags (another `--host-netns`, none), the command and how to run it.
+    pub fn bare_command(&self) -> Command {
+        let mut c = Command::new(&self.control);
+        c.arg("--state-dir")
+            .arg(&self.state_dir)
+            .env_remove("WEIR_STATE_DIR")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `control args` against this instance, not started yet (to spawn, pipe or kill it).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = self.bare_command();
+        c.arg("--host-netns").arg(&self.host.name).args(args);
+        c
+    }
+
     /// Runs `control` against this instance.
     pub fn control(&self, args: &[&str]) -> Output {
-        Command::new(&self.control)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--host-netns")
-            .arg(&self.host.name)
-            .args(args)
-            .env_remove("WEIR_STATE_DIR")
-            .stdin(Stdio::null())
+        self.command(args)
             .output()
             .unwrap_or_else(|e| panic!("running control {args:?}: {e}"))
     }
@@ -394,6 +407,29 @@ impl Sandbox {
             .as_object()
             .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
             .unwrap_or(0)
+    }
+
+    /// The problems `control status` reports (none on a healthy instance).
+    pub fn problems(&self) -> Vec<serde_json::Value> {
+        self.json(&["status"])["problems"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Where this instance pins its programs, links and maps (`control status`'s pin_dir).
+    pub fn pin_dir(&self) -> PathBuf {
+        let st = self.json(&["status"]);
+        PathBuf::from(
+            st["pin_dir"]
+                .as_str()
+                .unwrap_or_else(|| panic!("status without a pin_dir: {st}")),
+        )
+    }
+
+    /// The pin of this instance's map `name`.
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        self.pin_dir().join("maps").join(name)
     }
 
     /// Packets counted on forwarding path `path`.

@@ -142,3 +142,74 @@ pub fn nstat(ns: &Netns, name: &str) -> u64 {
             )
         })
 }
+
+/// A TCP server in `ns` answering each connection with the peer address it saw ("ADDR PORT"),
+/// then holding the connection open for `hold_secs`.
+pub fn peer_echo(ns: &Netns, port: u16, hold_secs: u32) -> Bg {
+    let bg = ns.spawn(&[
+        "socat",
+        &format!("TCP4-LISTEN:{port},fork,reuseaddr"),
+        // socat splits addresses on ":", so the peer is printed as "ADDR PORT".
+        &format!("SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT; sleep {hold_secs}"),
+    ]);
+    wait_listening(ns, port, "tcp");
+    bg
+}
+
+/// Connects to `addr:port` from `ns` (`extra`: more socat address options, e.g.
+/// ",sourceport=40000") and returns the first line the server sends.
+pub fn ask_peer(ns: &Netns, addr: &str, port: u16, extra: &str) -> String {
+    let o = ns.sh(&format!(
+        "timeout 5 socat -T4 - TCP4:{addr}:{port}{extra} </dev/null | head -1"
+    ));
+    text(&o.stdout).trim().to_string()
+}
+
+/// The address a [`peer_echo`] server at `addr:port` saw `ns` connect from.
+pub fn peer_seen(ns: &Netns, addr: &str, port: u16) -> String {
+    let line = ask_peer(ns, addr, port, "");
+    line.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// A TCP echo server (socat, one `cat` per connection).
+pub fn tcp_echo(ns: &Netns, port: u16) -> Bg {
+    let bg = ns.spawn(&[
+        "socat",
+        &format!("TCP4-LISTEN:{port},fork,reuseaddr,backlog=512"),
+        "EXEC:cat",
+    ]);
+    wait_listening(ns, port, "tcp");
+    bg
+}
+
+/// Sends one datagram from each of `n` fresh sockets (fresh source ports) to `dst:port`, round
+/// after round for `secs` seconds (at least one round): a flood of distinct flows. Prints how
+/// many it sent.
+const FRESH_UDP_FLOWS: &str = r#"
+import socket, sys, time
+dst, port, n, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+end = time.time() + secs
+sent = 0
+while True:
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"x", (dst, port))
+        s.close()
+        sent += 1
+    if time.time() >= end:
+        break
+print(sent)
+"#;
+
+/// Starts [`FRESH_UDP_FLOWS`] in `ns`; `Bg::finish` gives what it printed.
+pub fn fresh_udp_flows(ns: &Netns, dst: &str, port: u16, n: u32, secs: u32) -> Bg {
+    ns.spawn_piped(&[
+        "python3",
+        "-c",
+        FRESH_UDP_FLOWS,
+        dst,
+        &port.to_string(),
+        &n.to_string(),
+        &secs.to_string(),
+    ])
+}

@@ -1,11 +1,11 @@
-//! Issue #6 (monitor): `control monitor --json` streams one JSON object per dropped packet —
-//! spoofed sources, policy denials, the world knocking on a container address directly —
-//! with the reasons `control stats` counts under; it stops after --count events or
+//! `control monitor --json` streams one JSON object per dropped packet — spoofed sources,
+//! policy denials, the world knocking on a container address directly, exhausted NAT — with
+//! the reasons `control stats` counts under; it stops after --count events or
 //! --duration seconds, and clears the datapath's "listening" flag when it ends.
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -16,7 +16,7 @@ use rig::{EXT_IP, Netns, Sandbox, UPLINK_IP, net};
 use serde_json::Value;
 use weir_common::{config::flags, stats::DropReason};
 
-const CONTROL: &str = env!("CARGO_BIN_EXE_control");
+use crate::CONTROL;
 
 /// A running `control monitor --json`, its stdout collected line by line.
 struct Monitor {
@@ -38,13 +38,10 @@ impl Monitor {
     }
 
     fn spawn(s: &Sandbox, args: &[&str]) -> Self {
-        let mut child = Command::new(CONTROL)
-            .arg("--state-dir")
-            .arg(&s.state_dir)
-            .args(["--host-netns", &s.host.name, "monitor"])
-            .args(args)
-            .env_remove("WEIR_STATE_DIR")
-            .stdin(Stdio::null())
+        let mut a = vec!["monitor"];
+        a.extend_from_slice(args);
+        let mut child = s
+            .command(&a)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -357,16 +354,6 @@ fn monitor_keeps_listening_across_init() {
     assert!(!listening(&s));
 }
 
-/// Sends one datagram from each of `n` fresh sockets (fresh source ports) to `dst:port`.
-const UDP_BURST: &str = r#"
-import socket, sys
-dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for _ in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.sendto(b"x", (dst, port))
-    s.close()
-"#;
-
 /// The NAT exhaustion drops stream too: a new flow that finds no free SNAT port
 /// (`snat-ports-exhausted`) and one that finds the conntrack map full
 /// (`conntrack-insert-failed`), in JSON and in the human-readable output.
@@ -390,10 +377,7 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
         .map(|i| s.container(&format!("c{i}"), &n, &[]))
         .collect();
     let sixth_ip = s.ip_of(&cs[5]);
-    let _echo = s
-        .ext
-        .spawn(&["socat", "TCP4-LISTEN:9000,fork,reuseaddr", "EXEC:cat"]);
-    net::wait_listening(&s.ext, 9000, "tcp");
+    let _echo = net::tcp_echo(&s.ext, 9000);
     // Five long-lived flows from source port 5555 to one destination take the container's
     // own port and all four SNAT ports.
     let _holders: Vec<rig::Bg> = cs[..5]
@@ -433,7 +417,7 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
         ]);
     };
     let flood = || {
-        let _ = cs[6].run(&["python3", "-c", UDP_BURST, EXT_IP, "9999", "100"]);
+        let _ = net::fresh_udp_flows(&cs[6], EXT_IP, 9999, 100, 0).finish();
     };
     let snat_event = |e: &Value| {
         e["reason"] == "snat-ports-exhausted"
