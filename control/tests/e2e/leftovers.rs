@@ -255,157 +255,159 @@ fn assert_conntrack_drains(s: &Sandbox, when: &str) -> String {
     removed
 }
 
-#[test]
-fn soak_of_short_connections_leaves_no_conntrack_or_socket_entries() {
-    let s = Sandbox::with_weir(
-        CONTROL,
-        &[
-            "--ct-timeout",
+/// The soak's sandbox (1–2 s conntrack timeouts): `client`, and `server` with a short-lived
+/// TCP server on 7000 (published as 8080) and a UDP echo on 7001 (published as 5353/udp); the
+/// same short-lived TCP server on ext:7000.
+struct SoakRig {
+    client: Netns,
+    server_ip: String,
+    _servers: Vec<rig::Bg>,
+    _server: Netns,
+    // Last: dropped after what runs in it.
+    s: Sandbox,
+}
+
+impl SoakRig {
+    fn new() -> Self {
+        let timeouts = [
             "tcp-closed=1",
-            "--ct-timeout",
             "tcp-fin=2",
-            "--ct-timeout",
             "tcp-syn=2",
-            "--ct-timeout",
             "udp=2",
-            "--ct-timeout",
             "udp-stream=2",
-        ],
-    );
-    let n = s.network("n", "10.95.0.0/24", &[]);
-    let client = s.container("client", &n, &[]);
-    let server = s.container(
-        "server",
-        &n,
-        &["--publish", "8080:7000", "--publish", "5353:7001/udp"],
-    );
-    let server_ip = s.ip_of(&server);
-    let _srv = server.spawn(&["python3", "-c", SHORT_SERVER, "7000"]);
-    net::wait_listening(&server, 7000, "tcp");
-    let _udp_srv = server.spawn(&["python3", "-c", UDP_ECHO, "7001"]);
-    net::wait_listening(&server, 7001, "udp");
-    let _ext_srv = s.ext.spawn(&["python3", "-c", SHORT_SERVER, "7000"]);
-    net::wait_listening(&s.ext, 7000, "tcp");
+        ];
+        let init: Vec<&str> = timeouts.iter().flat_map(|t| ["--ct-timeout", t]).collect();
+        let s = Sandbox::with_weir(CONTROL, &init);
+        let n = s.network("n", "10.95.0.0/24", &[]);
+        let client = s.container("client", &n, &[]);
+        let published = ["--publish", "8080:7000", "--publish", "5353:7001/udp"];
+        let server = s.container("server", &n, &published);
+        let server_ip = s.ip_of(&server);
+        let servers = vec![
+            server.spawn(&["python3", "-c", SHORT_SERVER, "7000"]),
+            server.spawn(&["python3", "-c", UDP_ECHO, "7001"]),
+            s.ext.spawn(&["python3", "-c", SHORT_SERVER, "7000"]),
+        ];
+        net::wait_listening(&server, 7000, "tcp");
+        net::wait_listening(&server, 7001, "udp");
+        net::wait_listening(&s.ext, 7000, "tcp");
+        Self {
+            s,
+            client,
+            server_ip,
+            _servers: servers,
+            _server: server,
+        }
+    }
 
-    // TCP: a fifth over each path. The host's own connections to a published port go through
-    // the cgroup connect4 hook (no packet hook sees their first packet).
-    let total = soak_size();
-    let share = total / 5;
-    let t = Instant::now();
-    let hooked_before = s.path_packets("host-to-published");
-    run_clients(
-        SHORT_CLIENT,
-        &[
-            (
-                &client,
-                &server_ip,
-                7000,
-                total - 4 * share,
-                "container to container",
-            ),
-            (&client, EXT_IP, 7000, share, "masqueraded"),
-            (&s.ext, UPLINK_IP, 8080, share, "world to published"),
-            (
-                &s.host,
-                "127.0.0.1",
-                8080,
-                share,
-                "host to published (loopback)",
-            ),
-            (
-                &s.host,
-                UPLINK_IP,
-                8080,
-                share,
-                "host to published (uplink address)",
-            ),
-        ],
-    );
-    let took = t.elapsed();
-    let hooked = s.path_packets("host-to-published") - hooked_before;
-    assert!(
-        hooked >= 2 * share,
-        "only {hooked} of {} host connections went through the connect4 hook",
-        2 * share
-    );
-    let created = event(&s, "conntrack-created");
-    assert!(
-        created >= total - 2 * share,
-        "only {created} flows tracked for {} forwarded connections",
-        total - 2 * share
-    );
-    let removed = assert_conntrack_drains(&s, "after the TCP soak");
-    // TCP sockets never need their replies' source restored: nothing in the socket map.
-    let left = sock_revnat(&s);
-    assert!(
-        left.is_empty(),
-        "{} WEIR_SOCK_REVNAT entries after TCP only, e.g. {:?}",
-        left.len(),
-        left.first()
-    );
-    eprintln!(
-        "soak: {total} TCP connections in {took:?}, {created} flows tracked, all gone; {removed}"
-    );
-
-    // UDP: fresh sockets to the published UDP port, from the host (sendmsg/recvmsg hooks) over
-    // loopback and the uplink address, and from the world (packet hooks).
-    let udp = (total / 10).max(10);
-    let t = Instant::now();
-    let hooked_before = s.path_packets("host-to-published");
-    run_clients(
-        UDP_CLIENT,
-        &[
-            (
-                &s.host,
-                "127.0.0.1",
-                5353,
-                udp,
-                "host to published udp (loopback)",
-            ),
-            (
-                &s.host,
-                UPLINK_IP,
-                5353,
-                udp,
-                "host to published udp (uplink address)",
-            ),
-            (&s.ext, UPLINK_IP, 5353, udp, "world to published udp"),
-        ],
-    );
-    let took = t.elapsed();
-    let hooked = s.path_packets("host-to-published") - hooked_before;
-    assert!(
-        hooked >= 2 * udp,
-        "only {hooked} of {} host datagrams went through the sendmsg hook",
-        2 * udp
-    );
-    let removed = assert_conntrack_drains(&s, "after the UDP soak");
-    // The socket map is keyed by socket cookie and nothing runs when a socket closes, so each
-    // host UDP socket that sent to a published port leaves its one entry until the LRU map
-    // (65,536 entries) evicts it; cookies are never reused, so a stale entry never matches
-    // again. What must hold: at most one entry per socket (not one per datagram), none for
-    // TCP, and each maps this container's port back to the address the socket sent to.
-    let left = sock_revnat(&s);
-    assert!(
-        left.len() as u64 <= 2 * udp,
-        "{} WEIR_SOCK_REVNAT entries for {} host UDP sockets",
-        left.len(),
-        2 * udp
-    );
-    let server_addr: Ipv4Addr = server_ip.parse().unwrap();
-    let up: Ipv4Addr = UPLINK_IP.parse().unwrap();
-    for (to, from) in &left {
-        assert_eq!(*to, (server_addr, 7001), "entry {to:?} -> {from:?}");
+    /// `total` short TCP connections, a fifth over each path. The host's own connections to a
+    /// published port go through the cgroup connect4 hook (no packet hook sees their first
+    /// packet).
+    fn tcp(&self, total: u64) {
+        let (s, c, sip) = (&self.s, &self.client, self.server_ip.as_str());
+        let (h, x) = (&s.host, &s.ext);
+        let share = total / 5;
+        let t = Instant::now();
+        let hooked_before = s.path_packets("host-to-published");
+        #[rustfmt::skip] // One row a line: a table.
+        let plan = [
+            (c, sip, 7000, total - 4 * share, "container to container"),
+            (c, EXT_IP, 7000, share, "masqueraded"),
+            (x, UPLINK_IP, 8080, share, "world to published"),
+            (h, "127.0.0.1", 8080, share, "host to published (loopback)"),
+            (h, UPLINK_IP, 8080, share, "host to published (uplink address)"),
+        ];
+        run_clients(SHORT_CLIENT, &plan);
+        let took = t.elapsed();
+        let hooked = s.path_packets("host-to-published") - hooked_before;
         assert!(
-            *from == (Ipv4Addr::LOCALHOST, 5353) || *from == (up, 5353),
-            "entry {to:?} -> {from:?}"
+            hooked >= 2 * share,
+            "only {hooked} of {} host connections went through the connect4 hook",
+            2 * share
+        );
+        let created = event(s, "conntrack-created");
+        assert!(
+            created >= total - 2 * share,
+            "only {created} flows tracked for {} forwarded connections",
+            total - 2 * share
+        );
+        let removed = assert_conntrack_drains(s, "after the TCP soak");
+        // TCP sockets never need their replies' source restored: nothing in the socket map.
+        let left = sock_revnat(s);
+        assert!(
+            left.is_empty(),
+            "{} WEIR_SOCK_REVNAT entries after TCP only, e.g. {:?}",
+            left.len(),
+            left.first()
+        );
+        eprintln!(
+            "soak: {total} TCP connections in {took:?}, {created} flows tracked, all gone; {removed}"
         );
     }
-    eprintln!(
-        "soak: {} UDP exchanges in {took:?}, conntrack empty ({removed}); {} socket entries \
-         left for {} host UDP sockets (LRU, keyed by socket cookie)",
-        3 * udp,
-        left.len(),
-        2 * udp
-    );
+
+    /// `udp` fresh sockets per path to the published UDP port, from the host (sendmsg/recvmsg
+    /// hooks) over loopback and the uplink address, and from the world (packet hooks).
+    fn udp(&self, udp: u64) {
+        let s = &self.s;
+        let (h, x) = (&s.host, &s.ext);
+        let t = Instant::now();
+        let hooked_before = s.path_packets("host-to-published");
+        #[rustfmt::skip] // One row a line: a table.
+        let plan = [
+            (h, "127.0.0.1", 5353, udp, "host to published udp (loopback)"),
+            (h, UPLINK_IP, 5353, udp, "host to published udp (uplink address)"),
+            (x, UPLINK_IP, 5353, udp, "world to published udp"),
+        ];
+        run_clients(UDP_CLIENT, &plan);
+        let took = t.elapsed();
+        let hooked = s.path_packets("host-to-published") - hooked_before;
+        assert!(
+            hooked >= 2 * udp,
+            "only {hooked} of {} host datagrams went through the sendmsg hook",
+            2 * udp
+        );
+        let removed = assert_conntrack_drains(s, "after the UDP soak");
+        let left = self.socket_entries(udp);
+        eprintln!(
+            "soak: {} UDP exchanges in {took:?}, conntrack empty ({removed}); {} socket entries \
+             left for {} host UDP sockets (LRU, keyed by socket cookie)",
+            3 * udp,
+            left,
+            2 * udp
+        );
+    }
+
+    /// The socket map is keyed by socket cookie and nothing runs when a socket closes, so each
+    /// host UDP socket that sent to a published port leaves its one entry until the LRU map
+    /// (65,536 entries) evicts it; cookies are never reused, so a stale entry never matches
+    /// again. What must hold after `udp` sockets per host path: at most one entry per socket
+    /// (not one per datagram), none for TCP, and each maps this container's port back to the
+    /// address the socket sent to. Returns how many there are.
+    fn socket_entries(&self, udp: u64) -> usize {
+        let left = sock_revnat(&self.s);
+        assert!(
+            left.len() as u64 <= 2 * udp,
+            "{} WEIR_SOCK_REVNAT entries for {} host UDP sockets",
+            left.len(),
+            2 * udp
+        );
+        let server_addr: Ipv4Addr = self.server_ip.parse().unwrap();
+        let up: Ipv4Addr = UPLINK_IP.parse().unwrap();
+        for (to, from) in &left {
+            assert_eq!(*to, (server_addr, 7001), "entry {to:?} -> {from:?}");
+            assert!(
+                *from == (Ipv4Addr::LOCALHOST, 5353) || *from == (up, 5353),
+                "entry {to:?} -> {from:?}"
+            );
+        }
+        left.len()
+    }
+}
+
+#[test]
+fn soak_of_short_connections_leaves_no_conntrack_or_socket_entries() {
+    let r = SoakRig::new();
+    let total = soak_size();
+    r.tcp(total);
+    r.udp((total / 10).max(10));
 }

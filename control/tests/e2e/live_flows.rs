@@ -68,10 +68,11 @@ const CHANGES: &[&str] = &[
 
 /// The sandbox with `web` serving and `cli` as client, both on one network.
 struct Live {
-    s: Sandbox,
     web: Netns,
     cli: Netns,
     _servers: Vec<Bg>,
+    // Last: dropped after what runs in it.
+    s: Sandbox,
 }
 
 impl Live {

@@ -9,83 +9,33 @@ use super::snapshot::{TempFile, changes, one_error_line, raw, snapshot};
 use crate::{CONTROL, expand};
 
 /// A bad command and a fragment its error message must contain (so the right check fired).
+#[rustfmt::skip] // One row a line: a table.
 const BAD_INPUT: &[(&str, &str)] = &[
     // Names.
-    (
-        "network create a/b --subnet 10.81.0.0/24",
-        "invalid network name",
-    ),
-    (
-        "network create .. --subnet 10.81.0.0/24",
-        "invalid network name",
-    ),
-    (
-        "network create ../etc --subnet 10.81.0.0/24",
-        "invalid network name",
-    ),
-    (
-        "network create $long --subnet 10.81.0.0/24",
-        "invalid network name",
-    ),
-    (
-        "network create $a_b --subnet 10.81.0.0/24",
-        "invalid network name",
-    ),
-    (
-        "container create a/b --network $n",
-        "invalid container name",
-    ),
+    ("network create a/b --subnet 10.81.0.0/24", "invalid network name"),
+    ("network create .. --subnet 10.81.0.0/24", "invalid network name"),
+    ("network create ../etc --subnet 10.81.0.0/24", "invalid network name"),
+    ("network create $long --subnet 10.81.0.0/24", "invalid network name"),
+    ("network create $a_b --subnet 10.81.0.0/24", "invalid network name"),
+    ("container create a/b --network $n", "invalid container name"),
     ("container create .. --network $n", "invalid container name"),
-    (
-        "container create ../../tmp/x --network $n",
-        "invalid container name",
-    ),
-    (
-        "container create $long --network $n",
-        "invalid container name",
-    ),
-    (
-        "container create $empty --network $n",
-        "invalid container name",
-    ),
+    ("container create ../../tmp/x --network $n", "invalid container name"),
+    ("container create $long --network $n", "invalid container name"),
+    ("container create $empty --network $n", "invalid container name"),
     // Subnets.
     ("network create $x --subnet 10.81.0.0/33", "invalid subnet"),
     ("network create $x --subnet 10.81.0.0", "invalid subnet"),
     ("network create $x --subnet 300.1.1.0/24", "invalid subnet"),
     ("network create $x --subnet banana", "invalid subnet"),
-    (
-        "network create $x --subnet 10.81.0.1/24",
-        "did you mean 10.81.0.0/24",
-    ),
+    ("network create $x --subnet 10.81.0.1/24", "did you mean 10.81.0.0/24"),
     ("network create $x --subnet 10.81.0.0/31", "prefix"),
-    (
-        "network create $x --subnet 127.0.0.0/8",
-        "not a unicast range",
-    ),
-    (
-        "network create $x --subnet 224.1.0.0/16",
-        "not a unicast range",
-    ),
-    (
-        "network create $x --subnet 10.80.0.0/16",
-        "overlaps network",
-    ),
-    (
-        "network create $x --subnet 10.80.0.128/25",
-        "overlaps network",
-    ),
-    (
-        "network create $x --subnet 198.18.0.0/24",
-        "overlaps host address",
-    ),
-    (
-        "network create $x --subnet 198.16.0.0/12",
-        "overlaps host address",
-    ),
-    (
-        "network create $x --subnet 198.18.0.128/25",
-        "overlaps host address",
-    ),
+    ("network create $x --subnet 127.0.0.0/8", "not a unicast range"),
+    ("network create $x --subnet 224.1.0.0/16", "not a unicast range"),
+    ("network create $x --subnet 10.80.0.0/16", "overlaps network"),
+    ("network create $x --subnet 10.80.0.128/25", "overlaps network"),
+    ("network create $x --subnet 198.18.0.0/24", "overlaps host address"),
+    ("network create $x --subnet 198.16.0.0/12", "overlaps host address"),
+    ("network create $x --subnet 198.18.0.128/25", "overlaps host address"),
     ("network create $n --subnet 10.82.0.0/24", "already exists"),
     // Networks.
     ("network rm $n", "still has 2 container(s)"),
@@ -93,59 +43,23 @@ const BAD_INPUT: &[(&str, &str)] = &[
     ("network connect $n no-such-net", "no network named"),
     ("network connect $n $n", "same network"),
     // Containers.
-    (
-        "container create $x --network no-such-net",
-        "no network named",
-    ),
+    ("container create $x --network no-such-net", "no network named"),
     ("container create $a --network $n", "already exists"),
     ("container create $ext --network $n", "namespace"),
-    (
-        "container create $x --network $n --ip 10.80.9.5",
-        "outside network",
-    ),
-    (
-        "container create $x --network $n --ip $aip",
-        "already used by container",
-    ),
+    ("container create $x --network $n --ip 10.80.9.5", "outside network"),
+    ("container create $x --network $n --ip $aip", "already used by container"),
     ("container create $x --network $n --ip 10.80.0.1", "gateway"),
-    (
-        "container create $x --network $n --ip 10.80.0.255",
-        "broadcast",
-    ),
-    (
-        "container create $x --network $n --ip 10.80.0.0",
-        "network, broadcast",
-    ),
-    (
-        "container create $x --network $n --ip 10.80.0.300",
-        "invalid address",
-    ),
+    ("container create $x --network $n --ip 10.80.0.255", "broadcast"),
+    ("container create $x --network $n --ip 10.80.0.0", "network, broadcast"),
+    ("container create $x --network $n --ip 10.80.0.300", "invalid address"),
     ("container rm no-such-container", "no container named"),
     // Ports (including a container create that must roll back after plumbing).
-    (
-        "container create $x --network $n --publish 0:80",
-        "invalid host port",
-    ),
-    (
-        "container create $x --network $n --publish 70000:80",
-        "invalid host port",
-    ),
-    (
-        "container create $x --network $n --publish 8080:80",
-        "already published",
-    ),
-    (
-        "container create $x --network $n --publish 9001:80 --publish 9001:81",
-        "given twice",
-    ),
-    (
-        "container create $x --network $n --publish 9500:80",
-        "in use",
-    ),
-    (
-        "container create $x --network $other --publish 9002",
-        "invalid port mapping",
-    ),
+    ("container create $x --network $n --publish 0:80", "invalid host port"),
+    ("container create $x --network $n --publish 70000:80", "invalid host port"),
+    ("container create $x --network $n --publish 8080:80", "already published"),
+    ("container create $x --network $n --publish 9001:80 --publish 9001:81", "given twice"),
+    ("container create $x --network $n --publish 9500:80", "in use"),
+    ("container create $x --network $other --publish 9002", "invalid port mapping"),
     ("publish $a 0:80", "invalid host port"),
     ("publish $a 8081:0", "invalid container port"),
     ("publish $a 8081:70000", "invalid container port"),
@@ -153,10 +67,7 @@ const BAD_INPUT: &[(&str, &str)] = &[
     ("publish $a 8080:81", "already published"),
     ("publish $b 8080:80", "already published"),
     ("publish $b 9500:80", "in use"),
-    (
-        "publish $b 9003:80 --host-ip 10.9.9.9",
-        "not an address of the host",
-    ),
+    ("publish $b 9003:80 --host-ip 10.9.9.9", "not an address of the host"),
     ("publish $b 9003:80 --host-ip nonsense", "invalid host IP"),
     ("publish no-such-container 9004:80", "no container named"),
     ("unpublish $a 0", "invalid host port"),
@@ -174,32 +85,14 @@ const BAD_INPUT: &[(&str, &str)] = &[
     ("rules import $rp", "line 2"),
     ("rules import $rv", "line 3"),
     ("rules import $rl", "line 3"),
-    (
-        "conntrack flush --container no-such-container",
-        "no container named",
-    ),
+    ("conntrack flush --container no-such-container", "no container named"),
     // Names nothing was ever created with, everywhere a name is looked up ('/', '..',
     // spaces, 300 characters): refused, and no path is built from them.
-    (
-        "network create $empty --subnet 10.81.0.0/24",
-        "invalid network name",
-    ),
-    (
-        "network create .hidden --subnet 10.81.0.0/24",
-        "invalid network name",
-    ),
-    (
-        "network create $too_long --subnet 10.81.0.0/24",
-        "invalid network name",
-    ),
-    (
-        "container create $a_b --network $n",
-        "invalid container name",
-    ),
-    (
-        "container create $too_long --network $n",
-        "invalid container name",
-    ),
+    ("network create $empty --subnet 10.81.0.0/24", "invalid network name"),
+    ("network create .hidden --subnet 10.81.0.0/24", "invalid network name"),
+    ("network create $too_long --subnet 10.81.0.0/24", "invalid network name"),
+    ("container create $a_b --network $n", "invalid container name"),
+    ("container create $too_long --network $n", "invalid container name"),
     ("container create $x --network ../etc", "no network named"),
     ("container create $x --network $long", "no network named"),
     ("container rm a/b", "no container named"),
@@ -256,44 +149,20 @@ const BAD_INPUT: &[(&str, &str)] = &[
     ("publish $a 0:0", "invalid host port"),
     ("publish $a 8081:80/", "invalid protocol"),
     ("publish $a 8081", "invalid port mapping"),
-    (
-        "container create $x --network $n --publish 8081:0",
-        "invalid container port",
-    ),
-    (
-        "container create $x --network $n --publish 8081:70000",
-        "invalid container port",
-    ),
-    (
-        "container create $x --network $n --publish 0:0",
-        "invalid host port",
-    ),
+    ("container create $x --network $n --publish 8081:0", "invalid container port"),
+    ("container create $x --network $n --publish 8081:70000", "invalid container port"),
+    ("container create $x --network $n --publish 0:0", "invalid host port"),
     // init on the live host: nothing may change, not even the programs.
-    (
-        "init --uplink up0 --ct-timeout bogus=5",
-        "unknown conntrack timeout",
-    ),
-    (
-        "init --uplink up0 --ct-timeout udp",
-        "expected NAME=SECONDS",
-    ),
-    (
-        "init --uplink up0 --ct-timeout udp=soon",
-        "must be a number",
-    ),
+    ("init --uplink up0 --ct-timeout bogus=5", "unknown conntrack timeout"),
+    ("init --uplink up0 --ct-timeout udp", "expected NAME=SECONDS"),
+    ("init --uplink up0 --ct-timeout udp=soon", "must be a number"),
     ("init --uplink up0 --ct-timeout udp=0", "out of range"),
-    (
-        "init --uplink up0 --snat-ports 5000-4000",
-        "invalid port range",
-    ),
+    ("init --uplink up0 --snat-ports 5000-4000", "invalid port range"),
     ("init --uplink up0 --snat-ports 0-100", "invalid port"),
     ("init --uplink up0 --snat-ports 1000-70000", "invalid port"),
     ("init --uplink up0 --snat-ports many", "invalid port range"),
     ("init --uplink up0 --conntrack-max 10", "out of range"),
-    (
-        "init --uplink up0 --conntrack-max 128",
-        "only after `control down`",
-    ),
+    ("init --uplink up0 --conntrack-max 128", "only after `control down`"),
     ("init --uplink nope0", "no interface"),
     // Usage errors clap catches before anything runs: one line too.
     ("init --conntrack-max lots", "invalid value"),
@@ -306,6 +175,7 @@ const BAD_INPUT: &[(&str, &str)] = &[
 ];
 
 /// Commands with nothing to do: success, a confirmation, no change.
+#[rustfmt::skip] // One row a line: a table.
 const NOTHING_TO_DO: &[(&str, &str)] = &[
     ("unisolate $a $c", "no such rule: isolate"),
     // A prefix of the line `isolate A B` is not the rule `isolate A`.
@@ -318,10 +188,7 @@ const NOTHING_TO_DO: &[(&str, &str)] = &[
     ("unpublish $a 9999", "is not published: nothing to do"),
     ("unpublish $a 8080/udp", "is not published: nothing to do"),
     // Held by another container: still nothing of this one's to undo, with a note.
-    (
-        "unpublish $b 8080",
-        "8080/tcp is not published (it is published on * to",
-    ),
+    ("unpublish $b 8080", "8080/tcp is not published (it is published on * to"),
     ("unpublish $c 8080", "is not published (it is published on"),
     ("rules import $present", "added 0 rule(s)"),
 ];
@@ -330,7 +197,6 @@ const NOTHING_TO_DO: &[(&str, &str)] = &[
 /// two connected networks, a published port, a host service holding a port, and rule files
 /// with one bad line among good, new ones (all or nothing: no rule may be added).
 struct LiveHost {
-    s: Sandbox,
     n: String,
     other: String,
     a: Netns,
@@ -338,6 +204,8 @@ struct LiveHost {
     c: Netns,
     _held: Bg,
     files: Vec<(&'static str, TempFile)>,
+    // Last: dropped after what runs in it.
+    s: Sandbox,
 }
 
 impl LiveHost {

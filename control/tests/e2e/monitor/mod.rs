@@ -4,156 +4,19 @@
 //! --duration seconds, and clears the datapath's "listening" flag when it ends.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
-use control::{datapath::maps, instance::Instance};
 use rig::{EXT_IP, Netns, Sandbox, UPLINK_IP, net};
 use serde_json::Value;
-use weir_common::{config::flags, stats::DropReason};
+use weir_common::stats::DropReason;
 
 use crate::CONTROL;
 
-/// A running `control monitor --json`, its stdout collected line by line.
-struct Monitor {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<thread::JoinHandle<()>>,
-}
+mod runner;
 
-impl Monitor {
-    fn start(s: &Sandbox, extra: &[&str]) -> Self {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(extra);
-        Self::spawn(s, &a)
-    }
-
-    /// `control monitor` with its human-readable output (read it with `lines`).
-    fn start_text(s: &Sandbox, extra: &[&str]) -> Self {
-        Self::spawn(s, extra)
-    }
-
-    fn spawn(s: &Sandbox, args: &[&str]) -> Self {
-        let mut a = vec!["monitor"];
-        a.extend_from_slice(args);
-        let mut child = s
-            .command(&a)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning control monitor");
-        let out = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let reader = thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        Self {
-            child,
-            lines,
-            reader: Some(reader),
-        }
-    }
-
-    /// Every line printed so far.
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Every line so far, parsed (a line that is not one JSON object fails the test).
-    fn events(&self) -> Vec<Value> {
-        self.lines()
-            .iter()
-            .map(|l| {
-                serde_json::from_str::<Value>(l)
-                    .ok()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| panic!("monitor printed a non-JSON line: {l:?}"))
-            })
-            .collect()
-    }
-
-    /// Calls `poke` (which makes traffic) until `done` holds for the events seen or `timeout`.
-    fn poke_until(
-        &self,
-        timeout: Duration,
-        mut poke: impl FnMut(),
-        done: impl Fn(&[Value]) -> bool,
-    ) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if done(&self.events()) {
-                return true;
-            }
-            poke();
-            thread::sleep(Duration::from_millis(100));
-        }
-        done(&self.events())
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits (at most `timeout`, then kills) and returns the exit status, events and stderr.
-    fn finish(self, timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
-        let (status, _, err, evs) = self.finish_raw(timeout, true);
-        (status, evs, err)
-    }
-
-    /// Like `finish`, for the human-readable output: exit status, lines and stderr.
-    fn finish_text(self, timeout: Duration) -> (ExitStatus, Vec<String>, String) {
-        let (status, lines, err, _) = self.finish_raw(timeout, false);
-        (status, lines, err)
-    }
-
-    fn finish_raw(
-        mut self,
-        timeout: Duration,
-        json: bool,
-    ) -> (ExitStatus, Vec<String>, String, Vec<Value>) {
-        let start = Instant::now();
-        while start.elapsed() < timeout && self.running() {
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let status = self.child.wait().expect("waiting for monitor");
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        let evs = if json { self.events() } else { Vec::new() };
-        (status, self.lines(), err, evs)
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether the datapath currently reports drops to the ring buffer.
-fn listening(s: &Sandbox) -> bool {
-    let inst = Instance::new(&s.state_dir).unwrap();
-    let cfg = maps::read_config(&inst).unwrap().expect("config");
-    cfg.flags & flags::EVENTS != 0
-}
+use runner::{Monitor, listening};
 
 /// Sends from an address `c` does not own (added to its eth0 first).
 fn spoof(c: &Netns, fake: &str, dst: &str) {
@@ -212,10 +75,16 @@ fn monitor_streams_each_kind_of_drop_under_its_stats_name() {
     assert!(status.success(), "monitor after SIGINT: {status:?} {err}");
     assert!(!listening(&s), "listening flag left set after SIGINT");
 
+    check_drop_events(&s, &evs, &bip);
+}
+
+/// Every event names a known reason and hook, and the flow it belongs to; the spoofed ping,
+/// the denied connection and the world's knock on `bip` are there with the right hook.
+fn check_drop_events(s: &Sandbox, evs: &[Value], bip: &str) {
     // Every event names a known reason and hook, and the flow it belongs to.
     let known: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
     let stats = s.stats();
-    for e in &evs {
+    for e in evs {
         assert_eq!(e["kind"], "drop", "{e}");
         let reason = e["reason"].as_str().unwrap();
         let hook = e["hook"].as_str().unwrap();
@@ -354,60 +223,62 @@ fn monitor_keeps_listening_across_init() {
     assert!(!listening(&s));
 }
 
-/// The NAT exhaustion drops stream too: a new flow that finds no free SNAT port
-/// (`snat-ports-exhausted`) and one that finds the conntrack map full
-/// (`conntrack-insert-failed`), in JSON and in the human-readable output.
-#[test]
-fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
-    // Four SNAT ports and the smallest conntrack map (64 entries, two per flow); UDP entries
-    // outlive the test so the flood keeps the map full.
-    let s = Sandbox::with_weir(
-        CONTROL,
-        &[
-            "--snat-ports",
-            "40000-40003",
-            "--conntrack-max",
-            "64",
-            "--ct-timeout",
-            "udp=600",
-        ],
-    );
-    let n = s.network("n", "10.88.0.0/24", &[]);
-    let cs: Vec<Netns> = (0..7)
-        .map(|i| s.container(&format!("c{i}"), &n, &[]))
-        .collect();
-    let sixth_ip = s.ip_of(&cs[5]);
-    let _echo = net::tcp_echo(&s.ext, 9000);
-    // Five long-lived flows from source port 5555 to one destination take the container's
-    // own port and all four SNAT ports.
-    let _holders: Vec<rig::Bg> = cs[..5]
-        .iter()
-        .map(|c| {
+/// A sandbox whose NAT is exhausted on demand: four SNAT ports, all held by five long-lived
+/// flows from source port 5555 (c0..c4) to ext:9000, and the smallest conntrack map (64
+/// entries, two per flow) with UDP entries that outlive the test, so a flood keeps it full.
+struct Exhausted {
+    cs: Vec<Netns>,
+    sixth_ip: String,
+    _servers: Vec<rig::Bg>,
+    // Last: dropped after what runs in it.
+    s: Sandbox,
+}
+
+impl Exhausted {
+    fn new() -> Self {
+        let init = ["--snat-ports", "40000-40003", "--conntrack-max", "64"];
+        let s = Sandbox::with_weir(CONTROL, &[&init[..], &["--ct-timeout", "udp=600"]].concat());
+        let n = s.network("n", "10.88.0.0/24", &[]);
+        let cs: Vec<Netns> = (0..7)
+            .map(|i| s.container(&format!("c{i}"), &n, &[]))
+            .collect();
+        let sixth_ip = s.ip_of(&cs[5]);
+        let mut servers = vec![net::tcp_echo(&s.ext, 9000)];
+        // Five long-lived flows from source port 5555 to one destination take the container's
+        // own port and all four SNAT ports.
+        servers.extend(cs[..5].iter().map(|c| {
             c.spawn(&[
                 "sh",
                 "-c",
                 &format!("sleep 300 | socat - TCP4:{EXT_IP}:9000,sourceport=5555"),
             ])
-        })
-        .collect();
-    let held = rig::wait_for(Duration::from_secs(10), || {
-        s.json(&["conntrack"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["kind"] == "masquerade" && f["proto"] == "tcp")
-            .count()
-            == 5
-    });
-    assert!(
-        held,
-        "five flows hold the SNAT ports: {}",
-        s.json(&["conntrack"])
-    );
-    // A sixth from the same port to the same place finds no port; fresh UDP flows from the
-    // seventh fill the map and then find no room.
-    let sixth = || {
-        let _ = cs[5].run(&[
+        }));
+        let held = rig::wait_for(Duration::from_secs(10), || {
+            s.json(&["conntrack"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["kind"] == "masquerade" && f["proto"] == "tcp")
+                .count()
+                == 5
+        });
+        assert!(
+            held,
+            "five flows hold the SNAT ports: {}",
+            s.json(&["conntrack"])
+        );
+        Self {
+            cs,
+            sixth_ip,
+            _servers: servers,
+            s,
+        }
+    }
+
+    /// A sixth flow from the same port to the same place finds no port; fresh UDP flows from
+    /// the seventh fill the map and then find no room.
+    fn poke(&self) {
+        let _ = self.cs[5].run(&[
             "timeout",
             "2",
             "socat",
@@ -415,15 +286,33 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
             "/dev/null",
             &format!("TCP4:{EXT_IP}:9000,sourceport=5555,reuseaddr,connect-timeout=1"),
         ]);
-    };
-    let flood = || {
-        let _ = net::fresh_udp_flows(&cs[6], EXT_IP, 9999, 100, 0).finish();
-    };
+        let _ = net::fresh_udp_flows(&self.cs[6], EXT_IP, 9999, 100, 0).finish();
+    }
+
+    /// The sixth flow's TCP connection, as the monitor prints it.
+    fn sixth_flow(&self) -> String {
+        format!("{}:5555 -> {EXT_IP}:9000", self.sixth_ip)
+    }
+}
+
+/// The NAT exhaustion drops stream too: a new flow that finds no free SNAT port
+/// (`snat-ports-exhausted`) and one that finds the conntrack map full
+/// (`conntrack-insert-failed`), in JSON and in the human-readable output.
+#[test]
+fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
+    let r = Exhausted::new();
+    exhaustion_streams_as_json(&r);
+    exhaustion_streams_as_text(&r);
+}
+
+fn exhaustion_streams_as_json(r: &Exhausted) {
+    let s = &r.s;
+    let sixth_flow = r.sixth_flow();
     let snat_event = |e: &Value| {
         e["reason"] == "snat-ports-exhausted"
             && e["hook"] == "from-container"
             && e["proto"] == "tcp"
-            && e["flow"] == format!("{sixth_ip}:5555 -> {EXT_IP}:9000").as_str()
+            && e["flow"] == sixth_flow.as_str()
     };
     let full_event = |e: &Value| {
         e["reason"] == "conntrack-insert-failed"
@@ -433,14 +322,10 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
                 .as_str()
                 .is_some_and(|f| f.ends_with(&format!("-> {EXT_IP}:9999")))
     };
-
-    let m = Monitor::start(&s, &["--duration", "60"]);
+    let m = Monitor::start(s, &["--duration", "60"]);
     let seen = m.poke_until(
         Duration::from_secs(30),
-        || {
-            sixth();
-            flood();
-        },
+        || r.poke(),
         |evs| evs.iter().any(snat_event) && evs.iter().any(full_event),
     );
     m.signal(libc::SIGINT);
@@ -462,10 +347,13 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
             stats["drops"]
         );
     }
-    assert!(!listening(&s), "listening flag left set");
+    assert!(!listening(s), "listening flag left set");
+}
 
-    // The human-readable output names the same reasons, one line per drop.
-    let m = Monitor::start_text(&s, &["--duration", "60"]);
+/// The human-readable output names the same reasons, one line per drop.
+fn exhaustion_streams_as_text(r: &Exhausted) {
+    let s = &r.s;
+    let m = Monitor::start_text(s, &["--duration", "60"]);
     let has = |lines: &[String], reason: &str, proto: &str, flow: &str| {
         lines.iter().any(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
@@ -476,18 +364,15 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
                 && l.contains(flow)
         })
     };
-    let tcp_flow = format!("{sixth_ip}:5555 -> {EXT_IP}:9000");
+    let tcp_flow = r.sixth_flow();
     let udp_end = format!("-> {EXT_IP}:9999");
+    let both = |lines: &[String]| {
+        has(lines, "snat-ports-exhausted", "tcp", &tcp_flow)
+            && has(lines, "conntrack-insert-failed", "udp", &udp_end)
+    };
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        let lines = m.lines();
-        if has(&lines, "snat-ports-exhausted", "tcp", &tcp_flow)
-            && has(&lines, "conntrack-insert-failed", "udp", &udp_end)
-        {
-            break;
-        }
-        sixth();
-        flood();
+    while start.elapsed() < Duration::from_secs(30) && !both(&m.lines()) {
+        r.poke();
         thread::sleep(Duration::from_millis(100));
     }
     m.signal(libc::SIGINT);
@@ -496,11 +381,7 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
         status.success(),
         "text monitor after SIGINT: {status:?} {err}"
     );
-    assert!(
-        has(&lines, "snat-ports-exhausted", "tcp", &tcp_flow)
-            && has(&lines, "conntrack-insert-failed", "udp", &udp_end),
-        "text monitor lines: {lines:?}"
-    );
+    assert!(both(&lines), "text monitor lines: {lines:?}");
     assert!(
         lines.iter().all(|l| l.starts_with("drop ")),
         "not one drop per line: {lines:?}"
@@ -509,8 +390,5 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
         err.contains(&format!("{} event(s)", lines.len())),
         "event count not reported: {err:?}"
     );
-    assert!(
-        !listening(&s),
-        "listening flag left set by the text monitor"
-    );
+    assert!(!listening(s), "listening flag left set by the text monitor");
 }
