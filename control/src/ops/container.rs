@@ -278,9 +278,9 @@ pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &st
     // Rules may name this container already (a CNI container re-added under its old name):
     // they are in force before the endpoint lets its first packet through.
     policy::apply_for(ctx, st, name)?;
-    let ep = endpoint(st, name)?;
-    maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)?
-        .insert(weir_common::addr::from_std(ip), ep, 0)
+    let (key, ep) = crate::desired::endpoint(st, name)?;
+    maps::endpoints(&ctx.inst)?
+        .insert(key, ep, 0)
         .ctx(|| "adding the endpoint".into())?;
     sysctl::enable_forwarding(&c.host_if)?;
     Ok(())

@@ -14,12 +14,13 @@ use weir_common::{
     conntrack::{CtEntry, FlowKey, flags, state as ct_state},
     event::Event as DropEvent,
     maps as names,
-    stats::{Counter, DropReason, Event, Hook, Path, drop_index, event_index, path_index},
+    stats::{DropReason, Event, Hook, Path, drop_index, event_index, path_index},
 };
 
 use super::{Ctx, container};
 use crate::{
     datapath::{self, links, maps},
+    drift::{self, MapDrift},
     error::Result,
     netlink,
     state::{self, Phase, State},
@@ -54,6 +55,8 @@ pub struct Status {
     pub rules: usize,
     pub conntrack_entries: usize,
     pub conntrack_max: u32,
+    /// Derived maps that differ from the state (`control repair` puts them back).
+    pub drift: Vec<MapDrift>,
     pub problems: Vec<String>,
 }
 
@@ -132,6 +135,17 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             ));
         }
     }
+    let drift: Vec<MapDrift> = drift::check(&ctx.inst, st, false)?
+        .into_iter()
+        .filter(|d| !d.is_clean())
+        .collect();
+    for d in &drift {
+        problems.push(format!(
+            "map {} differs from the state ({}): run `control repair`",
+            d.map,
+            d.summary()
+        ));
+    }
     let now = monotonic_ns();
     let t = maps::read_config(&ctx.inst)?
         .map(|c| c.timeouts)
@@ -154,6 +168,7 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
         rules: crate::rules::RuleBook::open(&ctx.inst)?.len(),
         conntrack_entries: live,
         conntrack_max: st.settings.conntrack_max,
+        drift,
         problems,
     })
 }
@@ -175,7 +190,7 @@ pub struct Counter2 {
 }
 
 pub fn stats(ctx: &Ctx) -> Result<Stats> {
-    let m = maps::per_cpu_array::<Counter>(&ctx.inst, names::STATS)?;
+    let m = maps::stats(&ctx.inst)?;
     let sum = |i: u32| -> Counter2 {
         m.get(&i, 0)
             .map(|v| {
@@ -344,7 +359,7 @@ pub async fn monitor(
     // The ring buffer has a single consumer position: two readers would both print the same
     // records, and the first to exit would clear the flag under the other. One at a time.
     let _listener = listener_lock(ctx)?;
-    let mut rb = maps::ring_buf(&ctx.inst, names::EVENTS)?;
+    let mut rb = maps::events(&ctx.inst)?;
     // SIGTERM (`timeout`, service managers) and SIGHUP end it as cleanly as Ctrl-C, so the flag
     // is cleared; only SIGKILL cannot be caught.
     let mut term = unix_signal(tokio::signal::unix::SignalKind::terminate())?;

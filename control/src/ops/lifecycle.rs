@@ -4,11 +4,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use aya::programs::TcAttachType;
 use serde::Serialize;
-use weir_common::{
-    SCHEMA_VERSION,
-    config::{Config, Timeouts},
-    maps as names,
-};
+use weir_common::{SCHEMA_VERSION, config::Timeouts, maps as names};
 
 use super::{Ctx, container, reconcile};
 use crate::{
@@ -180,17 +176,7 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         .ok()
         .flatten()
         .map_or(0, |c| c.flags & weir_common::config::flags::EVENTS);
-    let cfg = Config {
-        schema: SCHEMA_VERSION,
-        flags: listening,
-        uplink_ifindex: uplink.ifindex,
-        uplink_ip: weir_common::addr::from_std(uplink.ip),
-        netns_cookie: netns::cookie()?,
-        snat_port_min: settings.snat_ports.0,
-        snat_port_max: settings.snat_ports.1,
-        _pad: 0,
-        timeouts: settings.timeouts,
-    };
+    let cfg = crate::desired::config(&uplink, &settings, netns::cookie()?, listening);
     maps::write_config(&ctx.inst, &cfg)?;
 
     // Attach (or swap programs under existing links: established flows see no gap).

@@ -4,11 +4,11 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
-use weir_common::{endpoint::HostAddr, maps as names, policy::NetPair};
 
 use super::{Ctx, lifecycle};
 use crate::{
     datapath::maps,
+    desired,
     error::{Context, Error, Result},
     netlink,
     state::{self, Network, State},
@@ -84,8 +84,9 @@ pub async fn create(ctx: &Ctx, name: &str, subnet: &str, internal: bool) -> Resu
     );
     state::save(&ctx.inst, &st)?;
     lifecycle::ensure_gateway_dev(ctx, &st).await?;
-    maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
-        .insert(weir_common::addr::from_std(gateway), HostAddr::default(), 0)
+    let (addr, host) = desired::gateway_addr(&st.networks[name]);
+    maps::host_addrs(&ctx.inst)?
+        .insert(addr, host, 0)
         .ctx(|| "adding the gateway to the host addresses map".into())?;
     super::reconcile::sync_subnets(ctx, &st)?;
     j.done()?;
@@ -110,15 +111,14 @@ pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
         )));
     }
     let j = state::Journal::begin(&ctx.inst, &format!("network rm {name}"))?;
-    let mut links = maps::hash::<NetPair, u32>(&ctx.inst, names::NET_LINKS)?;
+    let mut links = maps::net_links(&ctx.inst)?;
     for (a, b) in st.net_links.iter().filter(|(a, b)| a == name || b == name) {
-        if let (Some(x), Some(y)) = (st.networks.get(a), st.networks.get(b)) {
-            let _ = links.remove(&NetPair::new(x.id, y.id));
+        if let Some(pair) = desired::net_pair(&st, a, b) {
+            let _ = links.remove(&pair);
         }
     }
     st.net_links.retain(|(a, b)| a != name && b != name);
-    let _ = maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
-        .remove(&weir_common::addr::from_std(net.gateway));
+    let _ = maps::host_addrs(&ctx.inst)?.remove(&desired::gateway_addr(&net).0);
     if let Some(dev) = netlink::link_by_name(&ctx.nl, lifecycle::GATEWAY_DEV).await? {
         netlink::del_addr(&ctx.nl, dev.index, net.gateway).await?;
     }
@@ -165,7 +165,9 @@ pub fn list(st: &State) -> Vec<NetworkInfo> {
 /// Lets containers of networks `a` and `b` open connections to each other (subject to rules).
 pub async fn connect(ctx: &Ctx, a: &str, b: &str, connect: bool) -> Result<bool> {
     let (_lock, mut st) = ctx.begin().await?;
-    let (na, nb) = (st.network(a)?.id, st.network(b)?.id);
+    st.network(a)?;
+    st.network(b)?;
+    let link = desired::net_pair(&st, a, b).expect("both networks exist");
     if a == b {
         return Err(Error::invalid(format!(
             "{a:?} is the same network: containers on one network already talk"
@@ -187,14 +189,14 @@ pub async fn connect(ctx: &Ctx, a: &str, b: &str, connect: bool) -> Result<bool>
             if connect { "connect" } else { "disconnect" }
         ),
     )?;
-    let mut links = maps::hash::<NetPair, u32>(&ctx.inst, names::NET_LINKS)?;
+    let mut links = maps::net_links(&ctx.inst)?;
     if connect {
         links
-            .insert(NetPair::new(na, nb), 1, 0)
+            .insert(link, 1, 0)
             .ctx(|| "writing the network links map".into())?;
         st.net_links.push(pair);
     } else {
-        let _ = links.remove(&NetPair::new(na, nb));
+        let _ = links.remove(&link);
         st.net_links.retain(|p| *p != pair);
     }
     state::save(&ctx.inst, &st)?;

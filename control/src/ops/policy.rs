@@ -288,12 +288,10 @@ impl RuleSource for Compiled<'_> {
         self.rules.get(key).copied()
     }
     fn connected(&self, pair: &NetPair) -> bool {
-        self.st.net_links.iter().any(|(a, b)| {
-            match (self.st.networks.get(a), self.st.networks.get(b)) {
-                (Some(x), Some(y)) => NetPair::new(x.id, y.id) == *pair,
-                _ => false,
-            }
-        })
+        self.st
+            .net_links
+            .iter()
+            .any(|(a, b)| crate::desired::net_pair(self.st, a, b) == Some(*pair))
     }
 }
 
