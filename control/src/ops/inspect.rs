@@ -135,10 +135,16 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             ));
         }
     }
-    let drift: Vec<MapDrift> = drift::check(&ctx.inst, st, false)?
-        .into_iter()
-        .filter(|d| !d.is_clean())
-        .collect();
+    // A map that cannot be read is a problem to report, not a reason to report nothing.
+    let drift: Vec<MapDrift> = match drift::check(&ctx.inst, st, false) {
+        Ok(d) => d.into_iter().filter(|d| !d.is_clean()).collect(),
+        Err(e) => {
+            problems.push(format!(
+                "the maps could not be compared with the state: {e}"
+            ));
+            Vec::new()
+        }
+    };
     for d in &drift {
         problems.push(format!(
             "map {} differs from the state ({}): run `control repair`",
