@@ -52,7 +52,8 @@ pub fn publish_entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarg
     let target = PublishTarget {
         addr: from_std(c.ip),
         port: port_be(p.container_port),
-        _pad: 0,
+        host_port_min: settings.host_ports.0,
+        host_port_max: settings.host_ports.1,
         identity: c.identity,
     };
     Ok((publish_key(p), target))
@@ -121,7 +122,8 @@ pub fn config(uplink: &Uplink, settings: &Settings, netns_cookie: u64, flags: u3
         netns_cookie,
         snat_port_min: settings.snat_ports.0,
         snat_port_max: settings.snat_ports.1,
-        _pad: 0,
+        host_port_min: settings.host_ports.0,
+        host_port_max: settings.host_ports.1,
         timeouts: settings.timeouts,
     }
 }

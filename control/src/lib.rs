@@ -15,6 +15,7 @@ pub mod ops;
 pub mod output;
 pub mod published;
 pub mod rules;
+pub mod snat_ports;
 pub mod state;
 pub mod sysctl;
 pub mod validate;

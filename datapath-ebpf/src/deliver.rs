@@ -9,7 +9,7 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use weir_common::{endpoint::Endpoint, stats::DropReason};
+use weir_common::{conntrack::IPPROTO_ICMP, endpoint::Endpoint, stats::DropReason};
 
 use crate::{maps::WEIR_FIB_SCRATCH, nat, packet::Ipv4};
 
@@ -21,7 +21,7 @@ pub fn to_endpoint(ctx: &TcContext, ep: &Endpoint) -> Result<i32, DropReason> {
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&ep.mac);
     macs[6..].copy_from_slice(&ep.host_mac);
-    ctx.store(0, &macs, 0).map_err(|_| DropReason::Malformed)?;
+    ctx.store(0, &macs, 0).map_err(|_| DropReason::WriteFailed)?;
     // SAFETY: helper without memory arguments.
     let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32;
     if rc == TC_ACT_REDIRECT as i32 {
@@ -43,8 +43,8 @@ pub enum Route {
         nexthop: u32,
         neigh: bool,
     },
-    /// Routed out, but larger than the egress device's MTU (see [`too_big`]).
-    TooBig,
+    /// Routed out of `ifindex`, but larger than its MTU (see [`too_big`]).
+    TooBig { ifindex: u32 },
 }
 
 /// What to do with a packet too big for the device it is routed out of. With DF set (every
@@ -62,14 +62,18 @@ pub fn too_big(pkt: &Ipv4) -> Result<i32, DropReason> {
     }
 }
 
-/// Looks up the route for `daddr` as if the packet arrived on `in_ifindex`.
+/// Looks up the route of `pkt` towards `daddr` (its destination after any DNAT) as the
+/// kernel would route it arriving on `in_ifindex`: from its own source (SNAT comes after
+/// routing, as in the kernel's POSTROUTING), with its TOS, protocol and ports, so policy
+/// routing (`ip rule` on from/tos/ipproto/sport/dport/iif) decides as it would for the
+/// kernel. The mark is 0, as on any packet the host's netfilter has not marked: Weir's
+/// redirects never pass the mangle hooks that would set one.
 #[inline(always)]
 pub fn route(
     ctx: &TcContext,
     in_ifindex: u32,
-    saddr: u32,
+    pkt: &Ipv4,
     daddr: u32,
-    proto: u8,
 ) -> Result<Route, DropReason> {
     let p = WEIR_FIB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::NoRoute)?;
     // SAFETY: a per-CPU slot, no other program uses it on this CPU while we run; all-zero is a
@@ -78,10 +82,18 @@ pub fn route(
         core::ptr::write_bytes(p, 0, 1);
         let p = &mut *p;
         p.family = AF_INET;
-        p.l4_protocol = proto;
+        p.l4_protocol = pkt.proto;
+        if pkt.proto != IPPROTO_ICMP {
+            p.sport = pkt.sport;
+            p.dport = pkt.dport;
+        }
+        p.__bindgen_anon_2.tos = pkt.tos;
         p.ifindex = in_ifindex;
-        p.__bindgen_anon_3.ipv4_src = saddr;
+        p.__bindgen_anon_3.ipv4_src = pkt.saddr;
         p.__bindgen_anon_4.ipv4_dst = daddr;
+        // tot_len stays 0: the kernel then checks the MTU against the skb itself, which knows
+        // about GSO (a GSO packet's IP length is that of all its segments). The skb holds the
+        // datagram alone: from_container trims what follows it first.
         let rc = aya_ebpf::helpers::bpf_fib_lookup(
             ctx.skb.skb as *mut _,
             p,
@@ -100,7 +112,10 @@ pub fn route(
             neigh: rc == BPF_FIB_LKUP_RET_NO_NEIGH,
         }),
         BPF_FIB_LKUP_RET_NOT_FWDED => Ok(Route::Local),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig),
+        // The skb-length check runs after the route is found: ifindex names the device.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig {
+            ifindex: p.ifindex,
+        }),
         _ => Err(DropReason::NoRoute),
     }
 }
@@ -117,7 +132,7 @@ pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
     } = *r
     else {
         return match r {
-            Route::TooBig => too_big(pkt),
+            Route::TooBig { .. } => too_big(pkt),
             _ => Ok(TC_ACT_OK as i32),
         };
     };
@@ -149,7 +164,7 @@ pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&dmac);
     macs[6..].copy_from_slice(&smac);
-    ctx.store(0, &macs, 0).map_err(|_| DropReason::Malformed)?;
+    ctx.store(0, &macs, 0).map_err(|_| DropReason::WriteFailed)?;
     // SAFETY: helper without memory arguments.
     let rc = unsafe { bpf_redirect(ifindex, 0) } as i32;
     if rc == TC_ACT_REDIRECT as i32 {

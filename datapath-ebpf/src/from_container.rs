@@ -15,7 +15,6 @@ use aya_ebpf::{
 };
 use weir_common::{
     addr::{is_loopback, is_multicast_or_broadcast},
-    config::Config,
     conntrack::{FlowKey, IPPROTO_ICMP, flags},
     endpoint::{Endpoint, flags as ep_flags},
     maps::TAIL_NEW_FLOW,
@@ -123,6 +122,8 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
         return Err(DropReason::UnsupportedL3.into());
     }
     let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
+    // Before anything measures the packet: lengths are the IP header's, never the frame's.
+    packet::trim_to_datagram(ctx)?;
     let pkt = packet::parse_ipv4_tc(ctx)?;
     let key = pkt.flow();
     sender(ctx, &pkt, ifindex)?;
@@ -141,7 +142,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
             .map_err(|r| Drop::flow(r, key))?
         {
             metrics::path(Path::IcmpError, len);
-            return forward(ctx, &pkt, t.daddr, cfg, ifindex)
+            return forward(ctx, &pkt, t.daddr, ifindex)
                 .map(Step::Verdict)
                 .map_err(|r| Drop::flow(r, key));
         }
@@ -165,11 +166,11 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
                 None
             } else {
                 Some(
-                    deliver::route(ctx, ifindex, cfg.uplink_ip, rewrite.daddr, pkt.proto)
+                    deliver::route(ctx, ifindex, &pkt, rewrite.daddr)
                         .map_err(|r| Drop::flow(r, key))?,
                 )
             };
-            if let Some(Route::TooBig) = route {
+            if let Some(Route::TooBig { .. }) = route {
                 return deliver::too_big(&pkt)
                     .map(Step::Verdict)
                     .map_err(|r| Drop::flow(r, key));
@@ -178,7 +179,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
             metrics::path(tracked_path(flags), len);
             let v = match route {
                 Some(r) => deliver::out(ctx, &pkt, &r),
-                None => forward(ctx, &pkt, rewrite.daddr, cfg, ifindex),
+                None => forward(ctx, &pkt, rewrite.daddr, ifindex),
             };
             return v.map(Step::Verdict).map_err(|r| Drop::flow(r, key));
         }
@@ -198,17 +199,11 @@ fn try_from_container_new(ctx: &TcContext, ifindex: u32) -> Result<i32, Drop> {
 
 /// Sends a (rewritten) packet on: into the container owning `daddr`, else out of the uplink.
 #[inline(always)]
-fn forward(
-    ctx: &TcContext,
-    pkt: &Ipv4,
-    daddr: u32,
-    cfg: &Config,
-    ifindex: u32,
-) -> Result<i32, DropReason> {
+fn forward(ctx: &TcContext, pkt: &Ipv4, daddr: u32, ifindex: u32) -> Result<i32, DropReason> {
     if let Some(ep) = endpoint(daddr) {
         return deliver::to_endpoint(ctx, ep);
     }
-    let r = deliver::route(ctx, ifindex, cfg.uplink_ip, daddr, pkt.proto)?;
+    let r = deliver::route(ctx, ifindex, pkt, daddr)?;
     deliver::out(ctx, pkt, &r)
 }
 
@@ -302,21 +297,21 @@ fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, Drop
     if in_weir_subnet(pkt.daddr) && !is_host_addr(pkt.daddr) {
         return Err(DropReason::UnknownEndpoint);
     }
-    let r = deliver::route(ctx, ifindex(ctx), pkt.saddr, pkt.daddr, pkt.proto)?;
-    if let Route::TooBig = r {
-        return deliver::too_big(pkt);
-    }
-    let Route::Out {
-        ifindex: out_if, ..
-    } = r
-    else {
-        // An internal network reaches the host only at its own gateway, like Docker's.
-        if src.flags & ep_flags::INTERNAL != 0 && pkt.daddr != src.gateway {
-            return Err(DropReason::InternalNetwork);
+    let r = deliver::route(ctx, ifindex(ctx), pkt, pkt.daddr)?;
+    let out_if = match r {
+        Route::Out { ifindex, .. } | Route::TooBig { ifindex } => ifindex,
+        Route::Local => {
+            // An internal network reaches the host only at its own gateway, like Docker's.
+            if src.flags & ep_flags::INTERNAL != 0 && pkt.daddr != src.gateway {
+                return Err(DropReason::InternalNetwork);
+            }
+            metrics::path(Path::ContainerToHost, len);
+            return Ok(TC_ACT_OK as i32);
         }
-        metrics::path(Path::ContainerToHost, len);
-        return Ok(TC_ACT_OK as i32);
     };
+    // Every check comes before any hand-over to the host stack (TTL expiring, too big): the
+    // kernel forwards what it is handed if it can, and whatever Weir hands it untranslated
+    // must be something Weir would have sent out itself.
     if out_if != cfg.uplink_ifindex || cfg.uplink_ip == 0 {
         return Err(DropReason::NoRoute);
     }
@@ -342,9 +337,13 @@ fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, Drop
     }
     if pkt.ttl <= 1 {
         // Routed and expiring: the host stack answers with ICMP time exceeded, as a router
-        // would. Only now, after the checks above: handing it over earlier let an internal
-        // network reach every host address with TTL 1 packets (local delivery ignores TTL).
+        // would (local delivery ignores TTL: hence after the internal-network check).
         return Ok(TC_ACT_OK as i32);
+    }
+    if let Route::TooBig { .. } = r {
+        // The host stack answers "fragmentation needed" for a DF packet and forwards
+        // nothing: the packet, trimmed to its datagram, is too big for the same route.
+        return deliver::too_big(pkt);
     }
     if pkt.frag == packet::Frag::Later {
         // The first fragment created the flow; this one follows its translation or not at all.

@@ -157,12 +157,17 @@ fn host_socket_holds(ctx: &TcContext, out: &FlowKey) -> bool {
 }
 
 /// Picks a source port on `uplink_ip` for a masqueraded flow and creates its conntrack pair.
-/// The container's own port is kept when free (like the kernel's MASQUERADE); otherwise up to
-/// SNAT_RETRIES random ports of the configured range are probed. A port is free when no flow
+/// No flow may hold a port of the host's ephemeral range (`Config::host_port_*`): the host's
+/// stack picks its own flows' source ports there later, without seeing Weir's table, and a
+/// masqueraded flow on one of them would take the replies of the host's next flow to the same
+/// destination. So the container's own port is kept (like the kernel's MASQUERADE) only when
+/// it lies outside that range and is free; otherwise up to SNAT_RETRIES random ports of the
+/// SNAT range — disjoint from the ephemeral one — are probed. A port is free when no flow
 /// holds its reply tuple, it is not published, and no socket of the host holds it towards
-/// that destination (or listens on it): the host's own flows are not in Weir's conntrack,
-/// and a masqueraded flow on one of their tuples would take the host's replies. Returns the
-/// new tuple.
+/// that destination (or listens on it): a masqueraded flow on the tuple of a socket the host
+/// has now would take that socket's replies. ICMP identifiers are kept when free: the
+/// kernel's ping sockets pick theirs from all 65,535, so no range would be safe from them.
+/// Returns the new tuple.
 #[inline(always)]
 pub fn masquerade(
     ctx: &TcContext,
@@ -178,7 +183,13 @@ pub fn masquerade(
     // SAFETY: helper without preconditions.
     let seed = unsafe { bpf_get_prandom_u32() };
     let mut port = orig.sport;
-    let mut attempt = 0u32;
+    let own = u16::from_be(port);
+    let hosts = own >= cfg.host_port_min && own <= cfg.host_port_max;
+    let mut attempt = if orig.proto != IPPROTO_ICMP && hosts {
+        1
+    } else {
+        0u32
+    };
     while attempt <= SNAT_RETRIES {
         if attempt > 0 {
             port = candidate(seed, attempt, cfg.snat_port_min, cfg.snat_port_max).to_be();

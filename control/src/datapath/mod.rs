@@ -28,16 +28,21 @@ pub const FROM_CONTAINER_NEW: &str = "from_container_new";
 pub const TO_CONTAINER: &str = "to_container";
 pub const UPLINK_TC: &str = "uplink_tc";
 pub const UPLINK_XDP: &str = "uplink_xdp";
+/// The uplink's egress guard: nothing from a Weir network leaves untranslated.
+pub const UPLINK_EGRESS: &str = "uplink_egress";
+/// The links pinned on the uplink (named as their programs), moved when the uplink changes.
+pub const UPLINK_LINKS: [&str; 3] = [UPLINK_TC, UPLINK_EGRESS, UPLINK_XDP];
 pub const SOCK_CONNECT4: &str = "sock_connect4";
 pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
 pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
 pub const SOCK_PROGRAMS: [&str; 3] = [SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4];
-pub const PROGRAMS: [&str; 8] = [
+pub const PROGRAMS: [&str; 9] = [
     FROM_CONTAINER,
     FROM_CONTAINER_NEW,
     TO_CONTAINER,
     UPLINK_TC,
     UPLINK_XDP,
+    UPLINK_EGRESS,
     SOCK_CONNECT4,
     SOCK_SENDMSG4,
     SOCK_RECVMSG4,

@@ -70,11 +70,18 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             )
         }));
     }
-    let mut programs = vec![ProgramStatus {
-        program: datapath::UPLINK_TC.into(),
-        attached_to: format!("{} tc ingress", st.uplink.name),
-        program_id: links::program_id(&ctx.inst, datapath::UPLINK_TC),
-    }];
+    let mut programs = vec![
+        ProgramStatus {
+            program: datapath::UPLINK_TC.into(),
+            attached_to: format!("{} tc ingress", st.uplink.name),
+            program_id: links::program_id(&ctx.inst, datapath::UPLINK_TC),
+        },
+        ProgramStatus {
+            program: datapath::UPLINK_EGRESS.into(),
+            attached_to: format!("{} tc egress", st.uplink.name),
+            program_id: links::program_id(&ctx.inst, datapath::UPLINK_EGRESS),
+        },
+    ];
     if st.uplink.xdp {
         programs.push(ProgramStatus {
             program: datapath::UPLINK_XDP.into(),

@@ -6,13 +6,13 @@ use aya::programs::TcAttachType;
 use serde::Serialize;
 use weir_common::{SCHEMA_VERSION, config::Timeouts, maps as names};
 
-use super::{Ctx, container, reconcile};
+use super::{Ctx, container, mtu, reconcile};
 use crate::{
     cgroup,
     datapath::{self, links, maps},
     error::{Error, Result},
     instance::Instance,
-    netlink, netns,
+    netlink, netns, snat_ports,
     state::{self, Phase, Settings, State, Uplink, XdpMode},
 };
 
@@ -41,6 +41,12 @@ pub struct InitReport {
     pub xdp_note: Option<String>,
     pub reinitialised: bool,
     pub containers_updated: usize,
+    pub snat_ports: (u16, u16),
+    /// Why the instance's SNAT ports moved, when they did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snat_note: Option<String>,
+    /// Containers whose MTU followed a changed uplink MTU.
+    pub mtu_resynced: usize,
 }
 
 /// Refuses a host namespace another instance (another state dir) already serves: two would
@@ -98,7 +104,9 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
             xdp: XdpMode::Auto,
             conntrack_max: names::CONNTRACK_MAX,
             timeouts: Timeouts::KERNEL_DEFAULTS,
-            snat_ports: (32768, 60999),
+            // Both chosen below, from the host's ephemeral ports.
+            snat_ports: (0, 0),
+            host_ports: (0, 0),
         });
     if let Some(x) = opts.xdp {
         settings.xdp = x;
@@ -134,9 +142,14 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         }
         *slot = *v;
     }
-    if let Some(r) = opts.snat_ports {
-        settings.snat_ports = r;
-    }
+    let host_ports = snat_ports::host_ephemeral()?;
+    let (snat, snat_note) = snat_ports::choose(
+        opts.snat_ports,
+        prev.as_ref().map(|p| p.settings.snat_ports),
+        host_ports,
+    )?;
+    settings.snat_ports = snat;
+    settings.host_ports = host_ports;
 
     let uplink = resolve_uplink(
         ctx,
@@ -164,8 +177,9 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     if let Some(p) = &prev
         && p.uplink.name != uplink.name
     {
-        links::unpin(&ctx.inst, datapath::UPLINK_TC)?;
-        links::unpin(&ctx.inst, datapath::UPLINK_XDP)?;
+        for link in datapath::UPLINK_LINKS {
+            links::unpin(&ctx.inst, link)?;
+        }
     }
     st.settings = settings.clone();
     st.schema = SCHEMA_VERSION;
@@ -187,6 +201,13 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         TcAttachType::Ingress,
         datapath::UPLINK_TC,
     )?;
+    links::tc_attach(
+        &ctx.inst,
+        datapath::UPLINK_EGRESS,
+        &uplink.name,
+        TcAttachType::Egress,
+        datapath::UPLINK_EGRESS,
+    )?;
     let (xdp, xdp_note) = attach_xdp(ctx, &settings.xdp, &uplink).await?;
     let cg = cgroup::root()?;
     for p in datapath::SOCK_PROGRAMS {
@@ -198,6 +219,7 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
         updated += 1;
     }
+    let mtu_resynced = mtu::resync(ctx, &st).await?;
     ensure_gateway_dev(ctx, &st).await?;
     let gateways: Vec<Ipv4Addr> = st.networks.values().map(|n| n.gateway).collect();
     let host_addrs = netlink::ipv4_addrs(&ctx.nl, None)
@@ -224,6 +246,9 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         xdp_note,
         reinitialised: prev.is_some(),
         containers_updated: updated,
+        snat_ports: settings.snat_ports,
+        snat_note,
+        mtu_resynced,
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod container;
 pub mod inspect;
 pub mod lifecycle;
+pub mod mtu;
 pub mod network;
 pub mod policy;
 pub mod publish;
