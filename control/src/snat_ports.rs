@@ -60,7 +60,8 @@ pub fn choose(
     let (lo, hi) = eph;
     if let Some(r) = given {
         if overlaps(r, eph) {
-            let hint = default_for(eph).map_or(String::new(), |d| format!(", e.g. {}-{}", d.0, d.1));
+            let hint =
+                default_for(eph).map_or(String::new(), |d| format!(", e.g. {}-{}", d.0, d.1));
             return Err(Error::invalid(format!(
                 "--snat-ports {}-{} overlaps the host's ephemeral ports {lo}-{hi} (net.ipv4.ip_local_port_range), which its own connections pick from: choose a range outside it{hint}",
                 r.0, r.1

@@ -21,7 +21,8 @@ pub fn to_endpoint(ctx: &TcContext, ep: &Endpoint) -> Result<i32, DropReason> {
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&ep.mac);
     macs[6..].copy_from_slice(&ep.host_mac);
-    ctx.store(0, &macs, 0).map_err(|_| DropReason::WriteFailed)?;
+    ctx.store(0, &macs, 0)
+        .map_err(|_| DropReason::WriteFailed)?;
     // SAFETY: helper without memory arguments.
     let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32;
     if rc == TC_ACT_REDIRECT as i32 {
@@ -113,9 +114,7 @@ pub fn route(
         }),
         BPF_FIB_LKUP_RET_NOT_FWDED => Ok(Route::Local),
         // The skb-length check runs after the route is found: ifindex names the device.
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig {
-            ifindex: p.ifindex,
-        }),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig { ifindex: p.ifindex }),
         _ => Err(DropReason::NoRoute),
     }
 }
@@ -164,7 +163,8 @@ pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&dmac);
     macs[6..].copy_from_slice(&smac);
-    ctx.store(0, &macs, 0).map_err(|_| DropReason::WriteFailed)?;
+    ctx.store(0, &macs, 0)
+        .map_err(|_| DropReason::WriteFailed)?;
     // SAFETY: helper without memory arguments.
     let rc = unsafe { bpf_redirect(ifindex, 0) } as i32;
     if rc == TC_ACT_REDIRECT as i32 {

@@ -15,6 +15,7 @@ use aya_ebpf::{
 };
 use weir_common::{
     addr::{is_loopback, is_multicast_or_broadcast},
+    config::Config,
     conntrack::{FlowKey, IPPROTO_ICMP, flags},
     endpoint::{Endpoint, flags as ep_flags},
     maps::TAIL_NEW_FLOW,
@@ -67,11 +68,27 @@ pub fn from_container(ctx: TcContext) -> i32 {
 pub fn from_container_new(ctx: TcContext) -> i32 {
     let ifindex = ifindex(&ctx);
     let len = ctx.packet_len();
-    match try_from_container_new(&ctx, ifindex) {
-        Ok(v) => v,
-        Err(d) => {
-            metrics::dropped(d, Hook::FromContainer, ifindex, len);
+    let mut why = Drop::new(DropReason::Malformed);
+    match new_flow_verdict(&ctx, ifindex, &mut why) {
+        Some(v) => v,
+        None => {
+            metrics::dropped(why, Hook::FromContainer, ifindex, len);
             TC_ACT_SHOT as i32
+        }
+    }
+}
+
+/// [`try_from_container_new`] with its drop written to `why`. Not inlined, for the same reason
+/// as try_from_container; and returning a register-sized value: a `Result` this large is
+/// returned through a pointer, which LLVM may leave in r0, and the verifier refuses a
+/// function that returns a stack pointer to its caller.
+#[inline(never)]
+fn new_flow_verdict(ctx: &TcContext, ifindex: u32, why: &mut Drop) -> Option<i32> {
+    match try_from_container_new(ctx, ifindex) {
+        Ok(v) => Some(v),
+        Err(d) => {
+            *why = d;
+            None
         }
     }
 }
@@ -187,8 +204,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
     Ok(Step::NewFlow)
 }
 
-// Not inlined, for the same reason as try_from_container.
-#[inline(never)]
+#[inline(always)]
 fn try_from_container_new(ctx: &TcContext, ifindex: u32) -> Result<i32, Drop> {
     // What the first half established is established again: this program takes nothing on
     // trust (it can be reached only by the tail call, but the checks cost one lookup).
@@ -309,9 +325,43 @@ fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, Drop
             return Ok(TC_ACT_OK as i32);
         }
     };
-    // Every check comes before any hand-over to the host stack (TTL expiring, too big): the
-    // kernel forwards what it is handed if it can, and whatever Weir hands it untranslated
-    // must be something Weir would have sent out itself.
+    if let Leave::ToHostStack = may_leave(pkt, src, out_if, cfg)? {
+        return Ok(TC_ACT_OK as i32);
+    }
+    if let Route::TooBig { .. } = r {
+        // The host stack answers "fragmentation needed" for a DF packet and forwards
+        // nothing: the packet, trimmed to its datagram, is too big for the same route.
+        return deliver::too_big(pkt);
+    }
+    if pkt.frag == packet::Frag::Later {
+        // The first fragment created the flow; this one follows its translation or not at all.
+        return Err(DropReason::Fragment);
+    }
+    let f = NewFlow {
+        flags: 0,
+        src_identity: src.identity,
+        dst_identity: weir_common::policy::IDENTITY_WORLD,
+    };
+    let new = nat::masquerade(ctx, &pkt.flow(), &f, cfg, conntrack::now())?;
+    nat::rewrite(ctx, pkt, &new)?;
+    metrics::path(Path::Egress, len);
+    deliver::out(ctx, pkt, &r)
+}
+
+/// What a new flow to the world may do once routed out of `out_if`.
+enum Leave {
+    /// Masquerade it and send it out.
+    Masquerade,
+    /// Hand it to the host stack as it came (TTL expiring: the host answers time exceeded).
+    ToHostStack,
+}
+
+/// Every check a new flow to the world passes — before any hand-over to the host stack (TTL
+/// expiring, too big): the kernel forwards what it is handed if it can, so whatever Weir
+/// hands it untranslated must be something Weir would have sent out itself. Not inlined: a
+/// function of its own, verified once, so its branches do not multiply the caller's paths.
+#[inline(never)]
+fn may_leave(pkt: &Ipv4, src: &Endpoint, out_if: u32, cfg: &Config) -> Result<Leave, DropReason> {
     if out_if != cfg.uplink_ifindex || cfg.uplink_ip == 0 {
         return Err(DropReason::NoRoute);
     }
@@ -338,24 +388,7 @@ fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, Drop
     if pkt.ttl <= 1 {
         // Routed and expiring: the host stack answers with ICMP time exceeded, as a router
         // would (local delivery ignores TTL: hence after the internal-network check).
-        return Ok(TC_ACT_OK as i32);
+        return Ok(Leave::ToHostStack);
     }
-    if let Route::TooBig { .. } = r {
-        // The host stack answers "fragmentation needed" for a DF packet and forwards
-        // nothing: the packet, trimmed to its datagram, is too big for the same route.
-        return deliver::too_big(pkt);
-    }
-    if pkt.frag == packet::Frag::Later {
-        // The first fragment created the flow; this one follows its translation or not at all.
-        return Err(DropReason::Fragment);
-    }
-    let f = NewFlow {
-        flags: 0,
-        src_identity: src.identity,
-        dst_identity: weir_common::policy::IDENTITY_WORLD,
-    };
-    let new = nat::masquerade(ctx, &pkt.flow(), &f, cfg, conntrack::now())?;
-    nat::rewrite(ctx, pkt, &new)?;
-    metrics::path(Path::Egress, len);
-    deliver::out(ctx, pkt, &r)
+    Ok(Leave::Masquerade)
 }

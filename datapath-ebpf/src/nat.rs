@@ -156,6 +156,13 @@ fn host_socket_holds(ctx: &TcContext, out: &FlowKey) -> bool {
     true
 }
 
+/// Whether `port` (network order) is in the host's ephemeral range.
+#[inline(always)]
+fn hosts_ephemeral(cfg: &Config, port: u16) -> bool {
+    let p = u16::from_be(port);
+    p >= cfg.host_port_min && p <= cfg.host_port_max
+}
+
 /// Picks a source port on `uplink_ip` for a masqueraded flow and creates its conntrack pair.
 /// No flow may hold a port of the host's ephemeral range (`Config::host_port_*`): the host's
 /// stack picks its own flows' source ports there later, without seeing Weir's table, and a
@@ -183,13 +190,7 @@ pub fn masquerade(
     // SAFETY: helper without preconditions.
     let seed = unsafe { bpf_get_prandom_u32() };
     let mut port = orig.sport;
-    let own = u16::from_be(port);
-    let hosts = own >= cfg.host_port_min && own <= cfg.host_port_max;
-    let mut attempt = if orig.proto != IPPROTO_ICMP && hosts {
-        1
-    } else {
-        0u32
-    };
+    let mut attempt = 0u32;
     while attempt <= SNAT_RETRIES {
         if attempt > 0 {
             port = candidate(seed, attempt, cfg.snat_port_min, cfg.snat_port_max).to_be();
@@ -198,8 +199,11 @@ pub fn masquerade(
         let new = FlowKey::new(cfg.uplink_ip, orig.daddr, port, orig.dport, orig.proto);
         // Never a published port: the replies' tuple would then shadow that port for this
         // remote, and its clients' packets would reach this container instead.
+        // (The host's ephemeral range can hold only the container's own port, tried first:
+        // the SNAT range lies outside it.)
         if orig.proto != IPPROTO_ICMP
-            && (publish::is_published(cfg.uplink_ip, orig.proto, port)
+            && (hosts_ephemeral(cfg, port)
+                || publish::is_published(cfg.uplink_ip, orig.proto, port)
                 || host_socket_holds(ctx, &new))
         {
             attempt += 1;

@@ -138,9 +138,8 @@ pub fn trim_to_datagram(ctx: &TcContext) -> Result<(), DropReason> {
     }
     // SAFETY: helper on this program's own skb; it invalidates packet pointers, and none is
     // held past this call.
-    let rc = unsafe {
-        aya_ebpf::helpers::bpf_skb_change_tail(ctx.skb.skb as *mut _, datagram_end, 0)
-    };
+    let rc =
+        unsafe { aya_ebpf::helpers::bpf_skb_change_tail(ctx.skb.skb as *mut _, datagram_end, 0) };
     if rc == 0 {
         Ok(())
     } else {

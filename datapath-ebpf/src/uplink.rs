@@ -222,8 +222,7 @@ fn try_uplink_egress(ctx: &TcContext) -> Result<i32, Drop> {
     let (Some(cfg), Some(addrs)) = (config(), packet::ipv4_addrs(ctx)) else {
         return Ok(TC_ACT_OK as i32);
     };
-    if addrs.saddr != cfg.uplink_ip && in_weir_subnet(addrs.saddr) && !is_host_addr(addrs.saddr)
-    {
+    if addrs.saddr != cfg.uplink_ip && in_weir_subnet(addrs.saddr) && !is_host_addr(addrs.saddr) {
         return Err(Drop::flow(DropReason::Unmasqueraded, addrs));
     }
     Ok(TC_ACT_OK as i32)

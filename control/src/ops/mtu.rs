@@ -23,7 +23,11 @@ pub async fn resync(ctx: &Ctx, st: &State) -> Result<usize> {
         return Ok(0);
     };
     let mut changed = 0;
-    for (name, c) in st.containers.iter().filter(|(_, c)| c.phase == Phase::Ready) {
+    for (name, c) in st
+        .containers
+        .iter()
+        .filter(|(_, c)| c.phase == Phase::Ready)
+    {
         let Some(host) = netlink::link_by_name(&ctx.nl, &c.host_if).await? else {
             continue;
         };
