@@ -52,8 +52,7 @@ pub fn publish_entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarg
     let target = PublishTarget {
         addr: from_std(c.ip),
         port: port_be(p.container_port),
-        host_port_min: settings.host_ports.0,
-        host_port_max: settings.host_ports.1,
+        _pad: 0,
         identity: c.identity,
     };
     Ok((publish_key(p), target))

@@ -10,6 +10,12 @@
 //! - an isolated container still reaches itself through its own published port;
 //! - a container being removed sends nothing past its filter while it goes (the link goes
 //!   before the filter: the other way round, the kernel forwarded it unfiltered).
+//! - a container never holds a tuple the host's own stack may pick later: its UDP queries
+//!   and TCP connects keep their replies while a container floods the host's ephemeral
+//!   ports (issue 17);
+//! - padded frames from an internal network do not leave when the uplink's MTU shrinks;
+//!   nothing leaves the uplink from a Weir subnet untranslated; `init` gives containers the
+//!   uplink's new MTU (issue 17).
 //!
 //! (Port-less protocols to the world, ICMP echo with identifier 0 and the host's own address
 //! from the wire are covered frame by frame in datapath_unit.)
@@ -544,4 +550,288 @@ fn nothing_leaves_unfiltered_while_a_container_is_removed() {
             "round {round}: {leaked} datagrams left with a container-network source"
         );
     }
+}
+
+/// Answers every UDP datagram on `port` with the datagram itself, in one process (a forking
+/// echo could not keep up with a flood of new flows).
+const UDP_ECHO: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)
+"#;
+
+/// One datagram to `dst:port` from every source port `lo..=hi` (each opens a flow).
+const UDP_EVERY_PORT: &str = r#"
+import socket, sys, time
+dst, port, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for p in range(lo, hi + 1):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("0.0.0.0", p))
+        s.sendto(b"q", (dst, port))
+    except OSError:
+        pass
+    s.close()
+    if p % 500 == 0:
+        time.sleep(0.01)
+"#;
+
+/// `n` queries to `dst:port`, each from a port the kernel picks; prints how many were answered.
+const UDP_QUERIES: &str = r#"
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1.5)
+    s.sendto(b"host %d" % i, (dst, port))
+    try:
+        ok += s.recv(64) == b"host %d" % i
+    except OSError:
+        pass
+    s.close()
+print(ok)
+"#;
+
+fn python(ns: &Netns, script: &str, args: &[&str]) -> String {
+    let mut a = vec!["/usr/bin/python3", "-c", script];
+    a.extend_from_slice(args);
+    let o = ns.run(&a);
+    assert!(
+        o.status.success(),
+        "python in {}: {}",
+        ns.name,
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn host_ephemeral(ns: &Netns) -> (u16, u16) {
+    let r = ns.must(&["cat", "/proc/sys/net/ipv4/ip_local_port_range"]);
+    let mut it = r.split_whitespace().map(|p| p.parse::<u16>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+#[test]
+fn a_container_cannot_take_the_hosts_udp_replies() {
+    // Issue 17: kept, a container's source ports inside the host's ephemeral range become
+    // masquerade flows on the uplink address; the kernel, which cannot see them, later picks
+    // the same ports for the host's own queries, and their answers went to the container.
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.71.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let _echo = s.ext.spawn(&["/usr/bin/python3", "-c", UDP_ECHO, "53"]);
+    net::wait_listening(&s.ext, 53, "udp");
+    let (lo, hi) = host_ephemeral(&s.host);
+    python(
+        &a,
+        UDP_EVERY_PORT,
+        &[EXT_IP, "53", &lo.to_string(), &hi.to_string()],
+    );
+    let flows = s.json(&["conntrack"]);
+    let held = flows.as_array().unwrap().len();
+    assert!(
+        held > (hi - lo) as usize / 2,
+        "the flood opened only {held} flows"
+    );
+    let answered = python(&s.host, UDP_QUERIES, &[EXT_IP, "53", "5"]);
+    assert_eq!(
+        answered.trim(),
+        "5",
+        "the host's queries lost their answers"
+    );
+}
+
+/// Accepts TCP connections on a port and holds every one open.
+const TCP_HOLD: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(4096)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+"#;
+
+/// Connects to `dst:port` from every source port `lo..=hi` and holds them until killed.
+const TCP_EVERY_PORT: &str = r#"
+import socket, sys, time
+dst, port, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+held = []
+for p in range(lo, hi + 1):
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c.settimeout(2)
+    try:
+        c.bind(("0.0.0.0", p))
+        c.connect((dst, port))
+        held.append(c)
+    except OSError:
+        pass
+time.sleep(120)
+"#;
+
+/// `n` connects to `dst:port` from kernel-picked ports; prints how many succeeded.
+const TCP_CONNECTS: &str = r#"
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = 0
+for i in range(n):
+    c = socket.socket()
+    c.settimeout(2)
+    try:
+        c.connect((dst, port))
+        ok += 1
+    except OSError:
+        pass
+    c.close()
+print(ok)
+"#;
+
+#[test]
+fn a_container_cannot_take_the_hosts_tcp_connections() {
+    // The host's range, narrowed before init, is what Weir keeps clear of (read in the host's
+    // own namespace); the container holds a connection from every port of it.
+    let s = Sandbox::new(CONTROL);
+    s.host
+        .must(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40199"]);
+    s.init(&[]);
+    let n = s.network("n", "10.72.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let _srv = s.ext.spawn(&["/usr/bin/python3", "-c", TCP_HOLD, "7300"]);
+    net::wait_listening(&s.ext, 7300, "tcp");
+    let _hold = a.spawn(&[
+        "/usr/bin/python3",
+        "-c",
+        TCP_EVERY_PORT,
+        EXT_IP,
+        "7300",
+        "40000",
+        "40199",
+    ]);
+    let established = || {
+        text(
+            &a.run(&["ss", "-Htn", "state", "established", "dport", "= :7300"])
+                .stdout,
+        )
+        .lines()
+        .count()
+    };
+    assert!(
+        rig::wait_for(Duration::from_secs(60), || established() == 200),
+        "the container holds {} connections, not 200",
+        established()
+    );
+    let ok = python(&s.host, TCP_CONNECTS, &[EXT_IP, "7300", "5"]);
+    assert_eq!(ok.trim(), "5", "the host's connections failed");
+}
+
+/// Three small DF packets a scapy script in a container sends to `dst`, each padded with
+/// trailing bytes to a 1450-byte frame: UDP, GRE (no ports) and an ICMP timestamp request.
+fn padded_frames(src_mac: &str, gw_mac: &str, src: &str, dst: &str) -> String {
+    format!(
+        "e = Ether(src='{src_mac}', dst='{gw_mac}')\n\
+         for l4 in [UDP(sport=7001, dport=7002)/b'u', GRE()/b'g', ICMP(type=13)]:\n\
+         \x20   p = e/IP(src='{src}', dst='{dst}', flags='DF')/l4\n\
+         \x20   sendp(p/Padding(b'\\x00' * (1450 - len(p))), iface='eth0')"
+    )
+}
+
+#[test]
+fn padded_frames_leave_no_internal_network_when_the_uplink_mtu_shrinks() {
+    // Issue 17: the FIB lookup measured the padded frame as too big, and the packet went to
+    // the host stack untranslated before the internal-network and protocol checks; the
+    // kernel trimmed the padding and forwarded it.
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.73.0.0/24", &["--internal"]);
+    let a = s.container("a", &n, &[]);
+    let m = s.network("m", "10.74.0.0/24", &[]);
+    let b = s.container("b", &m, &[]);
+    s.host.must(&["ip", "link", "set", "up0", "mtu", "1400"]);
+    let (a_ip, b_ip) = (s.ip_of(&a), s.ip_of(&b));
+    let before = s.drops("internal-network");
+    let seen = captured(&s.ext, "eth0", "ip", || {
+        scapy(
+            &a,
+            &padded_frames(&mac(&a, "eth0"), &host_mac_of(&s, &a), &a_ip, EXT_IP),
+        )
+    });
+    assert_eq!(seen, 0, "an internal network's padded packets left");
+    assert!(s.drops("internal-network") >= before + 3);
+    // On a network that may leave, the same UDP packet leaves trimmed and masqueraded; the
+    // port-less two do not leave at all.
+    let seen = captured(
+        &s.ext,
+        "eth0",
+        &format!("src host {UPLINK_IP} and udp and less 100"),
+        || {
+            scapy(
+                &b,
+                &padded_frames(&mac(&b, "eth0"), &host_mac_of(&s, &b), &b_ip, EXT_IP),
+            )
+        },
+    );
+    assert_eq!(seen, 1, "the trimmed UDP packet, masqueraded");
+    let seen = captured(
+        &s.ext,
+        "eth0",
+        "src net 10.73.0.0/24 or src net 10.74.0.0/24",
+        || {
+            scapy(
+                &b,
+                &padded_frames(&mac(&b, "eth0"), &host_mac_of(&s, &b), &b_ip, EXT_IP),
+            )
+        },
+    );
+    assert_eq!(seen, 0, "untranslated packets left");
+}
+
+#[test]
+fn nothing_leaves_the_uplink_from_a_weir_subnet_untranslated() {
+    // The egress guard: whatever the host stack routes out of the uplink with a source in a
+    // Weir network (here the host itself sends it) is dropped and counted.
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let _n = s.network("n", "10.75.0.0/24", &[]);
+    let seen = captured(&s.ext, "eth0", "src net 10.75.0.0/24", || {
+        scapy(
+            &s.host,
+            &format!(
+                "for _ in range(3):\n\
+                 \x20   try: send(IP(src='10.75.0.9', dst='{EXT_IP}')/UDP(sport=7001, dport=7002))\n\
+                 \x20   except OSError: pass  # ENOBUFS: the egress program shot it"
+            ),
+        )
+    });
+    assert_eq!(seen, 0, "a Weir subnet's source left untranslated");
+    assert!(s.drops("unmasqueraded-egress") >= 3);
+    // The host's own traffic still leaves.
+    assert!(net::ping(&s.host, EXT_IP, 1));
+}
+
+#[test]
+fn init_gives_containers_a_shrunken_uplink_mtu() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.76.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let host_if = s.host_if_of(&a);
+    let mtu = |ns: &Netns, dev: &str| ns.must(&["cat", &format!("/sys/class/net/{dev}/mtu")]);
+    assert_eq!(mtu(&a, "eth0").trim(), "1500");
+    s.host.must(&["ip", "link", "set", "up0", "mtu", "1400"]);
+    let out = s.init(&[]);
+    assert!(out.contains("MTU"), "init said nothing of the MTU: {out}");
+    assert_eq!(mtu(&a, "eth0").trim(), "1400", "container side");
+    assert_eq!(mtu(&s.host, &host_if).trim(), "1400", "host side");
+    // Once in step, init has nothing more to change.
+    let out = s.init(&[]);
+    assert!(!out.contains("MTU"), "{out}");
+    // And traffic flows at the new MTU.
+    let _srv = net::iperf_server(&s.ext, 5201);
+    let r = net::iperf(&a, EXT_IP, 5201, &["-t", "1"]);
+    assert!(net::iperf_bps(&r) > 1e7, "TCP after the MTU change: {r}");
 }
