@@ -109,7 +109,7 @@ fn serve(env: &Env, conf: &NetConf, v: Version) -> CniResult<Option<Value>> {
         .build()
         .map_err(|e| CniError::new(code::INTERNAL, "starting a runtime", e.to_string()))?;
     rt.block_on(async {
-        let ctx = Ctx::new(inst)?;
+        let ctx = Ctx::new(inst)?.with_notes(|n| eprintln!("note: {n}"));
         match env.command {
             Command::Add => add::add(&ctx, env, conf, v).await.map(Some),
             Command::Del => del::del(&ctx, env, conf).await.map(|()| None),

@@ -30,7 +30,9 @@ pub async fn repair(ctx: &Ctx, st: &mut State) -> Result<()> {
         .map(|(n, _)| n.clone())
         .collect();
     for name in broken {
-        eprintln!("note: removing container {name}, left incomplete by the interrupted command");
+        ctx.note(&format!(
+            "removing container {name}, left incomplete by the interrupted command"
+        ));
         container::teardown(ctx, st, &name).await;
         container::forget(&ctx.inst, st, &name)?;
     }
