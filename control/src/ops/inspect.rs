@@ -67,17 +67,53 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             )
         }));
     }
-    let mut programs = vec![ProgramStatus {
-        program: datapath::UPLINK_TC.into(),
-        attached_to: format!("{} tc ingress", st.uplink.name),
-        program_id: links::program_id(&ctx.inst, datapath::UPLINK_TC),
-    }];
+    problems.extend(container_problems(ctx, st).await?);
+    let programs = programs(ctx, st);
+    for p in &programs {
+        if p.program_id.is_none() {
+            problems.push(format!(
+                "{} on {} is not attached: run `control init` to repair",
+                p.program, p.attached_to
+            ));
+        }
+    }
+    Ok(Status {
+        state_dir: ctx.inst.state_dir.display().to_string(),
+        pin_dir: ctx.inst.pin_dir.display().to_string(),
+        host_netns: st.host_netns.clone(),
+        uplink: st.uplink.name.clone(),
+        uplink_ip: st.uplink.ip,
+        xdp: st.uplink.xdp,
+        programs,
+        networks: st.networks.len(),
+        containers: st.containers.len(),
+        published_ports: crate::published::PublishBook::open(&ctx.inst)?.len(),
+        rules: crate::rules::RuleBook::open(&ctx.inst)?.len(),
+        conntrack_entries: live_flows(ctx)?,
+        conntrack_max: st.settings.conntrack_max,
+        problems,
+    })
+}
+
+/// Every program Weir attaches for `st`, where, and the id of what is attached there now.
+fn programs(ctx: &Ctx, st: &State) -> Vec<ProgramStatus> {
+    let at = |program: &str, attached_to: String, link: &str| ProgramStatus {
+        program: program.into(),
+        attached_to,
+        program_id: links::program_id(&ctx.inst, link),
+    };
+    let up = &st.uplink.name;
+    let mut programs = vec![at(
+        datapath::UPLINK_TC,
+        format!("{up} tc ingress"),
+        datapath::UPLINK_TC,
+    )];
     if st.uplink.xdp {
-        programs.push(ProgramStatus {
-            program: datapath::UPLINK_XDP.into(),
-            attached_to: format!("{} xdp", st.uplink.name),
-            program_id: links::program_id(&ctx.inst, datapath::UPLINK_XDP),
-        });
+        programs.push(at(
+            datapath::UPLINK_XDP,
+            format!("{up} xdp"),
+            datapath::UPLINK_XDP,
+        ));
     }
     programs.push(ProgramStatus {
         program: datapath::FROM_CONTAINER_NEW.into(),
@@ -94,23 +130,28 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
         .flatten(),
     });
     for p in datapath::SOCK_PROGRAMS {
-        programs.push(ProgramStatus {
-            program: p.into(),
-            attached_to: format!("cgroup {}", st.cgroup2),
-            program_id: links::program_id(&ctx.inst, p),
-        });
+        programs.push(at(p, format!("cgroup {}", st.cgroup2), p));
     }
     for (name, c) in &st.containers {
-        programs.push(ProgramStatus {
-            program: datapath::FROM_CONTAINER.into(),
-            attached_to: format!("{} tc ingress ({name})", c.host_if),
-            program_id: links::program_id(&ctx.inst, &links::container_link(c.identity)),
-        });
-        programs.push(ProgramStatus {
-            program: datapath::TO_CONTAINER.into(),
-            attached_to: format!("{} tc egress ({name})", c.host_if),
-            program_id: links::program_id(&ctx.inst, &links::container_egress_link(c.identity)),
-        });
+        let (ingress, egress) = (
+            links::container_link(c.identity),
+            links::container_egress_link(c.identity),
+        );
+        let (fc, tc) = (datapath::FROM_CONTAINER, datapath::TO_CONTAINER);
+        programs.push(at(
+            fc,
+            format!("{} tc ingress ({name})", c.host_if),
+            &ingress,
+        ));
+        programs.push(at(tc, format!("{} tc egress ({name})", c.host_if), &egress));
+    }
+    programs
+}
+
+/// Containers that are half-made or lost their host interface or namespace.
+async fn container_problems(ctx: &Ctx, st: &State) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (name, c) in &st.containers {
         if c.phase != Phase::Ready {
             problems.push(format!("container {name} is {:?}", c.phase));
         }
@@ -124,38 +165,19 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             problems.push(format!("container {name}: network namespace is missing"));
         }
     }
-    for p in &programs {
-        if p.program_id.is_none() {
-            problems.push(format!(
-                "{} on {} is not attached: run `control init` to repair",
-                p.program, p.attached_to
-            ));
-        }
-    }
+    Ok(problems)
+}
+
+/// Conntrack entries not yet expired.
+fn live_flows(ctx: &Ctx) -> Result<usize> {
     let now = monotonic_ns();
     let t = maps::read_config(&ctx.inst)?
         .map(|c| c.timeouts)
         .unwrap_or_default();
-    let live = maps::conntrack_entries(&ctx.inst)?
+    Ok(maps::conntrack_entries(&ctx.inst)?
         .iter()
         .filter(|(_, e)| !e.expired(now, &t))
-        .count();
-    Ok(Status {
-        state_dir: ctx.inst.state_dir.display().to_string(),
-        pin_dir: ctx.inst.pin_dir.display().to_string(),
-        host_netns: st.host_netns.clone(),
-        uplink: st.uplink.name.clone(),
-        uplink_ip: st.uplink.ip,
-        xdp: st.uplink.xdp,
-        programs,
-        networks: st.networks.len(),
-        containers: st.containers.len(),
-        published_ports: crate::published::PublishBook::open(&ctx.inst)?.len(),
-        rules: crate::rules::RuleBook::open(&ctx.inst)?.len(),
-        conntrack_entries: live,
-        conntrack_max: st.settings.conntrack_max,
-        problems,
-    })
+        .count())
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -10,7 +10,7 @@ use weir_common::{
     maps as names,
 };
 
-use super::{Ctx, container, reconcile};
+use super::{Ctx, container, reconcile, tx};
 use crate::{
     cgroup,
     datapath::{self, links, maps},
@@ -93,19 +93,86 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     }
     datapath::check_pinned(&ctx.inst, prev.as_ref().map(|p| p.settings.conntrack_max))?;
     sole_instance(&ctx.inst)?;
+    let settings = merge_settings(
+        prev.as_ref().map(|p| &p.settings),
+        &opts,
+        ctx.inst.map_pin(names::CONNTRACK).exists(),
+    )?;
+    let uplink = resolve_uplink(
+        ctx,
+        opts.uplink
+            .as_deref()
+            .or(prev.as_ref().map(|p| p.uplink.name.as_str())),
+    )
+    .await?;
+    let mut st = prev.clone().unwrap_or_else(|| State {
+        version: state::STATE_VERSION,
+        schema: SCHEMA_VERSION,
+        instance: ctx.inst.id.clone(),
+        host_netns: opts.host_netns.clone(),
+        uplink: uplink.clone(),
+        settings: settings.clone(),
+        cgroup2: String::new(),
+        next_identity: weir_common::policy::IDENTITY_FIRST_CONTAINER,
+        next_network_id: 1,
+        networks: BTreeMap::new(),
+        net_links: Vec::new(),
+        containers: BTreeMap::new(),
+    });
+    // Names the uplink: an interrupted init is finished by running it again (see Ctx::begin).
+    // The state is saved only once everything is in place: until then the journal alone says
+    // that init has to run again.
+    let what = format!("init --uplink {}", uplink.name);
+    tx::run(ctx, &what, &mut (), async |_| {
+        if let Some(p) = &prev
+            && p.uplink.name != uplink.name
+        {
+            links::unpin(&ctx.inst, datapath::UPLINK_TC)?;
+            links::unpin(&ctx.inst, datapath::UPLINK_XDP)?;
+        }
+        st.settings = settings.clone();
+        st.schema = SCHEMA_VERSION;
+        let _bpf = datapath::load_and_pin(&ctx.inst, settings.conntrack_max)?;
+        // A `control monitor` listening right now keeps listening through the upgrade.
+        let listening = maps::read_config(&ctx.inst)
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.flags & weir_common::config::flags::EVENTS);
+        let cfg = datapath_config(&uplink, &settings, listening, netns::cookie()?);
+        maps::write_config(&ctx.inst, &cfg)?;
+        let attached = attach_all(ctx, &mut st, &uplink, &settings.xdp).await?;
+        // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
+        reconcile::sync_maps(ctx, &st)?;
+        state::save(&ctx.inst, &st)?;
+        Ok(InitReport {
+            state_dir: ctx.inst.state_dir.display().to_string(),
+            pin_dir: ctx.inst.pin_dir.display().to_string(),
+            uplink: uplink.name.clone(),
+            uplink_ip: uplink.ip,
+            xdp: attached.xdp,
+            xdp_note: attached.xdp_note,
+            reinitialised: prev.is_some(),
+            containers_updated: attached.containers,
+        })
+    })
+    .await
+}
 
-    // Settings: explicit flags, else what the instance already had, else defaults.
-    let mut settings = prev
-        .as_ref()
-        .map(|p| p.settings.clone())
-        .unwrap_or(Settings {
-            xdp: XdpMode::Auto,
-            conntrack_max: names::CONNTRACK_MAX,
-            timeouts: Timeouts::KERNEL_DEFAULTS,
-            snat_ports: (32768, 60999),
-        });
-    if let Some(x) = opts.xdp {
-        settings.xdp = x;
+/// The settings of an init: explicit flags, else what the instance already had (`prev`),
+/// else defaults. `conntrack_pinned`: the conntrack map exists already (its size is fixed).
+pub fn merge_settings(
+    prev: Option<&Settings>,
+    opts: &InitOpts,
+    conntrack_pinned: bool,
+) -> Result<Settings> {
+    let mut settings = prev.cloned().unwrap_or(Settings {
+        xdp: XdpMode::Auto,
+        conntrack_max: names::CONNTRACK_MAX,
+        timeouts: Timeouts::KERNEL_DEFAULTS,
+        snat_ports: (32768, 60999),
+    });
+    if let Some(x) = &opts.xdp {
+        settings.xdp = x.clone();
     }
     if let Some(n) = opts.conntrack_max {
         if !(64..=16_777_216).contains(&n) {
@@ -113,10 +180,7 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
                 "--conntrack-max {n} is out of range: use 64 to 16777216"
             )));
         }
-        if prev.is_some()
-            && n != settings.conntrack_max
-            && ctx.inst.map_pin(names::CONNTRACK).exists()
-        {
+        if prev.is_some() && n != settings.conntrack_max && conntrack_pinned {
             return Err(Error::conflict(format!(
                 "the conntrack map already holds up to {} entries; its size changes only after `control down`",
                 settings.conntrack_max
@@ -141,59 +205,36 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     if let Some(r) = opts.snat_ports {
         settings.snat_ports = r;
     }
+    Ok(settings)
+}
 
-    let uplink = resolve_uplink(
-        ctx,
-        opts.uplink
-            .as_deref()
-            .or(prev.as_ref().map(|p| p.uplink.name.as_str())),
-    )
-    .await?;
-    let mut st = prev.clone().unwrap_or_else(|| State {
-        version: state::STATE_VERSION,
+/// The datapath's configuration for `uplink` and `settings`, in the namespace `cookie` names;
+/// `flags`: the ones to keep (a listening monitor's).
+fn datapath_config(uplink: &Uplink, settings: &Settings, flags: u32, cookie: u64) -> Config {
+    Config {
         schema: SCHEMA_VERSION,
-        instance: ctx.inst.id.clone(),
-        host_netns: opts.host_netns.clone(),
-        uplink: uplink.clone(),
-        settings: settings.clone(),
-        cgroup2: String::new(),
-        next_identity: weir_common::policy::IDENTITY_FIRST_CONTAINER,
-        next_network_id: 1,
-        networks: BTreeMap::new(),
-        net_links: Vec::new(),
-        containers: BTreeMap::new(),
-    });
-    // Names the uplink: an interrupted init is finished by running it again (see Ctx::begin).
-    let j = state::Journal::begin(&ctx.inst, &format!("init --uplink {}", uplink.name))?;
-    if let Some(p) = &prev
-        && p.uplink.name != uplink.name
-    {
-        links::unpin(&ctx.inst, datapath::UPLINK_TC)?;
-        links::unpin(&ctx.inst, datapath::UPLINK_XDP)?;
-    }
-    st.settings = settings.clone();
-    st.schema = SCHEMA_VERSION;
-
-    let _bpf = datapath::load_and_pin(&ctx.inst, settings.conntrack_max)?;
-    // A `control monitor` listening right now keeps listening through the upgrade.
-    let listening = maps::read_config(&ctx.inst)
-        .ok()
-        .flatten()
-        .map_or(0, |c| c.flags & weir_common::config::flags::EVENTS);
-    let cfg = Config {
-        schema: SCHEMA_VERSION,
-        flags: listening,
+        flags,
         uplink_ifindex: uplink.ifindex,
         uplink_ip: weir_common::addr::from_std(uplink.ip),
-        netns_cookie: netns::cookie()?,
+        netns_cookie: cookie,
         snat_port_min: settings.snat_ports.0,
         snat_port_max: settings.snat_ports.1,
         _pad: 0,
         timeouts: settings.timeouts,
-    };
-    maps::write_config(&ctx.inst, &cfg)?;
+    }
+}
 
-    // Attach (or swap programs under existing links: established flows see no gap).
+/// What [`attach_all`] attached.
+struct Attached {
+    xdp: bool,
+    xdp_note: Option<String>,
+    containers: usize,
+}
+
+/// Attaches every program (or swaps programs under existing links: established flows see no
+/// gap): the uplink's, the cgroup's and every ready container's; then the gateway device and
+/// the host addresses in `st`.
+async fn attach_all(ctx: &Ctx, st: &mut State, uplink: &Uplink, xdp: &XdpMode) -> Result<Attached> {
     links::tc_attach(
         &ctx.inst,
         datapath::UPLINK_TC,
@@ -201,18 +242,18 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         TcAttachType::Ingress,
         datapath::UPLINK_TC,
     )?;
-    let (xdp, xdp_note) = attach_xdp(ctx, &settings.xdp, &uplink).await?;
+    let (xdp, xdp_note) = attach_xdp(ctx, xdp, uplink).await?;
     let cg = cgroup::root()?;
     for p in datapath::SOCK_PROGRAMS {
         links::cgroup_attach(&ctx.inst, p, &cg)?;
     }
     st.cgroup2 = cg.display().to_string();
-    let mut updated = 0;
+    let mut containers = 0;
     for c in st.containers.values().filter(|c| c.phase == Phase::Ready) {
         links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
-        updated += 1;
+        containers += 1;
     }
-    ensure_gateway_dev(ctx, &st).await?;
+    ensure_gateway_dev(ctx, st).await?;
     let gateways: Vec<Ipv4Addr> = st.networks.values().map(|n| n.gateway).collect();
     let host_addrs = netlink::ipv4_addrs(&ctx.nl, None)
         .await?
@@ -225,19 +266,10 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         host_addrs,
         ..uplink.clone()
     };
-    // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
-    reconcile::sync_maps(ctx, &st)?;
-    state::save(&ctx.inst, &st)?;
-    j.done()?;
-    Ok(InitReport {
-        state_dir: ctx.inst.state_dir.display().to_string(),
-        pin_dir: ctx.inst.pin_dir.display().to_string(),
-        uplink: uplink.name,
-        uplink_ip: uplink.ip,
+    Ok(Attached {
         xdp,
         xdp_note,
-        reinitialised: prev.is_some(),
-        containers_updated: updated,
+        containers,
     })
 }
 
@@ -438,5 +470,92 @@ fn remove_tree(p: &Path, warnings: &mut Vec<String>) {
     }
     if let Err(e) = std::fs::remove_dir_all(p) {
         warnings.push(format!("could not remove {}: {e}", p.display()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> InitOpts {
+        InitOpts::default()
+    }
+
+    #[test]
+    fn defaults_without_flags_or_history() {
+        let s = merge_settings(None, &opts(), false).unwrap();
+        assert_eq!(s.xdp, XdpMode::Auto);
+        assert_eq!(s.conntrack_max, names::CONNTRACK_MAX);
+        assert_eq!(s.snat_ports, (32768, 60999));
+    }
+
+    #[test]
+    fn flags_beat_history_and_history_beats_defaults() {
+        let prev = Settings {
+            xdp: XdpMode::Off,
+            conntrack_max: 1000,
+            timeouts: Timeouts::KERNEL_DEFAULTS,
+            snat_ports: (40000, 50000),
+        };
+        let kept = merge_settings(Some(&prev), &opts(), true).unwrap();
+        assert_eq!((kept.xdp, kept.snat_ports), (XdpMode::Off, (40000, 50000)));
+        let o = InitOpts {
+            xdp: Some(XdpMode::On),
+            snat_ports: Some((1024, 2048)),
+            ..opts()
+        };
+        let s = merge_settings(Some(&prev), &o, true).unwrap();
+        assert_eq!((s.xdp, s.snat_ports), (XdpMode::On, (1024, 2048)));
+    }
+
+    #[test]
+    fn conntrack_size_is_fixed_once_pinned() {
+        let prev = merge_settings(None, &opts(), false).unwrap();
+        let o = InitOpts {
+            conntrack_max: Some(4096),
+            ..opts()
+        };
+        assert!(matches!(
+            merge_settings(Some(&prev), &o, true),
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(
+            merge_settings(Some(&prev), &o, false)
+                .unwrap()
+                .conntrack_max,
+            4096
+        );
+        let huge = InitOpts {
+            conntrack_max: Some(1 << 30),
+            ..opts()
+        };
+        assert!(matches!(
+            merge_settings(None, &huge, false),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn timeouts_are_named_and_bounded() {
+        let bad_name = InitOpts {
+            timeouts: vec![("nope".into(), 5)],
+            ..opts()
+        };
+        assert!(matches!(
+            merge_settings(None, &bad_name, false),
+            Err(Error::Invalid(_))
+        ));
+        let name = Timeouts::NAMES[0].to_string();
+        let zero = InitOpts {
+            timeouts: vec![(name.clone(), 0)],
+            ..opts()
+        };
+        assert!(merge_settings(None, &zero, false).is_err());
+        let ok = InitOpts {
+            timeouts: vec![(name.clone(), 7)],
+            ..opts()
+        };
+        let mut s = merge_settings(None, &ok, false).unwrap();
+        assert_eq!(*s.timeouts.get_mut(&name).unwrap(), 7);
     }
 }
