@@ -10,7 +10,7 @@ use super::{
     error::{CniError, CniResult},
     find,
 };
-use crate::{
+use control::{
     ops::{Ctx, container},
     state,
 };

@@ -18,7 +18,7 @@ use super::{
     error::{CniError, CniResult, code},
     find, result,
 };
-use crate::{
+use control::{
     datapath::{links, maps},
     netlink, netns,
     ops::{Ctx, publish},

@@ -14,7 +14,7 @@ use super::{
     result::{self, Attached},
     version::Version,
 };
-use crate::{
+use control::{
     netlink, netns,
     ops::{
         Ctx,
