@@ -4,6 +4,8 @@
 pub mod book;
 pub mod cgroup;
 pub mod datapath;
+pub mod desired;
+pub mod drift;
 pub mod error;
 pub mod instance;
 pub mod netlink;

@@ -14,7 +14,6 @@ use serde::Serialize;
 use weir_common::{
     conntrack::{CtEntry, FlowKey},
     endpoint::{Endpoint, flags as ep_flags},
-    maps as names,
 };
 
 use super::{
@@ -344,9 +343,9 @@ async fn plumb(
     // Rules may name this container already (a CNI container re-added under its old name):
     // they are in force before the endpoint lets its first packet through.
     policy::apply_for(ctx, st, name)?;
-    let ep = endpoint(st, name)?;
-    maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)?
-        .insert(weir_common::addr::from_std(ip), ep, 0)
+    let (key, ep) = crate::desired::endpoint(st, name)?;
+    maps::endpoints(&ctx.inst)?
+        .insert(key, ep, 0)
         .ctx(|| "adding the endpoint".into())?;
     sysctl::enable_forwarding(&c.host_if)?;
     Ok(())
@@ -414,7 +413,7 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     }
     let _ = links::container_detach(&ctx.inst, c.identity);
     let ip = weir_common::addr::from_std(c.ip);
-    if let Ok(mut m) = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)
+    if let Ok(mut m) = maps::endpoints(&ctx.inst)
         && m.get(&ip, 0).is_ok_and(|e| e.identity == c.identity)
     {
         let _ = m.remove(&ip);
@@ -441,7 +440,7 @@ pub fn forget(inst: &Instance, st: &mut State, name: &str) -> Result<()> {
 
 /// Deletes conntrack entries (and their twins) matching `pred`; returns how many flows.
 pub fn purge_conntrack(ctx: &Ctx, pred: impl Fn(&FlowKey, &CtEntry) -> bool) -> Result<usize> {
-    let mut ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
+    let mut ct = maps::conntrack(&ctx.inst)?;
     let doomed: Vec<(FlowKey, CtEntry)> = maps::conntrack_entries(&ctx.inst)?
         .into_iter()
         .filter(|(k, e)| pred(k, e) || pred(&e.rewrite, e))

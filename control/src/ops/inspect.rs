@@ -11,15 +11,16 @@ use serde::Serialize;
 use weir_common::{
     addr::{port_host, to_std},
     config::flags as cfg_flags,
-    conntrack::{CtEntry, FlowKey, flags, state as ct_state},
+    conntrack::{FlowKey, flags, state as ct_state},
     event::Event as DropEvent,
     maps as names,
-    stats::{Counter, DropReason, Event, Hook, Path, drop_index, event_index, path_index},
+    stats::{DropReason, Event, Hook, Path, drop_index, event_index, path_index},
 };
 
 use super::{Ctx, container};
 use crate::{
     datapath::{self, links, maps},
+    drift::{self, MapDrift},
     error::Result,
     netlink,
     state::{self, Phase, State},
@@ -54,6 +55,8 @@ pub struct Status {
     pub rules: usize,
     pub conntrack_entries: usize,
     pub conntrack_max: u32,
+    /// Derived maps that differ from the state (`control repair` puts them back).
+    pub drift: Vec<MapDrift>,
     pub problems: Vec<String>,
 }
 
@@ -77,6 +80,7 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             ));
         }
     }
+    let drift = map_drift(ctx, st, &mut problems);
     Ok(Status {
         state_dir: ctx.inst.state_dir.display().to_string(),
         pin_dir: ctx.inst.pin_dir.display().to_string(),
@@ -91,8 +95,31 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
         rules: crate::rules::RuleBook::open(&ctx.inst)?.len(),
         conntrack_entries: live_flows(ctx)?,
         conntrack_max: st.settings.conntrack_max,
+        drift,
         problems,
     })
+}
+
+/// The derived maps that differ from the state, each also told in `problems`.
+fn map_drift(ctx: &Ctx, st: &State, problems: &mut Vec<String>) -> Vec<MapDrift> {
+    // A map that cannot be read is a problem to report, not a reason to report nothing.
+    let drift: Vec<MapDrift> = match drift::check(&ctx.inst, st, false) {
+        Ok(d) => d.into_iter().filter(|d| !d.is_clean()).collect(),
+        Err(e) => {
+            problems.push(format!(
+                "the maps could not be compared with the state: {e}"
+            ));
+            Vec::new()
+        }
+    };
+    for d in &drift {
+        problems.push(format!(
+            "map {} differs from the state ({}): run `control repair`",
+            d.map,
+            d.summary()
+        ));
+    }
+    drift
 }
 
 /// Every program Weir attaches for `st`, where, and the id of what is attached there now.
@@ -197,7 +224,7 @@ pub struct Counter2 {
 }
 
 pub fn stats(ctx: &Ctx) -> Result<Stats> {
-    let m = maps::per_cpu_array::<Counter>(&ctx.inst, names::STATS)?;
+    let m = maps::stats(&ctx.inst)?;
     let sum = |i: u32| -> Counter2 {
         m.get(&i, 0)
             .map(|v| {
@@ -313,7 +340,7 @@ pub fn gc(ctx: &Ctx) -> Result<usize> {
         .map(|c| c.timeouts)
         .unwrap_or_default();
     let now = monotonic_ns();
-    let mut ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
+    let mut ct = maps::conntrack(&ctx.inst)?;
     let dead: Vec<FlowKey> = maps::conntrack_entries(&ctx.inst)?
         .into_iter()
         .filter(|(_, e)| e.expired(now, &t))
@@ -366,7 +393,7 @@ pub async fn monitor(
     // The ring buffer has a single consumer position: two readers would both print the same
     // records, and the first to exit would clear the flag under the other. One at a time.
     let _listener = listener_lock(ctx)?;
-    let mut rb = maps::ring_buf(&ctx.inst, names::EVENTS)?;
+    let mut rb = maps::events(&ctx.inst)?;
     // SIGTERM (`timeout`, service managers) and SIGHUP end it as cleanly as Ctrl-C, so the flag
     // is cleared; only SIGKILL cannot be caught.
     let mut term = unix_signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -4,16 +4,13 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use aya::programs::TcAttachType;
 use serde::Serialize;
-use weir_common::{
-    SCHEMA_VERSION,
-    config::{Config, Timeouts},
-    maps as names,
-};
+use weir_common::{SCHEMA_VERSION, config::Timeouts, maps as names};
 
 use super::{Ctx, container, reconcile, tx};
 use crate::{
     cgroup,
     datapath::{self, links, maps},
+    desired,
     error::{Error, Result},
     instance::Instance,
     netlink, netns,
@@ -138,7 +135,7 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
             .ok()
             .flatten()
             .map_or(0, |c| c.flags & weir_common::config::flags::EVENTS);
-        let cfg = datapath_config(&uplink, &settings, listening, netns::cookie()?);
+        let cfg = desired::config(&uplink, &settings, netns::cookie()?, listening);
         maps::write_config(&ctx.inst, &cfg)?;
         let attached = attach_all(ctx, &mut st, &uplink, &settings.xdp).await?;
         // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
@@ -206,22 +203,6 @@ pub fn merge_settings(
         settings.snat_ports = r;
     }
     Ok(settings)
-}
-
-/// The datapath's configuration for `uplink` and `settings`, in the namespace `cookie` names;
-/// `flags`: the ones to keep (a listening monitor's).
-fn datapath_config(uplink: &Uplink, settings: &Settings, flags: u32, cookie: u64) -> Config {
-    Config {
-        schema: SCHEMA_VERSION,
-        flags,
-        uplink_ifindex: uplink.ifindex,
-        uplink_ip: weir_common::addr::from_std(uplink.ip),
-        netns_cookie: cookie,
-        snat_port_min: settings.snat_ports.0,
-        snat_port_max: settings.snat_ports.1,
-        _pad: 0,
-        timeouts: settings.timeouts,
-    }
 }
 
 /// What [`attach_all`] attached.
@@ -451,7 +432,7 @@ fn pinned_gateways(ctx: &Ctx) -> Vec<Ipv4Addr> {
     if !ctx.inst.map_pin(names::SUBNETS).exists() {
         return Vec::new();
     }
-    let Ok(trie) = maps::lpm::<u32, u32>(&ctx.inst, names::SUBNETS) else {
+    let Ok(trie) = maps::subnets(&ctx.inst) else {
         return Vec::new();
     };
     trie.keys()

@@ -4,11 +4,11 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
-use weir_common::{endpoint::HostAddr, maps as names, policy::NetPair};
 
 use super::{Change, Ctx, lifecycle, tx};
 use crate::{
     datapath::maps,
+    desired,
     error::{Context, Error, Result},
     netlink,
     state::{Network, State},
@@ -87,8 +87,9 @@ pub async fn create(ctx: &Ctx, name: &str, subnet: &str, internal: bool) -> Resu
         &mut st,
         async |st| {
             lifecycle::ensure_gateway_dev(ctx, st).await?;
-            maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
-                .insert(weir_common::addr::from_std(gateway), HostAddr::default(), 0)
+            let (addr, host) = desired::gateway_addr(&st.networks[name]);
+            maps::host_addrs(&ctx.inst)?
+                .insert(addr, host, 0)
                 .ctx(|| "adding the gateway to the host addresses map".into())?;
             super::reconcile::sync_subnets(ctx, st)
         },
@@ -115,15 +116,14 @@ pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
         )));
     }
     tx::run(ctx, &format!("network rm {name}"), &mut st, async |st| {
-        let mut links = maps::hash::<NetPair, u32>(&ctx.inst, names::NET_LINKS)?;
+        let mut links = maps::net_links(&ctx.inst)?;
         for (a, b) in st.net_links.iter().filter(|(a, b)| a == name || b == name) {
-            if let (Some(x), Some(y)) = (st.networks.get(a), st.networks.get(b)) {
-                let _ = links.remove(&NetPair::new(x.id, y.id));
+            if let Some(pair) = desired::net_pair(st, a, b) {
+                let _ = links.remove(&pair);
             }
         }
         st.net_links.retain(|(a, b)| a != name && b != name);
-        let _ = maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
-            .remove(&weir_common::addr::from_std(net.gateway));
+        let _ = maps::host_addrs(&ctx.inst)?.remove(&desired::gateway_addr(&net).0);
         if let Some(dev) = netlink::link_by_name(&ctx.nl, lifecycle::GATEWAY_DEV).await? {
             netlink::del_addr(&ctx.nl, dev.index, net.gateway).await?;
         }
@@ -171,7 +171,9 @@ pub fn list(st: &State) -> Vec<NetworkInfo> {
 /// or stops it. Returns false when they already were (or were not) connected.
 pub async fn connect(ctx: &Ctx, a: &str, b: &str, change: Change) -> Result<bool> {
     let (_lock, mut st) = ctx.begin().await?;
-    let (na, nb) = (st.network(a)?.id, st.network(b)?.id);
+    st.network(a)?;
+    st.network(b)?;
+    let link = desired::net_pair(&st, a, b).expect("both networks exist");
     if a == b {
         return Err(Error::invalid(format!(
             "{a:?} is the same network: containers on one network already talk"
@@ -194,16 +196,16 @@ pub async fn connect(ctx: &Ctx, a: &str, b: &str, change: Change) -> Result<bool
         &format!("network {verb} {a} {b}"),
         &mut st,
         async |st| {
-            let mut links = maps::hash::<NetPair, u32>(&ctx.inst, names::NET_LINKS)?;
+            let mut links = maps::net_links(&ctx.inst)?;
             match change {
                 Change::Add => {
                     links
-                        .insert(NetPair::new(na, nb), 1, 0)
+                        .insert(link, 1, 0)
                         .ctx(|| "writing the network links map".into())?;
                     st.net_links.push(pair);
                 }
                 Change::Remove => {
-                    let _ = links.remove(&NetPair::new(na, nb));
+                    let _ = links.remove(&link);
                     st.net_links.retain(|p| *p != pair);
                 }
             }

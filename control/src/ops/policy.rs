@@ -9,7 +9,6 @@ use serde::Serialize;
 use weir_common::{
     addr::port_be,
     conntrack::{CtEntry, FlowKey},
-    maps as names,
     policy::{
         IDENTITY_ANY, NetPair, Peer, PolicyKey, RuleSource, VERDICT_ALLOW, VERDICT_DENY, decide,
     },
@@ -91,7 +90,7 @@ fn write_keys(ctx: &Ctx, st: &State, book: &RuleBook, changed: &[Rule]) -> Resul
         .filter(|r| present(r))
         .collect();
     let verdicts = compile(st, &sharers);
-    let mut m = maps::hash::<PolicyKey, u32>(&ctx.inst, names::POLICY)?;
+    let mut m = maps::policy(&ctx.inst)?;
     for k in keys {
         match verdicts.get(&k) {
             Some(v) => m.insert(k, *v, 0).ctx(|| "writing the policy map".into())?,
@@ -113,7 +112,7 @@ pub fn apply_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
 /// Removes the entries of every rule naming `name` (before the container goes away).
 pub fn remove_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
     let book = RuleBook::open(&ctx.inst)?;
-    let mut m = maps::hash::<PolicyKey, u32>(&ctx.inst, names::POLICY)?;
+    let mut m = maps::policy(&ctx.inst)?;
     for r in book.naming(name)? {
         for k in keys_of(st, &r) {
             let _ = m.remove(&k);
@@ -280,12 +279,10 @@ impl RuleSource for Compiled<'_> {
         self.rules.get(key).copied()
     }
     fn connected(&self, pair: &NetPair) -> bool {
-        self.st.net_links.iter().any(|(a, b)| {
-            match (self.st.networks.get(a), self.st.networks.get(b)) {
-                (Some(x), Some(y)) => NetPair::new(x.id, y.id) == *pair,
-                _ => false,
-            }
-        })
+        self.st
+            .net_links
+            .iter()
+            .any(|(a, b)| crate::desired::net_pair(self.st, a, b) == Some(*pair))
     }
 }
 

@@ -4,15 +4,12 @@
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
-use weir_common::{
-    addr::port_be,
-    maps as names,
-    publish::{PublishKey, PublishTarget},
-};
+use weir_common::publish::{PublishKey, PublishTarget};
 
 use super::{Ctx, tx};
 use crate::{
     datapath::maps,
+    desired,
     error::{Context, Error, Result},
     netlink,
     published::{Port, Publish, PublishBook},
@@ -58,19 +55,7 @@ pub fn list(st: &State, pubs: &[Publish]) -> Vec<PublishInfo> {
 
 /// The map entry for a published port.
 pub fn entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarget)> {
-    let c = st.container(&p.container)?;
-    let key = PublishKey::new(
-        p.host_ip.map(weir_common::addr::from_std).unwrap_or(0),
-        port_be(p.host_port),
-        p.proto.number(),
-    );
-    let target = PublishTarget {
-        addr: weir_common::addr::from_std(c.ip),
-        port: port_be(p.container_port),
-        _pad: 0,
-        identity: c.identity,
-    };
-    Ok((key, target))
+    desired::publish_entry(st, p)
 }
 
 pub async fn publish(ctx: &Ctx, container: &str, port: Port) -> Result<PublishInfo> {
@@ -156,11 +141,10 @@ pub async fn add(
     }
     let (k, v) = entry(st, &p)?;
     book.append(&p)?;
-    let written =
-        maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH).and_then(|mut m| {
-            m.insert(k, v, 0)
-                .ctx(|| "writing the published-ports map".into())
-        });
+    let written = maps::publish(&ctx.inst).and_then(|mut m| {
+        m.insert(k, v, 0)
+            .ctx(|| "writing the published-ports map".into())
+    });
     if let Err(e) = written {
         let _ = book.remove(&p);
         return Err(e);
@@ -318,12 +302,8 @@ pub async fn unpublish(
 
 /// Removes a published port's map entry (the state is the caller's business).
 pub fn remove_entry(ctx: &Ctx, st: &State, p: &Publish) -> Result<()> {
-    let key = PublishKey::new(
-        p.host_ip.map(weir_common::addr::from_std).unwrap_or(0),
-        port_be(p.host_port),
-        p.proto.number(),
-    );
-    let mut m = maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH)?;
+    let key = desired::publish_key(p);
+    let mut m = maps::publish(&ctx.inst)?;
     // Only if it still points at this container (a stale state must not remove someone else's).
     if let (Ok(cur), Some(c)) = (m.get(&key, 0), st.containers.get(&p.container))
         && cur.addr != weir_common::addr::from_std(c.ip)
