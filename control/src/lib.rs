@@ -1,9 +1,8 @@
-//! Weir's control plane as a library: the `control` binary and `weir-cni` are thin layers over
-//! [`ops`], and tests call it directly too.
+//! Weir's control plane as a library: the `control` binary and the `weir-cni` crate are thin
+//! layers over [`ops`], and tests call it directly too.
 
 pub mod book;
 pub mod cgroup;
-pub mod cni;
 pub mod datapath;
 pub mod desired;
 pub mod drift;

@@ -11,7 +11,11 @@ mod publish;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use control::{Result, instance::DEFAULT_STATE_DIR, ops::Ctx};
+use control::{
+    Result,
+    instance::DEFAULT_STATE_DIR,
+    ops::{Change, Ctx},
+};
 
 const ABOUT: &str = "Weir: container networking in eBPF — no bridge, no iptables.";
 const LONG_ABOUT: &str = "\
@@ -138,10 +142,10 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd, host_netns: Option<String>) -> Result
         Cmd::Publish(a) => publish::publish(ctx, a).await,
         Cmd::Unpublish(a) => publish::unpublish(ctx, a).await,
         Cmd::Ports(a) => publish::ports(ctx, a),
-        Cmd::Isolate(a) => policy::isolate(ctx, a, true).await,
-        Cmd::Unisolate(a) => policy::isolate(ctx, a, false).await,
-        Cmd::Allow(a) => policy::allow(ctx, a, true).await,
-        Cmd::Disallow(a) => policy::allow(ctx, a, false).await,
+        Cmd::Isolate(a) => policy::isolate(ctx, a, Change::Add).await,
+        Cmd::Unisolate(a) => policy::isolate(ctx, a, Change::Remove).await,
+        Cmd::Allow(a) => policy::allow(ctx, a, Change::Add).await,
+        Cmd::Disallow(a) => policy::allow(ctx, a, Change::Remove).await,
         Cmd::Rules(a) => policy::rules(ctx, a).await,
         Cmd::Status(a) => inspect::status(ctx, a).await,
         Cmd::Repair => inspect::repair(ctx).await,

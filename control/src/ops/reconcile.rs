@@ -1,6 +1,6 @@
 //! Makes the kernel match the state file: after an interrupted command, and on demand.
 
-use super::{Ctx, container};
+use super::{Ctx, container, tx};
 use crate::{
     drift::{self, MapDrift},
     error::Result,
@@ -17,7 +17,9 @@ pub async fn repair(ctx: &Ctx, st: &mut State) -> Result<()> {
         .map(|(n, _)| n.clone())
         .collect();
     for name in broken {
-        eprintln!("note: removing container {name}, left incomplete by the interrupted command");
+        ctx.note(&format!(
+            "removing container {name}, left incomplete by the interrupted command"
+        ));
         container::teardown(ctx, st, &name).await;
         container::forget(&ctx.inst, st, &name)?;
     }
@@ -40,6 +42,11 @@ pub fn sync_subnets(ctx: &Ctx, st: &State) -> Result<()> {
 /// maps that had drifted, as found.
 pub async fn repair_maps(ctx: &Ctx) -> Result<Vec<MapDrift>> {
     let (_lock, st) = ctx.begin().await?;
-    let found = drift::check(&ctx.inst, &st, true)?;
-    Ok(found.into_iter().filter(|d| !d.is_clean()).collect())
+    // Nothing is recorded (the state is what the maps are brought back to); the journal lets
+    // the next command finish an interrupted repair with its own full rewrite of the maps.
+    tx::run(ctx, "repair", &mut (), async |_| {
+        let found = drift::check(&ctx.inst, &st, true)?;
+        Ok(found.into_iter().filter(|d| !d.is_clean()).collect())
+    })
+    .await
 }

@@ -6,7 +6,7 @@ use super::{
     config::NetConf,
     error::{CniError, CniResult, code},
 };
-use crate::{
+use control::{
     datapath::{self, links},
     ops::{Ctx, container},
     state,
