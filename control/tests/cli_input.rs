@@ -862,6 +862,10 @@ fn bad_input_fails_cleanly_on_a_live_host() {
             "invalid port range",
         ),
         case(
+            &["init", "--uplink", "up0", "--snat-ports", "50000-61000"],
+            "overlaps the host's ephemeral ports",
+        ),
+        case(
             &["init", "--uplink", "up0", "--conntrack-max", "10"],
             "out of range",
         ),

@@ -404,7 +404,7 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
         CONTROL,
         &[
             "--snat-ports",
-            "40000-40003",
+            "20000-20003",
             "--conntrack-max",
             "64",
             "--ct-timeout",
@@ -416,6 +416,9 @@ fn monitor_reports_exhausted_snat_ports_and_a_full_conntrack_map() {
         .map(|i| s.container(&format!("c{i}"), &n, &[]))
         .collect();
     let sixth_ip = s.ip_of(&cs[5]);
+    // The seventh's kernel-picked ports lie above the host's ephemeral range, so its flows
+    // keep them and need no SNAT port (all four are held): they only fill the map.
+    cs[6].must(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=61000 65000"]);
     let _echo = s
         .ext
         .spawn(&["socat", "TCP4-LISTEN:9000,fork,reuseaddr", "EXEC:cat"]);
