@@ -319,21 +319,23 @@ fn masquerade_never_takes_a_host_sockets_port() {
     ]);
     net::wait_listening(&s.ext, 53, "udp");
     net::wait_listening(&s.ext, 7200, "tcp");
-    // The host holds 45000/udp towards ext:53 and 45001/tcp towards ext:7200.
+    // The host holds 61500/udp towards ext:53 and 61501/tcp towards ext:7200: ports outside
+    // its ephemeral range (inside it, a container's port is never kept anyway), which only
+    // the socket lookup protects.
     let _hu = s
         .host
-        .spawn(&["socat", "-T30", "UDP4-LISTEN:45000,reuseaddr", "STDOUT"]);
-    net::wait_listening(&s.host, 45000, "udp");
+        .spawn(&["socat", "-T30", "UDP4-LISTEN:61500,reuseaddr", "STDOUT"]);
+    net::wait_listening(&s.host, 61500, "udp");
     let _ht = s.host.spawn(&[
         "sh",
         "-c",
-        &format!("sleep 10 | socat - TCP4:{EXT_IP}:7200,sourceport=45001,reuseaddr"),
+        &format!("sleep 10 | socat - TCP4:{EXT_IP}:7200,sourceport=61501,reuseaddr"),
     ]);
     assert!(
         rig::wait_for(Duration::from_secs(5), || {
             text(
                 &s.host
-                    .run(&["ss", "-Htn", "state", "established", "sport", "= :45001"])
+                    .run(&["ss", "-Htn", "state", "established", "sport", "= :61501"])
                     .stdout,
             )
             .contains(EXT_IP)
@@ -342,21 +344,21 @@ fn masquerade_never_takes_a_host_sockets_port() {
     );
     // a asks from the very same ports: it gets others.
     let o = a.sh(&format!(
-        "echo hi | timeout 3 socat -T2 - UDP4:{EXT_IP}:53,sourceport=45000"
+        "echo hi | timeout 3 socat -T2 - UDP4:{EXT_IP}:53,sourceport=61500"
     ));
     let udp_port = text(&o.stdout).trim().to_string();
     assert!(!udp_port.is_empty(), "a's datagram got no answer");
     assert_ne!(
-        udp_port, "45000",
+        udp_port, "61500",
         "masquerade took the host socket's UDP port"
     );
     let o = a.sh(&format!(
-        "timeout 5 socat -T4 - TCP4:{EXT_IP}:7200,sourceport=45001,reuseaddr </dev/null | head -1"
+        "timeout 5 socat -T4 - TCP4:{EXT_IP}:7200,sourceport=61501,reuseaddr </dev/null | head -1"
     ));
     let tcp_port = text(&o.stdout).trim().to_string();
     assert!(!tcp_port.is_empty(), "a's connection got no answer");
     assert_ne!(
-        tcp_port, "45001",
+        tcp_port, "61501",
         "masquerade took the host connection's port"
     );
 }
@@ -755,15 +757,27 @@ fn padded_frames_leave_no_internal_network_when_the_uplink_mtu_shrinks() {
     let b = s.container("b", &m, &[]);
     s.host.must(&["ip", "link", "set", "up0", "mtu", "1400"]);
     let (a_ip, b_ip) = (s.ip_of(&a), s.ip_of(&b));
-    let before = s.drops("internal-network");
-    let seen = captured(&s.ext, "eth0", "ip", || {
-        scapy(
-            &a,
-            &padded_frames(&mac(&a, "eth0"), &host_mac_of(&s, &a), &a_ip, EXT_IP),
-        )
-    });
-    assert_eq!(seen, 0, "an internal network's padded packets left");
-    assert!(s.drops("internal-network") >= before + 3);
+    // Once with the next hop unresolved (the route lookup then skips its MTU check), once
+    // resolved (it measures: the padded frame is "too big").
+    for resolved in [false, true] {
+        if resolved {
+            assert!(net::ping(&s.host, EXT_IP, 1));
+        } else {
+            s.host.must(&["ip", "neigh", "flush", "dev", "up0"]);
+        }
+        let before = s.drops("internal-network");
+        let seen = captured(&s.ext, "eth0", "ip", || {
+            scapy(
+                &a,
+                &padded_frames(&mac(&a, "eth0"), &host_mac_of(&s, &a), &a_ip, EXT_IP),
+            )
+        });
+        assert_eq!(
+            seen, 0,
+            "next hop resolved {resolved}: an internal network's padded packets left"
+        );
+        assert!(s.drops("internal-network") >= before + 3);
+    }
     // On a network that may leave, the same UDP packet leaves trimmed and masqueraded; the
     // port-less two do not leave at all.
     let seen = captured(
@@ -790,6 +804,17 @@ fn padded_frames_leave_no_internal_network_when_the_uplink_mtu_shrinks() {
         },
     );
     assert_eq!(seen, 0, "untranslated packets left");
+    // A real DF packet too big for the uplink, towards a next hop not yet resolved: answered
+    // with "fragmentation needed", not sent over the smaller link.
+    s.host.must(&["ip", "neigh", "flush", "dev", "up0"]);
+    let o = b.run(&[
+        "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1450", EXT_IP,
+    ]);
+    let out = text(&o.stdout) + &text(&o.stderr);
+    assert!(
+        out.contains("mtu = 1400") || out.contains("mtu=1400"),
+        "no fragmentation needed before the next hop resolved: {out}"
+    );
 }
 
 #[test]

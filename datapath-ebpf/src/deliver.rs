@@ -4,9 +4,10 @@
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
-        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_REDIRECT, bpf_fib_lookup, bpf_redir_neigh,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_REDIRECT, bpf_check_mtu_ret, bpf_fib_lookup,
+        bpf_redir_neigh,
     },
-    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use weir_common::{conntrack::IPPROTO_ICMP, endpoint::Endpoint, stats::DropReason};
@@ -103,6 +104,9 @@ pub fn route(
         ) as u32;
         (rc, p)
     };
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH && !fits(ctx, p.ifindex) {
+        return Ok(Route::TooBig { ifindex: p.ifindex });
+    }
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::Out {
             ifindex: p.ifindex,
@@ -117,6 +121,18 @@ pub fn route(
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig { ifindex: p.ifindex }),
         _ => Err(DropReason::NoRoute),
     }
+}
+
+/// Whether the packet fits `ifindex`'s MTU. The FIB lookup checks only once it has found a
+/// neighbour: without this, a first packet too big for a next hop not yet resolved would
+/// be dropped by the device, silently, instead of answered with "fragmentation needed".
+#[inline(always)]
+fn fits(ctx: &TcContext, ifindex: u32) -> bool {
+    // 0: measure the skb itself (GSO-aware, like the lookup's own check).
+    let mut mtu: u32 = 0;
+    // SAFETY: `mtu` is a valid u32 the helper writes the device MTU to.
+    let rc = unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, ifindex, &mut mtu, 0, 0) };
+    rc != bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED as i64
 }
 
 /// Sends a routed packet out of the device `route` chose, decrementing its TTL.
