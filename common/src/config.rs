@@ -130,10 +130,15 @@ pub struct Config {
     /// Cookie of the host network namespace this instance serves; the cgroup programs act
     /// only on sockets in that namespace.
     pub netns_cookie: u64,
-    /// Ports tried (after the original one) when SNAT needs a free source port.
+    /// The ports SNAT picks from when a container's own port may not be kept. Disjoint from
+    /// the host's ephemeral range (the control plane refuses an overlap).
     pub snat_port_min: u16,
     pub snat_port_max: u16,
-    pub _pad: u32,
+    /// The host's ephemeral range (`net.ipv4.ip_local_port_range`) when the config was
+    /// written: its stack picks its own flows' source ports there, without seeing Weir's
+    /// table, so no masqueraded flow may hold one (see the datapath's `nat::masquerade`).
+    pub host_port_min: u16,
+    pub host_port_max: u16,
     pub timeouts: Timeouts,
 }
 
@@ -145,9 +150,10 @@ impl Default for Config {
             uplink_ifindex: 0,
             uplink_ip: 0,
             netns_cookie: 0,
-            snat_port_min: 32768,
-            snat_port_max: 60999,
-            _pad: 0,
+            snat_port_min: 1024,
+            snat_port_max: 32767,
+            host_port_min: 32768,
+            host_port_max: 60999,
             timeouts: Timeouts::KERNEL_DEFAULTS,
         }
     }

@@ -1,41 +1,130 @@
-//! Map names (the eBPF statics carry the same names; user space opens them by pin path)
-//! and default sizes.
+//! The pinned maps, declared once: [`maps!`] below is the table. From it come the names (the
+//! eBPF statics carry the same names; user space opens them by pin path), [`ALL`], each map's
+//! kind and key/value types ([`MapDef`], one marker type per map in [`def`]) and [`TABLE`],
+//! the layout `control init` checks pinned maps against. The eBPF statics are typed with
+//! [`KeyOf`]/[`ValueOf`] of the markers, and control's tests compare the built object with
+//! [`TABLE`], so the kernel side cannot drift from it either.
 
-pub const CONFIG: &str = "WEIR_CONFIG";
-pub const ENDPOINTS: &str = "WEIR_ENDPOINTS";
-pub const HOST_ADDRS: &str = "WEIR_HOST_ADDRS";
-pub const PUBLISH: &str = "WEIR_PUBLISH";
-pub const POLICY: &str = "WEIR_POLICY";
-pub const NET_LINKS: &str = "WEIR_NET_LINKS";
-pub const CONNTRACK: &str = "WEIR_CT";
-pub const SOCK_REVNAT: &str = "WEIR_SOCK_REVNAT";
-pub const FRAGMENTS: &str = "WEIR_FRAGS";
-/// LPM trie of every network's subnet (key: prefix length + address) → network id.
-pub const SUBNETS: &str = "WEIR_SUBNETS";
-pub const STATS: &str = "WEIR_STATS";
-pub const EVENTS: &str = "WEIR_EVENTS";
-/// Programs reached by tail call (a program array).
-pub const TAILS: &str = "WEIR_TAILS";
+use core::mem::size_of;
+
+use crate::{
+    config::Config,
+    conntrack::{CtEntry, FlowKey},
+    endpoint::{Endpoint, HostAddr},
+    policy::{NetPair, PolicyKey},
+    publish::{PublishKey, PublishTarget},
+    stats::{Counter, STATS_ENTRIES},
+};
+
+/// The kinds of map the datapath uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Hash,
+    Array,
+    ProgramArray,
+    PerCpuArray,
+    LruHash,
+    LpmTrie,
+    RingBuf,
+}
+
+impl Kind {
+    /// The kernel's `bpf_map_type`.
+    pub const fn bpf_type(self) -> u32 {
+        match self {
+            Kind::Hash => 1,
+            Kind::Array => 2,
+            Kind::ProgramArray => 3,
+            Kind::PerCpuArray => 6,
+            Kind::LruHash => 9,
+            Kind::LpmTrie => 11,
+            Kind::RingBuf => 27,
+        }
+    }
+
+    /// The kernel key size for a declared key type of `size` bytes: an LPM trie key carries
+    /// its prefix length (a u32) before the data.
+    pub const fn key_size(self, size: usize) -> u32 {
+        match self {
+            Kind::LpmTrie => 4 + size as u32,
+            _ => size as u32,
+        }
+    }
+}
+
+/// A map as the kernel sees it: what a pin must match to be reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub key_size: u32,
+    pub value_size: u32,
+    /// The default size (`control init --conntrack-max` overrides the conntrack map's).
+    pub max_entries: u32,
+}
+
+/// One map of the table: its key and value types (for an LPM trie, the key's data; for a
+/// ring buffer, `()`) and its kernel layout.
+pub trait MapDef {
+    type Key;
+    type Value;
+    const SPEC: Spec;
+}
+
+pub type KeyOf<M> = <M as MapDef>::Key;
+pub type ValueOf<M> = <M as MapDef>::Value;
+
+/// The table: `Marker NAME = STATIC: Kind<Key, Value>, max_entries;` per pinned map.
+macro_rules! maps {
+    ($($(#[$doc:meta])* $marker:ident $konst:ident = $name:ident : $kind:ident<$k:ty, $v:ty>, $max:expr;)*) => {
+        $($(#[$doc])* pub const $konst: &str = stringify!($name);)*
+
+        /// Marker types of the maps, one per row of the table.
+        pub mod def {
+            $(pub struct $marker;)*
+        }
+
+        $(impl MapDef for def::$marker {
+            type Key = $k;
+            type Value = $v;
+            const SPEC: Spec = Spec {
+                name: $konst,
+                kind: Kind::$kind,
+                key_size: Kind::$kind.key_size(size_of::<$k>()),
+                value_size: size_of::<$v>() as u32,
+                max_entries: $max,
+            };
+        })*
+
+        /// Every pinned map, for schema checks and teardown.
+        pub const ALL: [&str; [$($konst),*].len()] = [$($konst),*];
+
+        /// Every pinned map's layout, in the order of [`ALL`].
+        pub const TABLE: [Spec; ALL.len()] = [$(<def::$marker as MapDef>::SPEC),*];
+    };
+}
+
+maps! {
+    Config CONFIG = WEIR_CONFIG: Array<u32, Config>, 1;
+    Endpoints ENDPOINTS = WEIR_ENDPOINTS: Hash<u32, Endpoint>, ENDPOINTS_MAX;
+    HostAddrs HOST_ADDRS = WEIR_HOST_ADDRS: Hash<u32, HostAddr>, HOST_ADDRS_MAX;
+    Publish PUBLISH = WEIR_PUBLISH: Hash<PublishKey, PublishTarget>, PUBLISH_MAX;
+    Policy POLICY = WEIR_POLICY: Hash<PolicyKey, u32>, POLICY_MAX;
+    NetLinks NET_LINKS = WEIR_NET_LINKS: Hash<NetPair, u32>, NET_LINKS_MAX;
+    Conntrack CONNTRACK = WEIR_CT: Hash<FlowKey, CtEntry>, CONNTRACK_MAX;
+    SockRevnat SOCK_REVNAT = WEIR_SOCK_REVNAT: LruHash<SockRevKey, SockRevValue>, SOCK_REVNAT_MAX;
+    Fragments FRAGMENTS = WEIR_FRAGS: LruHash<FragKey, FragPorts>, FRAGMENTS_MAX;
+    /// LPM trie of every network's subnet (key: prefix length + address) → network id.
+    Subnets SUBNETS = WEIR_SUBNETS: LpmTrie<u32, u32>, SUBNETS_MAX;
+    Stats STATS = WEIR_STATS: PerCpuArray<u32, Counter>, STATS_ENTRIES;
+    Events EVENTS = WEIR_EVENTS: RingBuf<(), ()>, EVENTS_BYTES;
+    /// Programs reached by tail call (a program array).
+    Tails TAILS = WEIR_TAILS: ProgramArray<u32, u32>, TAILS_MAX;
+}
+
 /// Slot of `from_container_new`, the new-flow half of `from_container`.
 pub const TAIL_NEW_FLOW: u32 = 0;
 pub const TAILS_MAX: u32 = 4;
-
-/// Every pinned map, for schema checks and teardown.
-pub const ALL: [&str; 13] = [
-    CONFIG,
-    ENDPOINTS,
-    HOST_ADDRS,
-    PUBLISH,
-    POLICY,
-    NET_LINKS,
-    CONNTRACK,
-    SOCK_REVNAT,
-    FRAGMENTS,
-    SUBNETS,
-    STATS,
-    EVENTS,
-    TAILS,
-];
 
 pub const ENDPOINTS_MAX: u32 = 16_384;
 pub const HOST_ADDRS_MAX: u32 = 256;
@@ -88,3 +177,40 @@ pub struct FragPorts {
 }
 
 crate::user_pod!(SockRevKey, SockRevValue, FragKey, FragPorts);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layouts pinned by earlier builds: a change here must bump `SCHEMA_VERSION`.
+    #[test]
+    fn layouts_are_the_pinned_ones() {
+        let got: Vec<(&str, u32, u32, u32)> = TABLE
+            .iter()
+            .map(|s| (s.name, s.kind.bpf_type(), s.key_size, s.value_size))
+            .collect();
+        let want = [
+            ("WEIR_CONFIG", 2, 4, size_of::<Config>() as u32),
+            ("WEIR_ENDPOINTS", 1, 4, size_of::<Endpoint>() as u32),
+            ("WEIR_HOST_ADDRS", 1, 4, size_of::<HostAddr>() as u32),
+            ("WEIR_PUBLISH", 1, 8, 12),
+            ("WEIR_POLICY", 1, size_of::<PolicyKey>() as u32, 4),
+            ("WEIR_NET_LINKS", 1, size_of::<NetPair>() as u32, 4),
+            (
+                "WEIR_CT",
+                1,
+                size_of::<FlowKey>() as u32,
+                size_of::<CtEntry>() as u32,
+            ),
+            ("WEIR_SOCK_REVNAT", 9, 16, 8),
+            ("WEIR_FRAGS", 9, 12, 4),
+            ("WEIR_SUBNETS", 11, 8, 4),
+            ("WEIR_STATS", 6, 4, size_of::<Counter>() as u32),
+            ("WEIR_EVENTS", 27, 0, 0),
+            ("WEIR_TAILS", 3, 4, 4),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(ALL.len(), TABLE.len());
+        assert!(ALL.iter().zip(TABLE.iter()).all(|(n, s)| *n == s.name));
+    }
+}

@@ -36,6 +36,7 @@ named_enum!(
         UplinkXdp = 2 => "uplink-xdp",
         Socket = 3 => "socket",
         ToContainer = 4 => "to-container",
+        UplinkEgress = 5 => "uplink-egress",
     }
 );
 /// Room for more hooks without changing the stats map's layout.
@@ -104,6 +105,8 @@ named_enum!(
         Fragment = 13 => "fragment-untracked",
         TtlExceeded = 14 => "ttl-exceeded",
         Multicast = 15 => "multicast-broadcast",
+        /// A helper that rewrites the packet (store, resize) failed.
+        WriteFailed = 16 => "write-failed",
         RedirectFailed = 17 => "redirect-failed",
         IcmpErrorUnmatched = 18 => "icmp-error-unmatched",
         Martian = 19 => "martian-address",
@@ -120,6 +123,9 @@ named_enum!(
         /// A protocol without ports (GRE, ESP, IP-in-IP, SCTP…) from a container to the world:
         /// masquerade has nothing but the address to tell its flows from the host's.
         UnsupportedL4 = 25 => "unsupported-l4",
+        /// Leaving the uplink from a Weir network's address, untranslated: the kernel routed it
+        /// (Weir masquerades everything it sends out), past every check of Weir's.
+        Unmasqueraded = 26 => "unmasqueraded-egress",
     }
 );
 pub const DROP_REASONS: u32 = 32;

@@ -1,10 +1,11 @@
-//! Weir's control plane as a library: the `control` binary and `weir-cni` are thin layers over
-//! [`ops`], and tests call it directly too.
+//! Weir's control plane as a library: the `control` binary and the `weir-cni` crate are thin
+//! layers over [`ops`], and tests call it directly too.
 
 pub mod book;
 pub mod cgroup;
-pub mod cni;
 pub mod datapath;
+pub mod desired;
+pub mod drift;
 pub mod error;
 pub mod instance;
 pub mod netlink;
@@ -13,6 +14,7 @@ pub mod ops;
 pub mod output;
 pub mod published;
 pub mod rules;
+pub mod snat_ports;
 pub mod state;
 pub mod sysctl;
 pub mod validate;

@@ -102,7 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .map_err(|e| Error::Other(anyhow::anyhow!("starting the runtime: {e}")))?;
     rt.block_on(async move {
-        let ctx = Ctx::new(inst)?;
+        let ctx = Ctx::new(inst)?.with_notes(|n| eprintln!("note: {n}"));
         cli::dispatch(&ctx, cli.cmd, host_netns).await
     })
 }

@@ -147,6 +147,14 @@ pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
         .ctx(|| format!("bringing link #{index} up"))
 }
 
+pub async fn set_mtu(h: &Handle, index: u32, mtu: u32) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+        .ctx(|| format!("setting the MTU of link #{index} to {mtu}"))
+}
+
 /// Deletes a link; absent is fine.
 pub async fn delete_link(h: &Handle, index: u32) -> Result<()> {
     match h.link().del(index).execute().await {

@@ -11,6 +11,29 @@ use crate::{
     validate,
 };
 
+/// A port mapping as a front end parsed it: host port (on `host_ip`, None: every host
+/// address) to container port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: Proto,
+}
+
+impl Port {
+    /// `HOSTPORT:PORT[/tcp|/udp]`, on `host_ip`.
+    pub fn parse(spec: &str, host_ip: Option<Ipv4Addr>) -> Result<Self> {
+        let (host_port, container_port, proto) = validate::publish_spec(spec)?;
+        Ok(Self {
+            host_ip,
+            host_port,
+            container_port,
+            proto,
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publish {
     pub container: String,
@@ -22,6 +45,16 @@ pub struct Publish {
 }
 
 impl Publish {
+    pub fn new(container: &str, p: Port) -> Self {
+        Self {
+            container: container.to_string(),
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+            container_port: p.container_port,
+            proto: p.proto,
+        }
+    }
+
     /// Whether it takes `host_port/proto` on `host_ip` (None: every address) — two publishes
     /// clash when their ports match and their addresses overlap.
     pub fn clashes(&self, host_ip: Option<Ipv4Addr>, host_port: u16, proto: Proto) -> bool {

@@ -105,6 +105,15 @@ pub struct Settings {
     pub conntrack_max: u32,
     pub timeouts: Timeouts,
     pub snat_ports: (u16, u16),
+    /// The host's own ephemeral ports (its `net.ipv4.ip_local_port_range` when init last
+    /// ran), which masquerading keeps clear of. Older state files lack it: Linux's default.
+    #[serde(default = "default_host_ports")]
+    pub host_ports: (u16, u16),
+}
+
+fn default_host_ports() -> (u16, u16) {
+    let c = weir_common::config::Config::default();
+    (c.host_port_min, c.host_port_max)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -136,7 +136,7 @@ pub fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr> {
 pub fn port_range(s: &str) -> Result<(u16, u16)> {
     let bad = || {
         Error::invalid(format!(
-            "invalid port range {:?}: expected MIN-MAX, e.g. 32768-60999",
+            "invalid port range {:?}: expected MIN-MAX, e.g. 10000-32767",
             truncate(s)
         ))
     };

@@ -4,12 +4,13 @@
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
-        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_REDIRECT, bpf_fib_lookup, bpf_redir_neigh,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_REDIRECT, bpf_check_mtu_ret, bpf_fib_lookup,
+        bpf_redir_neigh,
     },
-    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use weir_common::{endpoint::Endpoint, stats::DropReason};
+use weir_common::{conntrack::IPPROTO_ICMP, endpoint::Endpoint, stats::DropReason};
 
 use crate::{maps::WEIR_FIB_SCRATCH, nat, packet::Ipv4};
 
@@ -21,7 +22,8 @@ pub fn to_endpoint(ctx: &TcContext, ep: &Endpoint) -> Result<i32, DropReason> {
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&ep.mac);
     macs[6..].copy_from_slice(&ep.host_mac);
-    ctx.store(0, &macs, 0).map_err(|_| DropReason::Malformed)?;
+    ctx.store(0, &macs, 0)
+        .map_err(|_| DropReason::WriteFailed)?;
     // SAFETY: helper without memory arguments.
     let rc = unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32;
     if rc == TC_ACT_REDIRECT as i32 {
@@ -43,8 +45,8 @@ pub enum Route {
         nexthop: u32,
         neigh: bool,
     },
-    /// Routed out, but larger than the egress device's MTU (see [`too_big`]).
-    TooBig,
+    /// Routed out of `ifindex`, but larger than its MTU (see [`too_big`]).
+    TooBig { ifindex: u32 },
 }
 
 /// What to do with a packet too big for the device it is routed out of. With DF set (every
@@ -62,14 +64,18 @@ pub fn too_big(pkt: &Ipv4) -> Result<i32, DropReason> {
     }
 }
 
-/// Looks up the route for `daddr` as if the packet arrived on `in_ifindex`.
+/// Looks up the route of `pkt` towards `daddr` (its destination after any DNAT) as the
+/// kernel would route it arriving on `in_ifindex`: from its own source (SNAT comes after
+/// routing, as in the kernel's POSTROUTING), with its TOS, protocol and ports, so policy
+/// routing (`ip rule` on from/tos/ipproto/sport/dport/iif) decides as it would for the
+/// kernel. The mark is 0, as on any packet the host's netfilter has not marked: Weir's
+/// redirects never pass the mangle hooks that would set one.
 #[inline(always)]
 pub fn route(
     ctx: &TcContext,
     in_ifindex: u32,
-    saddr: u32,
+    pkt: &Ipv4,
     daddr: u32,
-    proto: u8,
 ) -> Result<Route, DropReason> {
     let p = WEIR_FIB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::NoRoute)?;
     // SAFETY: a per-CPU slot, no other program uses it on this CPU while we run; all-zero is a
@@ -78,10 +84,18 @@ pub fn route(
         core::ptr::write_bytes(p, 0, 1);
         let p = &mut *p;
         p.family = AF_INET;
-        p.l4_protocol = proto;
+        p.l4_protocol = pkt.proto;
+        if pkt.proto != IPPROTO_ICMP {
+            p.sport = pkt.sport;
+            p.dport = pkt.dport;
+        }
+        p.__bindgen_anon_2.tos = pkt.tos;
         p.ifindex = in_ifindex;
-        p.__bindgen_anon_3.ipv4_src = saddr;
+        p.__bindgen_anon_3.ipv4_src = pkt.saddr;
         p.__bindgen_anon_4.ipv4_dst = daddr;
+        // tot_len stays 0: the kernel then checks the MTU against the skb itself, which knows
+        // about GSO (a GSO packet's IP length is that of all its segments). The skb holds the
+        // datagram alone: from_container trims what follows it first.
         let rc = aya_ebpf::helpers::bpf_fib_lookup(
             ctx.skb.skb as *mut _,
             p,
@@ -90,6 +104,9 @@ pub fn route(
         ) as u32;
         (rc, p)
     };
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH && !fits(ctx, p.ifindex) {
+        return Ok(Route::TooBig { ifindex: p.ifindex });
+    }
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::Out {
             ifindex: p.ifindex,
@@ -100,9 +117,22 @@ pub fn route(
             neigh: rc == BPF_FIB_LKUP_RET_NO_NEIGH,
         }),
         BPF_FIB_LKUP_RET_NOT_FWDED => Ok(Route::Local),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig),
+        // The skb-length check runs after the route is found: ifindex names the device.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig { ifindex: p.ifindex }),
         _ => Err(DropReason::NoRoute),
     }
+}
+
+/// Whether the packet fits `ifindex`'s MTU. The FIB lookup checks only once it has found a
+/// neighbour: without this, a first packet too big for a next hop not yet resolved would
+/// be dropped by the device, silently, instead of answered with "fragmentation needed".
+#[inline(always)]
+fn fits(ctx: &TcContext, ifindex: u32) -> bool {
+    // 0: measure the skb itself (GSO-aware, like the lookup's own check).
+    let mut mtu: u32 = 0;
+    // SAFETY: `mtu` is a valid u32 the helper writes the device MTU to.
+    let rc = unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, ifindex, &mut mtu, 0, 0) };
+    rc != bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED as i64
 }
 
 /// Sends a routed packet out of the device `route` chose, decrementing its TTL.
@@ -117,7 +147,7 @@ pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
     } = *r
     else {
         return match r {
-            Route::TooBig => too_big(pkt),
+            Route::TooBig { .. } => too_big(pkt),
             _ => Ok(TC_ACT_OK as i32),
         };
     };
@@ -149,7 +179,8 @@ pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&dmac);
     macs[6..].copy_from_slice(&smac);
-    ctx.store(0, &macs, 0).map_err(|_| DropReason::Malformed)?;
+    ctx.store(0, &macs, 0)
+        .map_err(|_| DropReason::WriteFailed)?;
     // SAFETY: helper without memory arguments.
     let rc = unsafe { bpf_redirect(ifindex, 0) } as i32;
     if rc == TC_ACT_REDIRECT as i32 {

@@ -68,11 +68,27 @@ pub fn from_container(ctx: TcContext) -> i32 {
 pub fn from_container_new(ctx: TcContext) -> i32 {
     let ifindex = ifindex(&ctx);
     let len = ctx.packet_len();
-    match try_from_container_new(&ctx, ifindex) {
-        Ok(v) => v,
-        Err(d) => {
-            metrics::dropped(d, Hook::FromContainer, ifindex, len);
+    let mut why = Drop::new(DropReason::Malformed);
+    match new_flow_verdict(&ctx, ifindex, &mut why) {
+        Some(v) => v,
+        None => {
+            metrics::dropped(why, Hook::FromContainer, ifindex, len);
             TC_ACT_SHOT as i32
+        }
+    }
+}
+
+/// [`try_from_container_new`] with its drop written to `why`. Not inlined, for the same reason
+/// as try_from_container; and returning a register-sized value: a `Result` this large is
+/// returned through a pointer, which LLVM may leave in r0, and the verifier refuses a
+/// function that returns a stack pointer to its caller.
+#[inline(never)]
+fn new_flow_verdict(ctx: &TcContext, ifindex: u32, why: &mut Drop) -> Option<i32> {
+    match try_from_container_new(ctx, ifindex) {
+        Ok(v) => Some(v),
+        Err(d) => {
+            *why = d;
+            None
         }
     }
 }
@@ -123,6 +139,8 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
         return Err(DropReason::UnsupportedL3.into());
     }
     let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
+    // Before anything measures the packet: lengths are the IP header's, never the frame's.
+    packet::trim_to_datagram(ctx)?;
     let pkt = packet::parse_ipv4_tc(ctx)?;
     let key = pkt.flow();
     sender(ctx, &pkt, ifindex)?;
@@ -141,7 +159,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
             .map_err(|r| Drop::flow(r, key))?
         {
             metrics::path(Path::IcmpError, len);
-            return forward(ctx, &pkt, t.daddr, cfg, ifindex)
+            return forward(ctx, &pkt, t.daddr, ifindex)
                 .map(Step::Verdict)
                 .map_err(|r| Drop::flow(r, key));
         }
@@ -165,11 +183,11 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
                 None
             } else {
                 Some(
-                    deliver::route(ctx, ifindex, cfg.uplink_ip, rewrite.daddr, pkt.proto)
+                    deliver::route(ctx, ifindex, &pkt, rewrite.daddr)
                         .map_err(|r| Drop::flow(r, key))?,
                 )
             };
-            if let Some(Route::TooBig) = route {
+            if let Some(Route::TooBig { .. }) = route {
                 return deliver::too_big(&pkt)
                     .map(Step::Verdict)
                     .map_err(|r| Drop::flow(r, key));
@@ -178,7 +196,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
             metrics::path(tracked_path(flags), len);
             let v = match route {
                 Some(r) => deliver::out(ctx, &pkt, &r),
-                None => forward(ctx, &pkt, rewrite.daddr, cfg, ifindex),
+                None => forward(ctx, &pkt, rewrite.daddr, ifindex),
             };
             return v.map(Step::Verdict).map_err(|r| Drop::flow(r, key));
         }
@@ -186,8 +204,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
     Ok(Step::NewFlow)
 }
 
-// Not inlined, for the same reason as try_from_container.
-#[inline(never)]
+#[inline(always)]
 fn try_from_container_new(ctx: &TcContext, ifindex: u32) -> Result<i32, Drop> {
     // What the first half established is established again: this program takes nothing on
     // trust (it can be reached only by the tail call, but the checks cost one lookup).
@@ -198,17 +215,11 @@ fn try_from_container_new(ctx: &TcContext, ifindex: u32) -> Result<i32, Drop> {
 
 /// Sends a (rewritten) packet on: into the container owning `daddr`, else out of the uplink.
 #[inline(always)]
-fn forward(
-    ctx: &TcContext,
-    pkt: &Ipv4,
-    daddr: u32,
-    cfg: &Config,
-    ifindex: u32,
-) -> Result<i32, DropReason> {
+fn forward(ctx: &TcContext, pkt: &Ipv4, daddr: u32, ifindex: u32) -> Result<i32, DropReason> {
     if let Some(ep) = endpoint(daddr) {
         return deliver::to_endpoint(ctx, ep);
     }
-    let r = deliver::route(ctx, ifindex, cfg.uplink_ip, daddr, pkt.proto)?;
+    let r = deliver::route(ctx, ifindex, pkt, daddr)?;
     deliver::out(ctx, pkt, &r)
 }
 
@@ -302,21 +313,55 @@ fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, Drop
     if in_weir_subnet(pkt.daddr) && !is_host_addr(pkt.daddr) {
         return Err(DropReason::UnknownEndpoint);
     }
-    let r = deliver::route(ctx, ifindex(ctx), pkt.saddr, pkt.daddr, pkt.proto)?;
-    if let Route::TooBig = r {
+    let r = deliver::route(ctx, ifindex(ctx), pkt, pkt.daddr)?;
+    let out_if = match r {
+        Route::Out { ifindex, .. } | Route::TooBig { ifindex } => ifindex,
+        Route::Local => {
+            // An internal network reaches the host only at its own gateway, like Docker's.
+            if src.flags & ep_flags::INTERNAL != 0 && pkt.daddr != src.gateway {
+                return Err(DropReason::InternalNetwork);
+            }
+            metrics::path(Path::ContainerToHost, len);
+            return Ok(TC_ACT_OK as i32);
+        }
+    };
+    if let Leave::ToHostStack = may_leave(pkt, src, out_if, cfg)? {
+        return Ok(TC_ACT_OK as i32);
+    }
+    if let Route::TooBig { .. } = r {
+        // The host stack answers "fragmentation needed" for a DF packet and forwards
+        // nothing: the packet, trimmed to its datagram, is too big for the same route.
         return deliver::too_big(pkt);
     }
-    let Route::Out {
-        ifindex: out_if, ..
-    } = r
-    else {
-        // An internal network reaches the host only at its own gateway, like Docker's.
-        if src.flags & ep_flags::INTERNAL != 0 && pkt.daddr != src.gateway {
-            return Err(DropReason::InternalNetwork);
-        }
-        metrics::path(Path::ContainerToHost, len);
-        return Ok(TC_ACT_OK as i32);
+    if pkt.frag == packet::Frag::Later {
+        // The first fragment created the flow; this one follows its translation or not at all.
+        return Err(DropReason::Fragment);
+    }
+    let f = NewFlow {
+        flags: 0,
+        src_identity: src.identity,
+        dst_identity: weir_common::policy::IDENTITY_WORLD,
     };
+    let new = nat::masquerade(ctx, &pkt.flow(), &f, cfg, conntrack::now())?;
+    nat::rewrite(ctx, pkt, &new)?;
+    metrics::path(Path::Egress, len);
+    deliver::out(ctx, pkt, &r)
+}
+
+/// What a new flow to the world may do once routed out of `out_if`.
+enum Leave {
+    /// Masquerade it and send it out.
+    Masquerade,
+    /// Hand it to the host stack as it came (TTL expiring: the host answers time exceeded).
+    ToHostStack,
+}
+
+/// Every check a new flow to the world passes — before any hand-over to the host stack (TTL
+/// expiring, too big): the kernel forwards what it is handed if it can, so whatever Weir
+/// hands it untranslated must be something Weir would have sent out itself. Not inlined: a
+/// function of its own, verified once, so its branches do not multiply the caller's paths.
+#[inline(never)]
+fn may_leave(pkt: &Ipv4, src: &Endpoint, out_if: u32, cfg: &Config) -> Result<Leave, DropReason> {
     if out_if != cfg.uplink_ifindex || cfg.uplink_ip == 0 {
         return Err(DropReason::NoRoute);
     }
@@ -342,21 +387,8 @@ fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, Drop
     }
     if pkt.ttl <= 1 {
         // Routed and expiring: the host stack answers with ICMP time exceeded, as a router
-        // would. Only now, after the checks above: handing it over earlier let an internal
-        // network reach every host address with TTL 1 packets (local delivery ignores TTL).
-        return Ok(TC_ACT_OK as i32);
+        // would (local delivery ignores TTL: hence after the internal-network check).
+        return Ok(Leave::ToHostStack);
     }
-    if pkt.frag == packet::Frag::Later {
-        // The first fragment created the flow; this one follows its translation or not at all.
-        return Err(DropReason::Fragment);
-    }
-    let f = NewFlow {
-        flags: 0,
-        src_identity: src.identity,
-        dst_identity: weir_common::policy::IDENTITY_WORLD,
-    };
-    let new = nat::masquerade(ctx, &pkt.flow(), &f, cfg, conntrack::now())?;
-    nat::rewrite(ctx, pkt, &new)?;
-    metrics::path(Path::Egress, len);
-    deliver::out(ctx, pkt, &r)
+    Ok(Leave::Masquerade)
 }

@@ -1,4 +1,6 @@
-//! The pinned maps. Names, key and value types come from `weir_common`.
+//! The pinned maps. Names, key and value types and sizes come from the table in
+//! `weir_common::maps` (each static is typed by its row; control's tests check the built
+//! object against the table).
 
 use aya_ebpf::{
     bindings::bpf_fib_lookup,
@@ -9,36 +11,44 @@ use aya_ebpf::{
 };
 use weir_common::{
     config::Config,
-    conntrack::{CtEntry, FlowKey},
-    endpoint::{Endpoint, HostAddr},
-    maps::*,
-    policy::{NetPair, PolicyKey},
-    publish::{PublishKey, PublishTarget},
-    stats::{Counter, STATS_ENTRIES},
+    conntrack::CtEntry,
+    endpoint::Endpoint,
+    maps::{KeyOf as K, MapDef, ValueOf as V, def},
 };
 
-#[map]
-pub static WEIR_CONFIG: Array<Config> = Array::pinned(1, 0);
+/// A row's default size.
+const fn max<M: MapDef>() -> u32 {
+    M::SPEC.max_entries
+}
 
 #[map]
-pub static WEIR_ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(ENDPOINTS_MAX, 0);
+pub static WEIR_CONFIG: Array<V<def::Config>> = Array::pinned(max::<def::Config>(), 0);
 
 #[map]
-pub static WEIR_HOST_ADDRS: HashMap<u32, HostAddr> = HashMap::pinned(HOST_ADDRS_MAX, 0);
+pub static WEIR_ENDPOINTS: HashMap<K<def::Endpoints>, V<def::Endpoints>> =
+    HashMap::pinned(max::<def::Endpoints>(), 0);
 
 #[map]
-pub static WEIR_PUBLISH: HashMap<PublishKey, PublishTarget> = HashMap::pinned(PUBLISH_MAX, 0);
+pub static WEIR_HOST_ADDRS: HashMap<K<def::HostAddrs>, V<def::HostAddrs>> =
+    HashMap::pinned(max::<def::HostAddrs>(), 0);
 
 #[map]
-pub static WEIR_POLICY: HashMap<PolicyKey, u32> = HashMap::pinned(POLICY_MAX, 0);
+pub static WEIR_PUBLISH: HashMap<K<def::Publish>, V<def::Publish>> =
+    HashMap::pinned(max::<def::Publish>(), 0);
 
 #[map]
-pub static WEIR_NET_LINKS: HashMap<NetPair, u32> = HashMap::pinned(NET_LINKS_MAX, 0);
+pub static WEIR_POLICY: HashMap<K<def::Policy>, V<def::Policy>> =
+    HashMap::pinned(max::<def::Policy>(), 0);
+
+#[map]
+pub static WEIR_NET_LINKS: HashMap<K<def::NetLinks>, V<def::NetLinks>> =
+    HashMap::pinned(max::<def::NetLinks>(), 0);
 
 /// A plain (preallocated) hash, not an LRU: under a flood, new flows fail and are counted while
 /// established ones stay (an LRU would evict them); expired entries are swept when it is full.
 #[map]
-pub static WEIR_CT: HashMap<FlowKey, CtEntry> = HashMap::pinned(CONNTRACK_MAX, 0);
+pub static WEIR_CT: HashMap<K<def::Conntrack>, V<def::Conntrack>> =
+    HashMap::pinned(max::<def::Conntrack>(), 0);
 
 /// Conntrack sweep bookkeeping: [0] when it last ran, [1] whether an insert found the map
 /// full (not pinned: a rate limit, nothing to keep).
@@ -58,23 +68,25 @@ pub const SCRATCH_ORIG: u32 = 1;
 pub static WEIR_FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-pub static WEIR_SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
-    LruHashMap::pinned(SOCK_REVNAT_MAX, 0);
+pub static WEIR_SOCK_REVNAT: LruHashMap<K<def::SockRevnat>, V<def::SockRevnat>> =
+    LruHashMap::pinned(max::<def::SockRevnat>(), 0);
 
 #[map]
-pub static WEIR_FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
+pub static WEIR_FRAGS: LruHashMap<K<def::Fragments>, V<def::Fragments>> =
+    LruHashMap::pinned(max::<def::Fragments>(), 0);
 
 #[map]
-pub static WEIR_SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(SUBNETS_MAX, 0);
+pub static WEIR_SUBNETS: LpmTrie<K<def::Subnets>, V<def::Subnets>> =
+    LpmTrie::pinned(max::<def::Subnets>(), 0);
 
 #[map]
-pub static WEIR_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_ENTRIES, 0);
+pub static WEIR_STATS: PerCpuArray<V<def::Stats>> = PerCpuArray::pinned(max::<def::Stats>(), 0);
 
 #[map]
-pub static WEIR_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+pub static WEIR_EVENTS: RingBuf = RingBuf::pinned(max::<def::Events>(), 0);
 
 #[map]
-pub static WEIR_TAILS: ProgramArray = ProgramArray::pinned(TAILS_MAX, 0);
+pub static WEIR_TAILS: ProgramArray = ProgramArray::pinned(max::<def::Tails>(), 0);
 
 /// The configuration, or `None` before `control init` has written it.
 #[inline(always)]

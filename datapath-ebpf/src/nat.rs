@@ -156,13 +156,25 @@ fn host_socket_holds(ctx: &TcContext, out: &FlowKey) -> bool {
     true
 }
 
+/// Whether `port` (network order) is in the host's ephemeral range.
+#[inline(always)]
+fn hosts_ephemeral(cfg: &Config, port: u16) -> bool {
+    let p = u16::from_be(port);
+    p >= cfg.host_port_min && p <= cfg.host_port_max
+}
+
 /// Picks a source port on `uplink_ip` for a masqueraded flow and creates its conntrack pair.
-/// The container's own port is kept when free (like the kernel's MASQUERADE); otherwise up to
-/// SNAT_RETRIES random ports of the configured range are probed. A port is free when no flow
+/// No flow may hold a port of the host's ephemeral range (`Config::host_port_*`): the host's
+/// stack picks its own flows' source ports there later, without seeing Weir's table, and a
+/// masqueraded flow on one of them would take the replies of the host's next flow to the same
+/// destination. So the container's own port is kept (like the kernel's MASQUERADE) only when
+/// it lies outside that range and is free; otherwise up to SNAT_RETRIES random ports of the
+/// SNAT range — disjoint from the ephemeral one — are probed. A port is free when no flow
 /// holds its reply tuple, it is not published, and no socket of the host holds it towards
-/// that destination (or listens on it): the host's own flows are not in Weir's conntrack,
-/// and a masqueraded flow on one of their tuples would take the host's replies. Returns the
-/// new tuple.
+/// that destination (or listens on it): a masqueraded flow on the tuple of a socket the host
+/// has now would take that socket's replies. ICMP identifiers are kept when free: the
+/// kernel's ping sockets pick theirs from all 65,535, so no range would be safe from them.
+/// Returns the new tuple.
 #[inline(always)]
 pub fn masquerade(
     ctx: &TcContext,
@@ -187,8 +199,11 @@ pub fn masquerade(
         let new = FlowKey::new(cfg.uplink_ip, orig.daddr, port, orig.dport, orig.proto);
         // Never a published port: the replies' tuple would then shadow that port for this
         // remote, and its clients' packets would reach this container instead.
+        // (The host's ephemeral range can hold only the container's own port, tried first:
+        // the SNAT range lies outside it.)
         if orig.proto != IPPROTO_ICMP
-            && (publish::is_published(cfg.uplink_ip, orig.proto, port)
+            && (hosts_ephemeral(cfg, port)
+                || publish::is_published(cfg.uplink_ip, orig.proto, port)
                 || host_socket_holds(ctx, &new))
         {
             attempt += 1;

@@ -43,6 +43,8 @@ pub struct Ipv4 {
     pub daddr: u32,
     pub proto: u8,
     pub ttl: u8,
+    /// The TOS byte: routing policy may select on it, so route lookups carry it.
+    pub tos: u8,
     /// Offset of the L4 header (14 + IHL * 4).
     pub l4_off: usize,
     /// Ports in network order; for ICMP echo the identifier (request: sport, reply: dport).
@@ -116,6 +118,32 @@ pub fn parse_ipv4_tc(ctx: &TcContext) -> Result<Ipv4, DropReason> {
             parse_ipv4(ctx)
         }
         r => r,
+    }
+}
+
+/// Cuts whatever follows the IP datagram off the frame (Ethernet padding, or bytes a sender
+/// appended), as `ip_rcv` would. Without it every length judged from the skb — the FIB
+/// lookup's MTU check above all — sees a packet larger than the one the kernel will route:
+/// padded past the uplink MTU, a small datagram was judged too big and handed to the host
+/// stack untranslated, which trimmed it and forwarded it. A frame shorter than its header
+/// says is left to the parser, which refuses it.
+#[inline(always)]
+pub fn trim_to_datagram(ctx: &TcContext) -> Result<(), DropReason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, L3_OFF).ok_or(DropReason::Malformed)?;
+    // SAFETY: bounds checked.
+    let tot_len = u16::from_be_bytes(unsafe { (*ip).tot_len }) as u32;
+    let datagram_end = L3_OFF as u32 + tot_len;
+    if tot_len < Ipv4Hdr::LEN as u32 || ctx.len() <= datagram_end {
+        return Ok(());
+    }
+    // SAFETY: helper on this program's own skb; it invalidates packet pointers, and none is
+    // held past this call.
+    let rc =
+        unsafe { aya_ebpf::helpers::bpf_skb_change_tail(ctx.skb.skb as *mut _, datagram_end, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(DropReason::WriteFailed)
     }
 }
 
@@ -213,6 +241,7 @@ pub fn parse_ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, DropReason> {
         daddr: u32::from_ne_bytes(ip.dst_addr),
         proto: ip.proto,
         ttl: ip.ttl,
+        tos: ip.tos,
         l4_off: L3_OFF + hlen,
         sport: 0,
         dport: 0,

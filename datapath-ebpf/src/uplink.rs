@@ -196,3 +196,34 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
     }
     Ok(xdp_action::XDP_PASS)
 }
+
+/// `uplink_egress`: TC egress on the uplink, the last point before the wire. Everything Weir
+/// itself sends to the world leaves masqueraded, from a host address; a packet from any other
+/// address of a Weir network was routed by the kernel — handed to the host stack and forwarded
+/// past every check of Weir's — and is dropped. One array and, for the rare packet not from
+/// the uplink address, one trie lookup.
+#[classifier]
+pub fn uplink_egress(ctx: TcContext) -> i32 {
+    match try_uplink_egress(&ctx) {
+        Ok(v) => v,
+        Err(d) => {
+            metrics::dropped(d, Hook::UplinkEgress, ifindex(&ctx), ctx.packet_len());
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+#[inline(always)]
+fn try_uplink_egress(ctx: &TcContext) -> Result<i32, Drop> {
+    linearize(ctx, packet::L3_OFF as u32 + 20);
+    if packet::ether_type(ctx) != Some(ETH_P_IP) {
+        return Ok(TC_ACT_OK as i32);
+    }
+    let (Some(cfg), Some(addrs)) = (config(), packet::ipv4_addrs(ctx)) else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    if addrs.saddr != cfg.uplink_ip && in_weir_subnet(addrs.saddr) && !is_host_addr(addrs.saddr) {
+        return Err(Drop::flow(DropReason::Unmasqueraded, addrs));
+    }
+    Ok(TC_ACT_OK as i32)
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{Bg, Netns, text, wait_for};
+use crate::{Bg, Netns, Sandbox, text, wait_for};
 
 /// A capture (tcpdump, line per packet) on `dev` in `ns` for `secs` seconds; returns once the
 /// capture socket exists. Read it with `Bg::finish_within`.
@@ -38,15 +38,7 @@ pub fn count_while(ns: &Netns, dev: &str, filter: &str, f: impl FnOnce()) -> usi
 /// Runs a scapy script in `ns` (`from scapy.all import *` done), asserting it succeeded.
 pub fn scapy(ns: &Netns, script: &str) {
     let full = format!("from scapy.all import *\nconf.verb = 0\n{script}\n");
-    // Debian's python3, which has python3-scapy (a pyenv python may come first on PATH).
-    let o = ns.run(&["/usr/bin/python3", "-c", &full]);
-    assert!(
-        o.status.success(),
-        "scapy in {}: {}{}",
-        ns.name,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    crate::net::python(ns, &full, &[]);
 }
 
 /// The MAC address of `dev` in `ns`.
@@ -54,4 +46,9 @@ pub fn mac(ns: &Netns, dev: &str) -> String {
     ns.must(&["cat", &format!("/sys/class/net/{dev}/address")])
         .trim()
         .to_string()
+}
+
+/// The MAC of `c`'s host-side veth (its gateway, as `c` sees it).
+pub fn host_mac_of(s: &Sandbox, c: &Netns) -> String {
+    mac(&s.host, &s.host_if_of(c))
 }

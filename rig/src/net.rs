@@ -50,6 +50,49 @@ pub fn udp_echo(ns: &Netns, port: u16) -> Bg {
     bg
 }
 
+/// Answers every UDP datagram on `port` with the datagram itself, in one process (a forking
+/// echo cannot keep up with a flood of new flows).
+const UDP_ECHO_ONE_PROCESS: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)
+"#;
+
+/// A UDP echo server on `port` that keeps up with many fresh flows ([`UDP_ECHO_ONE_PROCESS`]).
+pub fn udp_echo_fast(ns: &Netns, port: u16) -> Bg {
+    let bg = ns.spawn(&[PYTHON, "-c", UDP_ECHO_ONE_PROCESS, &port.to_string()]);
+    wait_listening(ns, port, "udp");
+    bg
+}
+
+/// Debian's python3, which has python3-scapy (a pyenv python may come first on PATH).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Runs a python `script` with `args` in `ns`, asserting it succeeded; returns its stdout.
+pub fn python(ns: &Netns, script: &str, args: &[&str]) -> String {
+    let mut a = vec![PYTHON, "-c", script];
+    a.extend_from_slice(args);
+    let o = ns.run(&a);
+    assert!(
+        o.status.success(),
+        "python in {}: {}{}",
+        ns.name,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// The host's ephemeral port range in `ns` (the ports its own stack picks).
+pub fn ephemeral_ports(ns: &Netns) -> (u16, u16) {
+    let r = ns.must(&["cat", "/proc/sys/net/ipv4/ip_local_port_range"]);
+    let mut it = r.split_whitespace().map(|p| p.parse::<u16>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
 /// Sends `msg` over UDP to `addr:port` from `ns` and returns the reply, if any within `secs`.
 pub fn udp_ask(ns: &Netns, addr: &str, port: u16, msg: &str, secs: u32) -> Option<String> {
     let o = ns.sh(&format!(

@@ -3,10 +3,10 @@
 use clap::Subcommand;
 use control::{
     Result,
-    ops::{Ctx, container},
+    ops::{Ctx, container, publish::HostPort},
     output::{json, table},
-    published::PublishBook,
-    state,
+    published::{Port, PublishBook},
+    state, validate,
 };
 
 #[derive(Subcommand)]
@@ -56,16 +56,26 @@ pub async fn run(ctx: &Ctx, c: ContainerCmd) -> Result<()> {
             publish,
             json: j,
         } => {
-            let i = container::create(
-                ctx,
-                &container::CreateOpts {
-                    name,
-                    network,
-                    ip,
-                    publish,
-                },
-            )
-            .await?;
+            validate::name("container", &name)?;
+            let ports = publish
+                .iter()
+                .map(|s| Port::parse(s, None))
+                .collect::<Result<Vec<_>>>()?;
+            let ip = ip.map(|s| validate::ipv4("address", &s)).transpose()?;
+            let spec = container::AttachSpec {
+                name,
+                network,
+                origin: container::Origin::Cli,
+                netns: container::NetnsOwner::Weir,
+                peer: container::Peer::MoveIntoNetns,
+                ifname: "eth0".into(),
+                ip,
+                mac: None,
+                ports,
+                host_ports: HostPort::CheckFree,
+            };
+            let (_lock, mut st) = ctx.begin().await?;
+            let i = container::attach(ctx, &mut st, spec).await?;
             if j {
                 json(&i);
             } else {
@@ -79,7 +89,9 @@ pub async fn run(ctx: &Ctx, c: ContainerCmd) -> Result<()> {
             }
         }
         ContainerCmd::Rm { name } => {
-            container::remove(ctx, &name).await?;
+            let (_lock, mut st) = ctx.begin().await?;
+            let what = format!("container rm {name}");
+            container::detach(ctx, &mut st, std::slice::from_ref(&name), &what).await?;
             println!("removed container {name}");
         }
         ContainerCmd::Ls { json: j } => {

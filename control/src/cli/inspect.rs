@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use control::{
     Error, Result,
-    ops::{Ctx, inspect},
+    ops::{Ctx, inspect, reconcile},
     output::{json, table},
     state,
 };
@@ -105,6 +105,28 @@ pub async fn status(ctx: &Ctx, a: JsonArg) -> Result<()> {
             println!("problem: {p}");
         }
     }
+    Ok(())
+}
+
+pub const REPAIR_EXAMPLES: &str = "\
+Example:
+  bpftool map delete pinned /sys/fs/bpf/weir/<id>/maps/WEIR_ENDPOINTS key 10 88 0 2
+  control status    # problem: map WEIR_ENDPOINTS differs from the state (1 missing): ...
+  control repair    # repaired WEIR_ENDPOINTS (1 missing)
+  control repair    # nothing to repair";
+
+/// `control repair`: one line saying what it put back, or that nothing had drifted.
+pub async fn repair(ctx: &Ctx) -> Result<()> {
+    let fixed = reconcile::repair_maps(ctx).await?;
+    if fixed.is_empty() {
+        println!("nothing to repair");
+        return Ok(());
+    }
+    let what: Vec<String> = fixed
+        .iter()
+        .map(|d| format!("{} ({})", d.map, d.summary()))
+        .collect();
+    println!("repaired {}", what.join(", "));
     Ok(())
 }
 

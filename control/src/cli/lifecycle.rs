@@ -14,7 +14,7 @@ Examples:
   control init                                  # uplink = the default route's interface
   control init --uplink eth0 --xdp auto
   control --host-netns h1 init --uplink up0     # serve the namespace /run/netns/h1
-  control init --conntrack-max 1048576 --ct-timeout udp=60 --snat-ports 40000-60999
+  control init --conntrack-max 1048576 --ct-timeout udp=60 --snat-ports 10000-32767
 
 Running it again upgrades the programs in place (same or newer build): established
 connections, published ports and rules survive.";
@@ -36,7 +36,10 @@ pub struct InitArgs {
     /// tcp-closed, udp, udp-stream, icmp, other. Repeatable.
     #[arg(long, value_name = "NAME=SECONDS")]
     ct_timeout: Vec<String>,
-    /// Source ports SNAT may pick when a container's own port is taken.
+    /// Source ports SNAT picks when a container's own port cannot be kept (taken, or inside
+    /// the host's ephemeral range). Must lie outside net.ipv4.ip_local_port_range, which the
+    /// host's own connections pick from; default: the larger unprivileged range beside it
+    /// (1024-32767 with Linux's default 32768-60999).
     #[arg(long, value_name = "MIN-MAX")]
     snat_ports: Option<String>,
     /// Print JSON.
@@ -117,6 +120,15 @@ pub async fn init(ctx: &Ctx, a: InitArgs, host_netns: Option<String>) -> Result<
         println!(
             "programs replaced in place on {} container link(s); established flows kept",
             r.containers_updated
+        );
+    }
+    if let Some(n) = r.snat_note {
+        println!("{n}");
+    }
+    if r.mtu_resynced > 0 {
+        println!(
+            "{} container link(s) took the uplink's new MTU",
+            r.mtu_resynced
         );
     }
     Ok(())

@@ -11,7 +11,11 @@ mod publish;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use control::{Result, instance::DEFAULT_STATE_DIR, ops::Ctx};
+use control::{
+    Result,
+    instance::DEFAULT_STATE_DIR,
+    ops::{Change, Ctx},
+};
 
 const ABOUT: &str = "Weir: container networking in eBPF — no bridge, no iptables.";
 const LONG_ABOUT: &str = "\
@@ -33,6 +37,7 @@ Typical session:
   control allow api db --port 5432/tcp      # ...except from api on 5432
   ip netns exec api curl http://10.88.0.10:5432/
   control status; control stats; control conntrack
+  control repair                            # puts back map entries changed behind Weir's back
   control down                              # removes everything it created
 
 Several instances side by side: give each its own --state-dir (or WEIR_STATE_DIR).
@@ -93,8 +98,13 @@ pub enum Cmd {
     Disallow(policy::AllowArgs),
     /// List rules, or `rules import FILE` to add many at once.
     Rules(policy::RulesArgs),
-    /// Instance, uplink, attached programs and health.
+    /// Instance, uplink, attached programs and health (including maps that drifted from the
+    /// state, e.g. an entry deleted with bpftool).
     Status(JsonArg),
+    /// Put back what `status` reports as drift: rewrite map entries deleted or changed behind
+    /// Weir's back from the state (idempotent).
+    #[command(after_help = inspect::REPAIR_EXAMPLES)]
+    Repair,
     /// Datapath counters summed over CPUs: packets/bytes per path, NAT events, drops per reason.
     Stats(inspect::StatsArgs),
     /// Tracked flows and their translations (`conntrack flush` to cut them).
@@ -132,12 +142,13 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd, host_netns: Option<String>) -> Result
         Cmd::Publish(a) => publish::publish(ctx, a).await,
         Cmd::Unpublish(a) => publish::unpublish(ctx, a).await,
         Cmd::Ports(a) => publish::ports(ctx, a),
-        Cmd::Isolate(a) => policy::isolate(ctx, a, true).await,
-        Cmd::Unisolate(a) => policy::isolate(ctx, a, false).await,
-        Cmd::Allow(a) => policy::allow(ctx, a, true).await,
-        Cmd::Disallow(a) => policy::allow(ctx, a, false).await,
+        Cmd::Isolate(a) => policy::isolate(ctx, a, Change::Add).await,
+        Cmd::Unisolate(a) => policy::isolate(ctx, a, Change::Remove).await,
+        Cmd::Allow(a) => policy::allow(ctx, a, Change::Add).await,
+        Cmd::Disallow(a) => policy::allow(ctx, a, Change::Remove).await,
         Cmd::Rules(a) => policy::rules(ctx, a).await,
         Cmd::Status(a) => inspect::status(ctx, a).await,
+        Cmd::Repair => inspect::repair(ctx).await,
         Cmd::Stats(a) => inspect::stats(ctx, a),
         Cmd::Conntrack(a) => inspect::conntrack(ctx, a).await,
         Cmd::Gc => inspect::gc(ctx).await,

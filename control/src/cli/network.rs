@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use control::{
     Result,
-    ops::{Ctx, network},
+    ops::{Change, Ctx, network},
     output::{json, table},
     state,
 };
@@ -115,14 +115,14 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
             }
         }
         NetworkCmd::Connect { a, b } => {
-            if network::connect(ctx, &a, &b, true).await? {
+            if network::connect(ctx, &a, &b, Change::Add).await? {
                 println!("connected networks {a} and {b}");
             } else {
                 println!("networks {a} and {b} are already connected");
             }
         }
         NetworkCmd::Disconnect { a, b } => {
-            if network::connect(ctx, &a, &b, false).await? {
+            if network::connect(ctx, &a, &b, Change::Remove).await? {
                 println!("disconnected networks {a} and {b}");
             } else {
                 println!("networks {a} and {b} are not connected");

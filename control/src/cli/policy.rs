@@ -3,10 +3,10 @@
 use clap::{Args, Subcommand};
 use control::{
     Error, Result,
-    ops::{Ctx, policy},
+    ops::{Change, Ctx, policy},
     output::{json, lines},
     rules::{RuleBook, RuleKind},
-    state,
+    state, validate,
 };
 
 #[derive(Args)]
@@ -70,45 +70,38 @@ enum RulesCmd {
     },
 }
 
-fn report(c: &policy::Change, add: bool) {
-    match (add, c.changed) {
-        (true, true) => println!("added rule: {}", c.rule),
-        (true, false) => println!("rule already present: {}", c.rule),
-        (false, true) => println!("removed rule: {}", c.rule),
-        (false, false) => println!("no such rule: {}", c.rule),
+fn report(c: &policy::RuleChange, change: Change) {
+    match (change, c.changed) {
+        (Change::Add, true) => println!("added rule: {}", c.rule),
+        (Change::Add, false) => println!("rule already present: {}", c.rule),
+        (Change::Remove, true) => println!("removed rule: {}", c.rule),
+        (Change::Remove, false) => println!("no such rule: {}", c.rule),
     }
     if let Some(n) = c.cut {
         println!("cut {n} established flow(s)");
     }
 }
 
-pub async fn isolate(ctx: &Ctx, a: IsolateArgs, add: bool) -> Result<()> {
-    let c = policy::change(
-        ctx,
-        RuleKind::Isolate,
-        &a.a,
-        a.b.as_deref(),
-        None,
-        add,
-        a.cut,
-    )
-    .await?;
-    report(&c, add);
+fn cut(flag: bool) -> policy::Cut {
+    if flag {
+        policy::Cut::Established
+    } else {
+        policy::Cut::Keep
+    }
+}
+
+pub async fn isolate(ctx: &Ctx, a: IsolateArgs, change: Change) -> Result<()> {
+    let r = policy::rule(RuleKind::Isolate, &a.a, a.b.as_deref(), None)?;
+    let c = policy::change(ctx, r, change, cut(a.cut)).await?;
+    report(&c, change);
     Ok(())
 }
 
-pub async fn allow(ctx: &Ctx, a: AllowArgs, add: bool) -> Result<()> {
-    let c = policy::change(
-        ctx,
-        RuleKind::Allow,
-        &a.from,
-        Some(&a.to),
-        a.port.as_deref(),
-        add,
-        a.cut,
-    )
-    .await?;
-    report(&c, add);
+pub async fn allow(ctx: &Ctx, a: AllowArgs, change: Change) -> Result<()> {
+    let port = a.port.as_deref().map(validate::port_spec).transpose()?;
+    let r = policy::rule(RuleKind::Allow, &a.from, Some(&a.to), port)?;
+    let c = policy::change(ctx, r, change, cut(a.cut)).await?;
+    report(&c, change);
     Ok(())
 }
 

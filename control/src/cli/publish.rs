@@ -8,8 +8,8 @@ use control::{
         publish::{self, Unpublished},
     },
     output::{json, table},
-    published::PublishBook,
-    state,
+    published::{Port, PublishBook},
+    state, validate,
 };
 
 use super::JsonArg;
@@ -49,12 +49,17 @@ pub struct UnpublishArgs {
     host_ip: Option<String>,
 }
 
+fn host_ip(s: Option<&str>) -> Result<Option<std::net::Ipv4Addr>> {
+    s.map(|s| validate::ipv4("host IP", s)).transpose()
+}
+
 fn host(ip: Option<std::net::Ipv4Addr>) -> String {
     ip.map(|i| i.to_string()).unwrap_or_else(|| "*".into())
 }
 
 pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
-    let p = publish::publish(ctx, &a.container, &a.mapping, a.host_ip.as_deref()).await?;
+    let port = Port::parse(&a.mapping, host_ip(a.host_ip.as_deref())?)?;
+    let p = publish::publish(ctx, &a.container, port).await?;
     if a.json {
         json(&p);
     } else {
@@ -72,7 +77,9 @@ pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
 }
 
 pub async fn unpublish(ctx: &Ctx, a: UnpublishArgs) -> Result<()> {
-    match publish::unpublish(ctx, &a.container, &a.port, a.host_ip.as_deref()).await? {
+    let port = validate::host_port_spec(&a.port)?;
+    let ip = host_ip(a.host_ip.as_deref())?;
+    match publish::unpublish(ctx, &a.container, port, ip).await? {
         Unpublished::Removed(ps) => {
             for p in ps {
                 println!(

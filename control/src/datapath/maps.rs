@@ -1,9 +1,16 @@
-//! Typed handles on the pinned maps (opened by path for each command).
+//! Typed handles on the pinned maps (opened by path for each command). The named openers take
+//! their key and value types from the table in `weir_common::maps`: a caller expecting other
+//! types, or a map of another kind, does not compile.
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf};
 use weir_common::{
     config::Config,
     conntrack::{CtEntry, FlowKey},
+    endpoint::{Endpoint, HostAddr},
+    maps::{KeyOf, Kind, MapDef, ValueOf, def},
+    policy::{NetPair, PolicyKey},
+    publish::{PublishKey, PublishTarget},
+    stats::Counter,
 };
 
 use crate::{
@@ -48,6 +55,56 @@ pub fn ring_buf(inst: &Instance, name: &str) -> Result<RingBuf<MapData>> {
     RingBuf::try_from(open(inst, name)?).ctx(|| format!("map {name} has an unexpected type"))
 }
 
+/// Opens the hash map of table row `M`.
+fn hash_of<M: MapDef>(inst: &Instance) -> Result<HashMap<MapData, KeyOf<M>, ValueOf<M>>>
+where
+    KeyOf<M>: aya::Pod,
+    ValueOf<M>: aya::Pod,
+{
+    const { assert!(matches!(M::SPEC.kind, Kind::Hash | Kind::LruHash)) };
+    hash(inst, M::SPEC.name)
+}
+
+pub fn endpoints(inst: &Instance) -> Result<HashMap<MapData, u32, Endpoint>> {
+    hash_of::<def::Endpoints>(inst)
+}
+
+pub fn host_addrs(inst: &Instance) -> Result<HashMap<MapData, u32, HostAddr>> {
+    hash_of::<def::HostAddrs>(inst)
+}
+
+pub fn publish(inst: &Instance) -> Result<HashMap<MapData, PublishKey, PublishTarget>> {
+    hash_of::<def::Publish>(inst)
+}
+
+pub fn policy(inst: &Instance) -> Result<HashMap<MapData, PolicyKey, u32>> {
+    hash_of::<def::Policy>(inst)
+}
+
+pub fn net_links(inst: &Instance) -> Result<HashMap<MapData, NetPair, u32>> {
+    hash_of::<def::NetLinks>(inst)
+}
+
+pub fn conntrack(inst: &Instance) -> Result<HashMap<MapData, FlowKey, CtEntry>> {
+    hash_of::<def::Conntrack>(inst)
+}
+
+pub fn subnets(inst: &Instance) -> Result<LpmTrie<MapData, u32, u32>> {
+    lpm::<KeyOf<def::Subnets>, ValueOf<def::Subnets>>(inst, weir_common::maps::SUBNETS)
+}
+
+pub fn stats(inst: &Instance) -> Result<PerCpuArray<MapData, Counter>> {
+    per_cpu_array::<ValueOf<def::Stats>>(inst, weir_common::maps::STATS)
+}
+
+pub fn events(inst: &Instance) -> Result<RingBuf<MapData>> {
+    ring_buf(inst, weir_common::maps::EVENTS)
+}
+
+fn config(inst: &Instance) -> Result<Array<MapData, Config>> {
+    array::<ValueOf<def::Config>>(inst, weir_common::maps::CONFIG)
+}
+
 /// Every conntrack entry, each once, even while the datapath adds and evicts entries.
 pub fn conntrack_entries(inst: &Instance) -> Result<Vec<(FlowKey, CtEntry)>> {
     super::bpfsys::dump_hash(&inst.map_pin(weir_common::maps::CONNTRACK))
@@ -58,12 +115,14 @@ pub fn read_config(inst: &Instance) -> Result<Option<Config>> {
     if !inst.map_pin(weir_common::maps::CONFIG).exists() {
         return Ok(None);
     }
-    let a: Array<MapData, Config> = array(inst, weir_common::maps::CONFIG)?;
-    let c = a.get(&0, 0).ctx(|| "reading the config map".into())?;
+    let c = config(inst)?
+        .get(&0, 0)
+        .ctx(|| "reading the config map".into())?;
     Ok((c.schema != 0).then_some(c))
 }
 
 pub fn write_config(inst: &Instance, cfg: &Config) -> Result<()> {
-    let mut a: Array<MapData, Config> = array(inst, weir_common::maps::CONFIG)?;
-    a.set(0, cfg, 0).ctx(|| "writing the config map".into())
+    config(inst)?
+        .set(0, cfg, 0)
+        .ctx(|| "writing the config map".into())
 }

@@ -1,6 +1,7 @@
-//! `control container create|rm|ls`, and the plumbing shared with weir-cni: a veth whose peer
-//! lives in the container's namespace, addresses and routes on both sides, the endpoint in the
-//! map and `from_container` on the host side. No bridge.
+//! Containers for every front end (`control container`, weir-cni, and those to come): one
+//! typed [`attach`] and [`detach`]. A container is a veth whose peer lives in its namespace,
+//! addresses and routes on both sides, the endpoint in the map and `from_container` on the
+//! host side. No bridge.
 
 use std::{
     fs::File,
@@ -13,27 +14,73 @@ use serde::Serialize;
 use weir_common::{
     conntrack::{CtEntry, FlowKey},
     endpoint::{Endpoint, flags as ep_flags},
-    maps as names,
 };
 
-use super::{Ctx, policy, publish};
+use super::{
+    Ctx, policy,
+    publish::{self, HostPort},
+    tx,
+};
 use crate::{
     datapath::{links, maps},
     error::{Context, Error, Result},
     instance::Instance,
     netlink, netns,
-    published::{Publish, PublishBook},
+    published::{Port, Publish, PublishBook},
     rules::RuleBook,
-    state::{self, Container, Phase, State},
-    sysctl, validate,
+    state::{Container, Phase, State},
+    sysctl,
 };
 
-#[derive(Debug, Default)]
-pub struct CreateOpts {
+/// Which front end asked for a container, and what it names the container by.
+#[derive(Clone, Debug)]
+pub enum Origin {
+    /// `control container create`.
+    Cli,
+    /// A CNI runtime: the attachment is (network, container id, interface name).
+    Cni {
+        container_id: String,
+        ifname: String,
+    },
+}
+
+/// Who owns the container's network namespace.
+#[derive(Clone, Debug)]
+pub enum NetnsOwner {
+    /// Weir creates it (named like the container, under /run/netns) and deletes it.
+    Weir,
+    /// The runtime made it and deletes it: Weir only uses it.
+    Runtime(PathBuf),
+}
+
+/// Who puts the container end of the veth into the namespace and configures it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// Weir: it is created inside, then given its address, route and MAC there.
+    MoveIntoNetns,
+    /// The runtime (as Docker does with a network driver's veth): it is created in the host
+    /// namespace under `ifname` (which must then be free there), and the runtime moves and
+    /// configures it from the address, gateway and MAC Weir reports.
+    LeaveInHost,
+}
+
+/// Everything [`attach`] needs, parsed and validated by the front end.
+#[derive(Clone, Debug)]
+pub struct AttachSpec {
     pub name: String,
     pub network: String,
-    pub ip: Option<String>,
-    pub publish: Vec<String>,
+    pub origin: Origin,
+    pub netns: NetnsOwner,
+    pub peer: Peer,
+    /// The container end's interface name.
+    pub ifname: String,
+    /// A fixed address (checked against the network), else the lowest free one.
+    pub ip: Option<Ipv4Addr>,
+    /// A fixed MAC, else one derived from the address.
+    pub mac: Option<[u8; 6]>,
+    pub ports: Vec<Port>,
+    /// Who holds the published host ports.
+    pub host_ports: HostPort,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,15 +150,14 @@ pub fn endpoint(st: &State, name: &str) -> Result<Endpoint> {
 }
 
 /// Picks the requested address (checked) or the lowest free one.
-pub fn choose_ip(st: &State, network: &str, want: Option<&str>) -> Result<Ipv4Addr> {
+pub fn choose_ip(st: &State, network: &str, want: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
     let net = st.network(network)?;
     let used = |ip: Ipv4Addr| {
         st.containers
             .values()
             .any(|c| c.network == network && c.ip == ip)
     };
-    if let Some(w) = want {
-        let ip = validate::ipv4("address", w)?;
+    if let Some(ip) = want {
         if !net.subnet.contains(&ip) {
             return Err(Error::invalid(format!(
                 "{ip} is outside network {network:?} ({}): pick an address inside it",
@@ -166,66 +212,101 @@ pub fn new_record(st: &mut State, network: &str, ip: Ipv4Addr) -> Container {
     }
 }
 
-pub async fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<ContainerInfo> {
-    validate::name("container", &opts.name)?;
-    let specs = opts
-        .publish
-        .iter()
-        .map(|s| validate::publish_spec(s))
-        .collect::<Result<Vec<_>>>()?;
-    let (_lock, mut st) = ctx.begin().await?;
-    let name = opts.name.as_str();
+/// Creates the container `spec` asks for, or nothing: a failure rolls back what it made.
+/// `st` is the state under the instance lock, which the caller holds (front ends differ in
+/// how long they wait for it and in what they check under it first).
+pub async fn attach(ctx: &Ctx, st: &mut State, spec: AttachSpec) -> Result<ContainerInfo> {
+    let name = spec.name.as_str();
     if st.containers.contains_key(name) {
         return Err(Error::conflict(format!(
             "container {name:?} already exists: remove it first or pick another name"
         )));
     }
-    let ip = choose_ip(&st, &opts.network, opts.ip.as_deref())?;
+    let ip = choose_ip(st, &spec.network, spec.ip)?;
     let mut book = PublishBook::open(&ctx.inst)?;
-    publish::precheck(&st, &book, &opts.network, &specs)?;
-    if netns::exists(name) {
+    if spec.host_ports == HostPort::CheckFree {
+        publish::precheck(st, &book, &spec.network, &spec.ports)?;
+    }
+    if matches!(spec.netns, NetnsOwner::Weir) && netns::exists(name) {
         return Err(Error::conflict(format!(
             "network namespace {name:?} already exists in {}: pick another container name",
             netns::RUN_DIR
         )));
     }
-    let rec = new_record(&mut st, &opts.network, ip);
+    let rec = record(st, &spec, ip);
     st.containers.insert(name.to_string(), rec);
-    let j = state::Journal::begin(&ctx.inst, &format!("container create {name}"))?;
-    state::save(&ctx.inst, &st)?;
+    let what = match spec.origin {
+        Origin::Cli => format!("container create {name}"),
+        Origin::Cni { .. } => format!("cni add {name}"),
+    };
+    tx::run_or_undo(
+        ctx,
+        &what,
+        st,
+        async |st: &mut State| {
+            let ns = match &spec.netns {
+                NetnsOwner::Weir => netns::create(name)?,
+                NetnsOwner::Runtime(p) => p.clone(),
+            };
+            plumb(ctx, st, name, &ns, &spec.ifname, spec.peer).await?;
+            for p in &spec.ports {
+                publish::add(ctx, st, &mut book, name, *p, spec.host_ports).await?;
+            }
+            st.containers.get_mut(name).expect("just inserted").phase = Phase::Ready;
+            Ok(())
+        },
+        async |st: &mut State| {
+            teardown(ctx, st, name).await;
+            forget(&ctx.inst, st, name)
+        },
+    )
+    .await?;
+    Ok(info(st, &book.of(name)?, name))
+}
 
-    let made = async {
-        let p = netns::create(name)?;
-        plumb(ctx, &mut st, name, &p, "eth0").await?;
-        for (h, c, pr) in &specs {
-            publish::add(ctx, &st, &mut book, name, *h, *c, *pr, None, false).await?;
-        }
-        Ok::<(), Error>(())
+/// The new record of what `spec` asks for, at `ip`.
+fn record(st: &mut State, spec: &AttachSpec, ip: Ipv4Addr) -> Container {
+    let mut rec = new_record(st, &spec.network, ip);
+    if let NetnsOwner::Runtime(p) = &spec.netns {
+        rec.external_netns = Some(p.display().to_string());
     }
-    .await;
-    if let Err(e) = made {
-        teardown(ctx, &st, name).await;
-        forget(&ctx.inst, &mut st, name)?;
-        state::save(&ctx.inst, &st)?;
-        j.done()?;
-        return Err(e);
+    if let Origin::Cni {
+        container_id,
+        ifname,
+    } = &spec.origin
+    {
+        rec.cni_id = Some(container_id.clone());
+        rec.cni_ifname = Some(ifname.clone());
     }
-    st.containers.get_mut(name).expect("just inserted").phase = Phase::Ready;
-    state::save(&ctx.inst, &st)?;
-    j.done()?;
-    Ok(info(&st, &book.of(name)?, name))
+    if let Some(m) = spec.mac {
+        rec.mac = netlink::mac_string(&m);
+    }
+    rec
 }
 
 /// Wires a container whose namespace exists at `ns`: veth (host side `wr-…`, `ifname` inside),
-/// addresses, routes, endpoint entry and the from_container attachment.
-pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &str) -> Result<()> {
+/// addresses, routes, endpoint entry and the from_container attachment. With
+/// [`Peer::LeaveInHost`] the container end stays in the host namespace, unconfigured.
+async fn plumb(
+    ctx: &Ctx,
+    st: &mut State,
+    name: &str,
+    ns: &Path,
+    ifname: &str,
+    peer: Peer,
+) -> Result<()> {
     let c = st.container(name)?.clone();
     let net = st.network(&c.network)?.clone();
     let (mac, host_mac) = (
         netlink::parse_mac(&c.mac).unwrap_or_default(),
         netlink::parse_mac(&c.host_mac).unwrap_or_default(),
     );
-    let nsfile = File::open(ns).ctx(|| format!("opening network namespace {}", ns.display()))?;
+    let peer_ns = match peer {
+        Peer::MoveIntoNetns => ns,
+        Peer::LeaveInHost => Path::new("/proc/thread-self/ns/net"),
+    };
+    let nsfile =
+        File::open(peer_ns).ctx(|| format!("opening network namespace {}", peer_ns.display()))?;
     // The uplink's MTU: larger packets would not leave, and the datapath forwards without
     // fragmenting (Docker and the CNI bridge plugin take an MTU setting for the same reason).
     let mtu = netlink::link_by_index(&ctx.nl, st.uplink.ifindex)
@@ -254,6 +335,25 @@ pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &st
     netlink::set_up(&ctx.nl, host.index).await?;
 
     let (ip, prefix, gw) = (c.ip, net.subnet.prefix_len(), net.gateway);
+    if peer == Peer::MoveIntoNetns {
+        configure_inside(ns, ifname, ip, prefix, gw)?;
+    }
+    netlink::add_host_route(&ctx.nl, ip, host.index, gw).await?;
+    netlink::add_neigh(&ctx.nl, host.index, ip, mac).await?;
+    // Rules may name this container already (a CNI container re-added under its old name):
+    // they are in force before the endpoint lets its first packet through.
+    policy::apply_for(ctx, st, name)?;
+    let (key, ep) = crate::desired::endpoint(st, name)?;
+    maps::endpoints(&ctx.inst)?
+        .insert(key, ep, 0)
+        .ctx(|| "adding the endpoint".into())?;
+    sysctl::enable_forwarding(&c.host_if)?;
+    Ok(())
+}
+
+/// Inside the container's namespace: loopback up, `ifname` addressed and up, the default
+/// route via the gateway.
+fn configure_inside(ns: &Path, ifname: &str, ip: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> Result<()> {
     let ifname_owned = ifname.to_string();
     netns::run_async_in(ns, move || async move {
         let h = netlink::connect()?;
@@ -271,31 +371,26 @@ pub async fn plumb(ctx: &Ctx, st: &mut State, name: &str, ns: &Path, ifname: &st
         netlink::add_addr(&h, eth.index, ip, prefix).await?;
         netlink::set_up(&h, eth.index).await?;
         netlink::add_default_route(&h, gw).await
-    })?;
-
-    netlink::add_host_route(&ctx.nl, ip, host.index, gw).await?;
-    netlink::add_neigh(&ctx.nl, host.index, ip, mac).await?;
-    // Rules may name this container already (a CNI container re-added under its old name):
-    // they are in force before the endpoint lets its first packet through.
-    policy::apply_for(ctx, st, name)?;
-    let ep = endpoint(st, name)?;
-    maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)?
-        .insert(weir_common::addr::from_std(ip), ep, 0)
-        .ctx(|| "adding the endpoint".into())?;
-    sysctl::enable_forwarding(&c.host_if)?;
-    Ok(())
+    })
 }
 
-pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
-    let (_lock, mut st) = ctx.begin().await?;
-    st.container(name)?;
-    let j = state::Journal::begin(&ctx.inst, &format!("container rm {name}"))?;
-    st.containers.get_mut(name).expect("checked").phase = Phase::Removing;
-    state::save(&ctx.inst, &st)?;
-    teardown(ctx, &st, name).await;
-    forget(&ctx.inst, &mut st, name)?;
-    state::save(&ctx.inst, &st)?;
-    j.done()
+/// Removes the containers `names` (marked, unplumbed, then forgotten) as the change `what`.
+/// `st` is the state under the instance lock, which the caller holds.
+pub async fn detach(ctx: &Ctx, st: &mut State, names: &[String], what: &str) -> Result<()> {
+    for n in names {
+        st.container(n)?;
+    }
+    for n in names {
+        st.containers.get_mut(n).expect("checked").phase = Phase::Removing;
+    }
+    tx::run(ctx, what, st, async |st: &mut State| {
+        for n in names {
+            teardown(ctx, st, n).await;
+            forget(&ctx.inst, st, n)?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Removes a container's kernel objects, best effort (used on rollback, rm, repair and down).
@@ -318,7 +413,7 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     }
     let _ = links::container_detach(&ctx.inst, c.identity);
     let ip = weir_common::addr::from_std(c.ip);
-    if let Ok(mut m) = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)
+    if let Ok(mut m) = maps::endpoints(&ctx.inst)
         && m.get(&ip, 0).is_ok_and(|e| e.identity == c.identity)
     {
         let _ = m.remove(&ip);
@@ -345,7 +440,7 @@ pub fn forget(inst: &Instance, st: &mut State, name: &str) -> Result<()> {
 
 /// Deletes conntrack entries (and their twins) matching `pred`; returns how many flows.
 pub fn purge_conntrack(ctx: &Ctx, pred: impl Fn(&FlowKey, &CtEntry) -> bool) -> Result<usize> {
-    let mut ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
+    let mut ct = maps::conntrack(&ctx.inst)?;
     let doomed: Vec<(FlowKey, CtEntry)> = maps::conntrack_entries(&ctx.inst)?
         .into_iter()
         .filter(|(k, e)| pred(k, e) || pred(&e.rewrite, e))

@@ -11,15 +11,16 @@ use serde::Serialize;
 use weir_common::{
     addr::{port_host, to_std},
     config::flags as cfg_flags,
-    conntrack::{CtEntry, FlowKey, flags, state as ct_state},
+    conntrack::{FlowKey, flags, state as ct_state},
     event::Event as DropEvent,
     maps as names,
-    stats::{Counter, DropReason, Event, Hook, Path, drop_index, event_index, path_index},
+    stats::{DropReason, Event, Hook, Path, drop_index, event_index, path_index},
 };
 
 use super::{Ctx, container};
 use crate::{
     datapath::{self, links, maps},
+    drift::{self, MapDrift},
     error::Result,
     netlink,
     state::{self, Phase, State},
@@ -54,6 +55,8 @@ pub struct Status {
     pub rules: usize,
     pub conntrack_entries: usize,
     pub conntrack_max: u32,
+    /// Derived maps that differ from the state (`control repair` puts them back).
+    pub drift: Vec<MapDrift>,
     pub problems: Vec<String>,
 }
 
@@ -67,17 +70,84 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             )
         }));
     }
-    let mut programs = vec![ProgramStatus {
-        program: datapath::UPLINK_TC.into(),
-        attached_to: format!("{} tc ingress", st.uplink.name),
-        program_id: links::program_id(&ctx.inst, datapath::UPLINK_TC),
-    }];
+    problems.extend(container_problems(ctx, st).await?);
+    let programs = programs(ctx, st);
+    for p in &programs {
+        if p.program_id.is_none() {
+            problems.push(format!(
+                "{} on {} is not attached: run `control init` to repair",
+                p.program, p.attached_to
+            ));
+        }
+    }
+    let drift = map_drift(ctx, st, &mut problems);
+    Ok(Status {
+        state_dir: ctx.inst.state_dir.display().to_string(),
+        pin_dir: ctx.inst.pin_dir.display().to_string(),
+        host_netns: st.host_netns.clone(),
+        uplink: st.uplink.name.clone(),
+        uplink_ip: st.uplink.ip,
+        xdp: st.uplink.xdp,
+        programs,
+        networks: st.networks.len(),
+        containers: st.containers.len(),
+        published_ports: crate::published::PublishBook::open(&ctx.inst)?.len(),
+        rules: crate::rules::RuleBook::open(&ctx.inst)?.len(),
+        conntrack_entries: live_flows(ctx)?,
+        conntrack_max: st.settings.conntrack_max,
+        drift,
+        problems,
+    })
+}
+
+/// The derived maps that differ from the state, each also told in `problems`.
+fn map_drift(ctx: &Ctx, st: &State, problems: &mut Vec<String>) -> Vec<MapDrift> {
+    // A map that cannot be read is a problem to report, not a reason to report nothing.
+    let drift: Vec<MapDrift> = match drift::check(&ctx.inst, st, false) {
+        Ok(d) => d.into_iter().filter(|d| !d.is_clean()).collect(),
+        Err(e) => {
+            problems.push(format!(
+                "the maps could not be compared with the state: {e}"
+            ));
+            Vec::new()
+        }
+    };
+    for d in &drift {
+        problems.push(format!(
+            "map {} differs from the state ({}): run `control repair`",
+            d.map,
+            d.summary()
+        ));
+    }
+    drift
+}
+
+/// Every program Weir attaches for `st`, where, and the id of what is attached there now.
+fn programs(ctx: &Ctx, st: &State) -> Vec<ProgramStatus> {
+    let at = |program: &str, attached_to: String, link: &str| ProgramStatus {
+        program: program.into(),
+        attached_to,
+        program_id: links::program_id(&ctx.inst, link),
+    };
+    let up = &st.uplink.name;
+    let mut programs = vec![
+        at(
+            datapath::UPLINK_TC,
+            format!("{up} tc ingress"),
+            datapath::UPLINK_TC,
+        ),
+        at(
+            datapath::UPLINK_EGRESS,
+            format!("{up} tc egress"),
+            datapath::UPLINK_EGRESS,
+        ),
+    ];
     if st.uplink.xdp {
-        programs.push(ProgramStatus {
-            program: datapath::UPLINK_XDP.into(),
-            attached_to: format!("{} xdp", st.uplink.name),
-            program_id: links::program_id(&ctx.inst, datapath::UPLINK_XDP),
-        });
+        programs.push(at(
+            datapath::UPLINK_XDP,
+            format!("{up} xdp"),
+            datapath::UPLINK_XDP,
+        ));
     }
     programs.push(ProgramStatus {
         program: datapath::FROM_CONTAINER_NEW.into(),
@@ -94,23 +164,28 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
         .flatten(),
     });
     for p in datapath::SOCK_PROGRAMS {
-        programs.push(ProgramStatus {
-            program: p.into(),
-            attached_to: format!("cgroup {}", st.cgroup2),
-            program_id: links::program_id(&ctx.inst, p),
-        });
+        programs.push(at(p, format!("cgroup {}", st.cgroup2), p));
     }
     for (name, c) in &st.containers {
-        programs.push(ProgramStatus {
-            program: datapath::FROM_CONTAINER.into(),
-            attached_to: format!("{} tc ingress ({name})", c.host_if),
-            program_id: links::program_id(&ctx.inst, &links::container_link(c.identity)),
-        });
-        programs.push(ProgramStatus {
-            program: datapath::TO_CONTAINER.into(),
-            attached_to: format!("{} tc egress ({name})", c.host_if),
-            program_id: links::program_id(&ctx.inst, &links::container_egress_link(c.identity)),
-        });
+        let (ingress, egress) = (
+            links::container_link(c.identity),
+            links::container_egress_link(c.identity),
+        );
+        let (fc, tc) = (datapath::FROM_CONTAINER, datapath::TO_CONTAINER);
+        programs.push(at(
+            fc,
+            format!("{} tc ingress ({name})", c.host_if),
+            &ingress,
+        ));
+        programs.push(at(tc, format!("{} tc egress ({name})", c.host_if), &egress));
+    }
+    programs
+}
+
+/// Containers that are half-made or lost their host interface or namespace.
+async fn container_problems(ctx: &Ctx, st: &State) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (name, c) in &st.containers {
         if c.phase != Phase::Ready {
             problems.push(format!("container {name} is {:?}", c.phase));
         }
@@ -124,38 +199,19 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
             problems.push(format!("container {name}: network namespace is missing"));
         }
     }
-    for p in &programs {
-        if p.program_id.is_none() {
-            problems.push(format!(
-                "{} on {} is not attached: run `control init` to repair",
-                p.program, p.attached_to
-            ));
-        }
-    }
+    Ok(problems)
+}
+
+/// Conntrack entries not yet expired.
+fn live_flows(ctx: &Ctx) -> Result<usize> {
     let now = monotonic_ns();
     let t = maps::read_config(&ctx.inst)?
         .map(|c| c.timeouts)
         .unwrap_or_default();
-    let live = maps::conntrack_entries(&ctx.inst)?
+    Ok(maps::conntrack_entries(&ctx.inst)?
         .iter()
         .filter(|(_, e)| !e.expired(now, &t))
-        .count();
-    Ok(Status {
-        state_dir: ctx.inst.state_dir.display().to_string(),
-        pin_dir: ctx.inst.pin_dir.display().to_string(),
-        host_netns: st.host_netns.clone(),
-        uplink: st.uplink.name.clone(),
-        uplink_ip: st.uplink.ip,
-        xdp: st.uplink.xdp,
-        programs,
-        networks: st.networks.len(),
-        containers: st.containers.len(),
-        published_ports: crate::published::PublishBook::open(&ctx.inst)?.len(),
-        rules: crate::rules::RuleBook::open(&ctx.inst)?.len(),
-        conntrack_entries: live,
-        conntrack_max: st.settings.conntrack_max,
-        problems,
-    })
+        .count())
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -175,7 +231,7 @@ pub struct Counter2 {
 }
 
 pub fn stats(ctx: &Ctx) -> Result<Stats> {
-    let m = maps::per_cpu_array::<Counter>(&ctx.inst, names::STATS)?;
+    let m = maps::stats(&ctx.inst)?;
     let sum = |i: u32| -> Counter2 {
         m.get(&i, 0)
             .map(|v| {
@@ -291,7 +347,7 @@ pub fn gc(ctx: &Ctx) -> Result<usize> {
         .map(|c| c.timeouts)
         .unwrap_or_default();
     let now = monotonic_ns();
-    let mut ct = maps::hash::<FlowKey, CtEntry>(&ctx.inst, names::CONNTRACK)?;
+    let mut ct = maps::conntrack(&ctx.inst)?;
     let dead: Vec<FlowKey> = maps::conntrack_entries(&ctx.inst)?
         .into_iter()
         .filter(|(_, e)| e.expired(now, &t))
@@ -344,7 +400,7 @@ pub async fn monitor(
     // The ring buffer has a single consumer position: two readers would both print the same
     // records, and the first to exit would clear the flag under the other. One at a time.
     let _listener = listener_lock(ctx)?;
-    let mut rb = maps::ring_buf(&ctx.inst, names::EVENTS)?;
+    let mut rb = maps::events(&ctx.inst)?;
     // SIGTERM (`timeout`, service managers) and SIGHUP end it as cleanly as Ctrl-C, so the flag
     // is cleared; only SIGKILL cannot be caught.
     let mut term = unix_signal(tokio::signal::unix::SignalKind::terminate())?;

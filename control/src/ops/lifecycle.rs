@@ -4,19 +4,16 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use aya::programs::TcAttachType;
 use serde::Serialize;
-use weir_common::{
-    SCHEMA_VERSION,
-    config::{Config, Timeouts},
-    maps as names,
-};
+use weir_common::{SCHEMA_VERSION, config::Timeouts, maps as names};
 
-use super::{Ctx, container, reconcile};
+use super::{Ctx, container, mtu, reconcile, tx};
 use crate::{
     cgroup,
     datapath::{self, links, maps},
+    desired,
     error::{Error, Result},
     instance::Instance,
-    netlink, netns,
+    netlink, netns, snat_ports,
     state::{self, Phase, Settings, State, Uplink, XdpMode},
 };
 
@@ -45,6 +42,12 @@ pub struct InitReport {
     pub xdp_note: Option<String>,
     pub reinitialised: bool,
     pub containers_updated: usize,
+    pub snat_ports: (u16, u16),
+    /// Why the instance's SNAT ports moved, when they did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snat_note: Option<String>,
+    /// Containers whose MTU followed a changed uplink MTU.
+    pub mtu_resynced: usize,
 }
 
 /// Refuses a host namespace another instance (another state dir) already serves: two would
@@ -93,55 +96,12 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
     }
     datapath::check_pinned(&ctx.inst, prev.as_ref().map(|p| p.settings.conntrack_max))?;
     sole_instance(&ctx.inst)?;
-
-    // Settings: explicit flags, else what the instance already had, else defaults.
-    let mut settings = prev
-        .as_ref()
-        .map(|p| p.settings.clone())
-        .unwrap_or(Settings {
-            xdp: XdpMode::Auto,
-            conntrack_max: names::CONNTRACK_MAX,
-            timeouts: Timeouts::KERNEL_DEFAULTS,
-            snat_ports: (32768, 60999),
-        });
-    if let Some(x) = opts.xdp {
-        settings.xdp = x;
-    }
-    if let Some(n) = opts.conntrack_max {
-        if !(64..=16_777_216).contains(&n) {
-            return Err(Error::invalid(format!(
-                "--conntrack-max {n} is out of range: use 64 to 16777216"
-            )));
-        }
-        if prev.is_some()
-            && n != settings.conntrack_max
-            && ctx.inst.map_pin(names::CONNTRACK).exists()
-        {
-            return Err(Error::conflict(format!(
-                "the conntrack map already holds up to {} entries; its size changes only after `control down`",
-                settings.conntrack_max
-            )));
-        }
-        settings.conntrack_max = n;
-    }
-    for (k, v) in &opts.timeouts {
-        let slot = settings.timeouts.get_mut(k).ok_or_else(|| {
-            Error::invalid(format!(
-                "unknown conntrack timeout {k:?}: use one of {}",
-                Timeouts::NAMES.join(", ")
-            ))
-        })?;
-        if *v == 0 || *v > 2_000_000 {
-            return Err(Error::invalid(format!(
-                "timeout {k}={v} is out of range: use 1 to 2000000 seconds"
-            )));
-        }
-        *slot = *v;
-    }
-    if let Some(r) = opts.snat_ports {
-        settings.snat_ports = r;
-    }
-
+    let (settings, snat_note) = merge_settings(
+        prev.as_ref().map(|p| &p.settings),
+        &opts,
+        ctx.inst.map_pin(names::CONNTRACK).exists(),
+        snat_ports::host_ephemeral()?,
+    )?;
     let uplink = resolve_uplink(
         ctx,
         opts.uplink
@@ -164,36 +124,115 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         containers: BTreeMap::new(),
     });
     // Names the uplink: an interrupted init is finished by running it again (see Ctx::begin).
-    let j = state::Journal::begin(&ctx.inst, &format!("init --uplink {}", uplink.name))?;
-    if let Some(p) = &prev
-        && p.uplink.name != uplink.name
-    {
-        links::unpin(&ctx.inst, datapath::UPLINK_TC)?;
-        links::unpin(&ctx.inst, datapath::UPLINK_XDP)?;
+    // The state is saved only once everything is in place: until then the journal alone says
+    // that init has to run again.
+    let what = format!("init --uplink {}", uplink.name);
+    tx::run(ctx, &what, &mut (), async |_| {
+        if let Some(p) = &prev
+            && p.uplink.name != uplink.name
+        {
+            for link in datapath::UPLINK_LINKS {
+                links::unpin(&ctx.inst, link)?;
+            }
+        }
+        st.settings = settings.clone();
+        st.schema = SCHEMA_VERSION;
+        let _bpf = datapath::load_and_pin(&ctx.inst, settings.conntrack_max)?;
+        // A `control monitor` listening right now keeps listening through the upgrade.
+        let listening = maps::read_config(&ctx.inst)
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.flags & weir_common::config::flags::EVENTS);
+        let cfg = desired::config(&uplink, &settings, netns::cookie()?, listening);
+        maps::write_config(&ctx.inst, &cfg)?;
+        let attached = attach_all(ctx, &mut st, &uplink, &settings.xdp).await?;
+        // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
+        reconcile::sync_maps(ctx, &st)?;
+        let mtu_resynced = mtu::resync(ctx, &st).await?;
+        state::save(&ctx.inst, &st)?;
+        Ok(InitReport {
+            state_dir: ctx.inst.state_dir.display().to_string(),
+            pin_dir: ctx.inst.pin_dir.display().to_string(),
+            uplink: uplink.name.clone(),
+            uplink_ip: uplink.ip,
+            xdp: attached.xdp,
+            xdp_note: attached.xdp_note,
+            reinitialised: prev.is_some(),
+            containers_updated: attached.containers,
+            snat_ports: settings.snat_ports,
+            snat_note,
+            mtu_resynced,
+        })
+    })
+    .await
+}
+
+/// The settings of an init: explicit flags, else what the instance already had (`prev`),
+/// else defaults. `conntrack_pinned`: the conntrack map exists already (its size is fixed).
+/// `host_ports`: the host's ephemeral ports, which the SNAT ports keep clear of; the note
+/// says why the SNAT ports moved, when they did.
+pub fn merge_settings(
+    prev: Option<&Settings>,
+    opts: &InitOpts,
+    conntrack_pinned: bool,
+    host_ports: (u16, u16),
+) -> Result<(Settings, Option<String>)> {
+    let mut settings = prev.cloned().unwrap_or(Settings {
+        xdp: XdpMode::Auto,
+        conntrack_max: names::CONNTRACK_MAX,
+        timeouts: Timeouts::KERNEL_DEFAULTS,
+        // Both chosen below, from the host's ephemeral ports.
+        snat_ports: (0, 0),
+        host_ports: (0, 0),
+    });
+    if let Some(x) = &opts.xdp {
+        settings.xdp = x.clone();
     }
-    st.settings = settings.clone();
-    st.schema = SCHEMA_VERSION;
+    if let Some(n) = opts.conntrack_max {
+        if !(64..=16_777_216).contains(&n) {
+            return Err(Error::invalid(format!(
+                "--conntrack-max {n} is out of range: use 64 to 16777216"
+            )));
+        }
+        if prev.is_some() && n != settings.conntrack_max && conntrack_pinned {
+            return Err(Error::conflict(format!(
+                "the conntrack map already holds up to {} entries; its size changes only after `control down`",
+                settings.conntrack_max
+            )));
+        }
+        settings.conntrack_max = n;
+    }
+    for (k, v) in &opts.timeouts {
+        let slot = settings.timeouts.get_mut(k).ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown conntrack timeout {k:?}: use one of {}",
+                Timeouts::NAMES.join(", ")
+            ))
+        })?;
+        if *v == 0 || *v > 2_000_000 {
+            return Err(Error::invalid(format!(
+                "timeout {k}={v} is out of range: use 1 to 2000000 seconds"
+            )));
+        }
+        *slot = *v;
+    }
+    let (snat, note) = snat_ports::choose(opts.snat_ports, prev.map(|p| p.snat_ports), host_ports)?;
+    settings.snat_ports = snat;
+    settings.host_ports = host_ports;
+    Ok((settings, note))
+}
 
-    let _bpf = datapath::load_and_pin(&ctx.inst, settings.conntrack_max)?;
-    // A `control monitor` listening right now keeps listening through the upgrade.
-    let listening = maps::read_config(&ctx.inst)
-        .ok()
-        .flatten()
-        .map_or(0, |c| c.flags & weir_common::config::flags::EVENTS);
-    let cfg = Config {
-        schema: SCHEMA_VERSION,
-        flags: listening,
-        uplink_ifindex: uplink.ifindex,
-        uplink_ip: weir_common::addr::from_std(uplink.ip),
-        netns_cookie: netns::cookie()?,
-        snat_port_min: settings.snat_ports.0,
-        snat_port_max: settings.snat_ports.1,
-        _pad: 0,
-        timeouts: settings.timeouts,
-    };
-    maps::write_config(&ctx.inst, &cfg)?;
+/// What [`attach_all`] attached.
+struct Attached {
+    xdp: bool,
+    xdp_note: Option<String>,
+    containers: usize,
+}
 
-    // Attach (or swap programs under existing links: established flows see no gap).
+/// Attaches every program (or swaps programs under existing links: established flows see no
+/// gap): the uplink's, the cgroup's and every ready container's; then the gateway device and
+/// the host addresses in `st`.
+async fn attach_all(ctx: &Ctx, st: &mut State, uplink: &Uplink, xdp: &XdpMode) -> Result<Attached> {
     links::tc_attach(
         &ctx.inst,
         datapath::UPLINK_TC,
@@ -201,18 +240,25 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         TcAttachType::Ingress,
         datapath::UPLINK_TC,
     )?;
-    let (xdp, xdp_note) = attach_xdp(ctx, &settings.xdp, &uplink).await?;
+    links::tc_attach(
+        &ctx.inst,
+        datapath::UPLINK_EGRESS,
+        &uplink.name,
+        TcAttachType::Egress,
+        datapath::UPLINK_EGRESS,
+    )?;
+    let (xdp, xdp_note) = attach_xdp(ctx, xdp, uplink).await?;
     let cg = cgroup::root()?;
     for p in datapath::SOCK_PROGRAMS {
         links::cgroup_attach(&ctx.inst, p, &cg)?;
     }
     st.cgroup2 = cg.display().to_string();
-    let mut updated = 0;
+    let mut containers = 0;
     for c in st.containers.values().filter(|c| c.phase == Phase::Ready) {
         links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
-        updated += 1;
+        containers += 1;
     }
-    ensure_gateway_dev(ctx, &st).await?;
+    ensure_gateway_dev(ctx, st).await?;
     let gateways: Vec<Ipv4Addr> = st.networks.values().map(|n| n.gateway).collect();
     let host_addrs = netlink::ipv4_addrs(&ctx.nl, None)
         .await?
@@ -225,19 +271,10 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         host_addrs,
         ..uplink.clone()
     };
-    // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
-    reconcile::sync_maps(ctx, &st)?;
-    state::save(&ctx.inst, &st)?;
-    j.done()?;
-    Ok(InitReport {
-        state_dir: ctx.inst.state_dir.display().to_string(),
-        pin_dir: ctx.inst.pin_dir.display().to_string(),
-        uplink: uplink.name,
-        uplink_ip: uplink.ip,
+    Ok(Attached {
         xdp,
         xdp_note,
-        reinitialised: prev.is_some(),
-        containers_updated: updated,
+        containers,
     })
 }
 
@@ -419,7 +456,7 @@ fn pinned_gateways(ctx: &Ctx) -> Vec<Ipv4Addr> {
     if !ctx.inst.map_pin(names::SUBNETS).exists() {
         return Vec::new();
     }
-    let Ok(trie) = maps::lpm::<u32, u32>(&ctx.inst, names::SUBNETS) else {
+    let Ok(trie) = maps::subnets(&ctx.inst) else {
         return Vec::new();
     };
     trie.keys()
@@ -438,5 +475,106 @@ fn remove_tree(p: &Path, warnings: &mut Vec<String>) {
     }
     if let Err(e) = std::fs::remove_dir_all(p) {
         warnings.push(format!("could not remove {}: {e}", p.display()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linux's default ephemeral ports.
+    const HOST: (u16, u16) = (32768, 60999);
+
+    fn opts() -> InitOpts {
+        InitOpts::default()
+    }
+
+    #[test]
+    fn defaults_without_flags_or_history() {
+        let s = merge_settings(None, &opts(), false, HOST).unwrap().0;
+        assert_eq!(s.xdp, XdpMode::Auto);
+        assert_eq!(s.conntrack_max, names::CONNTRACK_MAX);
+        assert_eq!(s.snat_ports, (1024, 32767), "beside the host's, not in it");
+        assert_eq!(s.host_ports, HOST);
+    }
+
+    #[test]
+    fn flags_beat_history_and_history_beats_defaults() {
+        let prev = Settings {
+            xdp: XdpMode::Off,
+            conntrack_max: 1000,
+            timeouts: Timeouts::KERNEL_DEFAULTS,
+            snat_ports: (10000, 20000),
+            host_ports: HOST,
+        };
+        let kept = merge_settings(Some(&prev), &opts(), true, HOST).unwrap().0;
+        assert_eq!((kept.xdp, kept.snat_ports), (XdpMode::Off, (10000, 20000)));
+        let o = InitOpts {
+            xdp: Some(XdpMode::On),
+            snat_ports: Some((1024, 2048)),
+            ..opts()
+        };
+        let s = merge_settings(Some(&prev), &o, true, HOST).unwrap().0;
+        assert_eq!((s.xdp, s.snat_ports), (XdpMode::On, (1024, 2048)));
+        // An instance from before the host's range was kept clear moves, and says so.
+        let old = Settings {
+            snat_ports: HOST,
+            ..prev
+        };
+        let (moved, note) = merge_settings(Some(&old), &opts(), true, HOST).unwrap();
+        assert_eq!(moved.snat_ports, (1024, 32767));
+        assert!(note.is_some());
+    }
+
+    #[test]
+    fn conntrack_size_is_fixed_once_pinned() {
+        let prev = merge_settings(None, &opts(), false, HOST).unwrap().0;
+        let o = InitOpts {
+            conntrack_max: Some(4096),
+            ..opts()
+        };
+        assert!(matches!(
+            merge_settings(Some(&prev), &o, true, HOST),
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(
+            merge_settings(Some(&prev), &o, false, HOST)
+                .unwrap()
+                .0
+                .conntrack_max,
+            4096
+        );
+        let huge = InitOpts {
+            conntrack_max: Some(1 << 30),
+            ..opts()
+        };
+        assert!(matches!(
+            merge_settings(None, &huge, false, HOST),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn timeouts_are_named_and_bounded() {
+        let bad_name = InitOpts {
+            timeouts: vec![("nope".into(), 5)],
+            ..opts()
+        };
+        assert!(matches!(
+            merge_settings(None, &bad_name, false, HOST),
+            Err(Error::Invalid(_))
+        ));
+        let name = Timeouts::NAMES[0].to_string();
+        let zero = InitOpts {
+            timeouts: vec![(name.clone(), 0)],
+            ..opts()
+        };
+        assert!(merge_settings(None, &zero, false, HOST).is_err());
+        let ok = InitOpts {
+            timeouts: vec![(name.clone(), 7)],
+            ..opts()
+        };
+        let mut s = merge_settings(None, &ok, false, HOST).unwrap().0;
+        assert_eq!(*s.timeouts.get_mut(&name).unwrap(), 7);
     }
 }

@@ -4,14 +4,14 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
-use weir_common::{endpoint::HostAddr, maps as names, policy::NetPair};
 
-use super::{Ctx, lifecycle};
+use super::{Change, Ctx, lifecycle, tx};
 use crate::{
     datapath::maps,
+    desired,
     error::{Context, Error, Result},
     netlink,
-    state::{self, Network, State},
+    state::{Network, State},
     validate,
 };
 
@@ -71,7 +71,6 @@ pub async fn create(ctx: &Ctx, name: &str, subnet: &str, internal: bool) -> Resu
         .next()
         .ok_or_else(|| Error::invalid(format!("subnet {subnet} has no host addresses")))?;
     let id = st.next_network_id;
-    let j = state::Journal::begin(&ctx.inst, &format!("network create {name}"))?;
     st.next_network_id += 1;
     st.networks.insert(
         name.to_string(),
@@ -82,13 +81,20 @@ pub async fn create(ctx: &Ctx, name: &str, subnet: &str, internal: bool) -> Resu
             internal,
         },
     );
-    state::save(&ctx.inst, &st)?;
-    lifecycle::ensure_gateway_dev(ctx, &st).await?;
-    maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
-        .insert(weir_common::addr::from_std(gateway), HostAddr::default(), 0)
-        .ctx(|| "adding the gateway to the host addresses map".into())?;
-    super::reconcile::sync_subnets(ctx, &st)?;
-    j.done()?;
+    tx::run(
+        ctx,
+        &format!("network create {name}"),
+        &mut st,
+        async |st| {
+            lifecycle::ensure_gateway_dev(ctx, st).await?;
+            let (addr, host) = desired::gateway_addr(&st.networks[name]);
+            maps::host_addrs(&ctx.inst)?
+                .insert(addr, host, 0)
+                .ctx(|| "adding the gateway to the host addresses map".into())?;
+            super::reconcile::sync_subnets(ctx, st)
+        },
+    )
+    .await?;
     Ok(info(&st, name))
 }
 
@@ -109,23 +115,22 @@ pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
             list.join(", ")
         )));
     }
-    let j = state::Journal::begin(&ctx.inst, &format!("network rm {name}"))?;
-    let mut links = maps::hash::<NetPair, u32>(&ctx.inst, names::NET_LINKS)?;
-    for (a, b) in st.net_links.iter().filter(|(a, b)| a == name || b == name) {
-        if let (Some(x), Some(y)) = (st.networks.get(a), st.networks.get(b)) {
-            let _ = links.remove(&NetPair::new(x.id, y.id));
+    tx::run(ctx, &format!("network rm {name}"), &mut st, async |st| {
+        let mut links = maps::net_links(&ctx.inst)?;
+        for (a, b) in st.net_links.iter().filter(|(a, b)| a == name || b == name) {
+            if let Some(pair) = desired::net_pair(st, a, b) {
+                let _ = links.remove(&pair);
+            }
         }
-    }
-    st.net_links.retain(|(a, b)| a != name && b != name);
-    let _ = maps::hash::<u32, HostAddr>(&ctx.inst, names::HOST_ADDRS)?
-        .remove(&weir_common::addr::from_std(net.gateway));
-    if let Some(dev) = netlink::link_by_name(&ctx.nl, lifecycle::GATEWAY_DEV).await? {
-        netlink::del_addr(&ctx.nl, dev.index, net.gateway).await?;
-    }
-    st.networks.remove(name);
-    super::reconcile::sync_subnets(ctx, &st)?;
-    state::save(&ctx.inst, &st)?;
-    j.done()
+        st.net_links.retain(|(a, b)| a != name && b != name);
+        let _ = maps::host_addrs(&ctx.inst)?.remove(&desired::gateway_addr(&net).0);
+        if let Some(dev) = netlink::link_by_name(&ctx.nl, lifecycle::GATEWAY_DEV).await? {
+            netlink::del_addr(&ctx.nl, dev.index, net.gateway).await?;
+        }
+        st.networks.remove(name);
+        super::reconcile::sync_subnets(ctx, st)
+    })
+    .await
 }
 
 pub fn info(st: &State, name: &str) -> NetworkInfo {
@@ -162,10 +167,13 @@ pub fn list(st: &State) -> Vec<NetworkInfo> {
     st.networks.keys().map(|n| info(st, n)).collect()
 }
 
-/// Lets containers of networks `a` and `b` open connections to each other (subject to rules).
-pub async fn connect(ctx: &Ctx, a: &str, b: &str, connect: bool) -> Result<bool> {
+/// Lets containers of networks `a` and `b` open connections to each other (subject to rules),
+/// or stops it. Returns false when they already were (or were not) connected.
+pub async fn connect(ctx: &Ctx, a: &str, b: &str, change: Change) -> Result<bool> {
     let (_lock, mut st) = ctx.begin().await?;
-    let (na, nb) = (st.network(a)?.id, st.network(b)?.id);
+    st.network(a)?;
+    st.network(b)?;
+    let link = desired::net_pair(&st, a, b).expect("both networks exist");
     if a == b {
         return Err(Error::invalid(format!(
             "{a:?} is the same network: containers on one network already talk"
@@ -176,28 +184,34 @@ pub async fn connect(ctx: &Ctx, a: &str, b: &str, connect: bool) -> Result<bool>
     } else {
         (b.to_string(), a.to_string())
     };
-    let present = st.net_links.contains(&pair);
-    if present == connect {
+    if st.net_links.contains(&pair) == (change == Change::Add) {
         return Ok(false);
     }
-    let j = state::Journal::begin(
-        &ctx.inst,
-        &format!(
-            "network {} {a} {b}",
-            if connect { "connect" } else { "disconnect" }
-        ),
-    )?;
-    let mut links = maps::hash::<NetPair, u32>(&ctx.inst, names::NET_LINKS)?;
-    if connect {
-        links
-            .insert(NetPair::new(na, nb), 1, 0)
-            .ctx(|| "writing the network links map".into())?;
-        st.net_links.push(pair);
-    } else {
-        let _ = links.remove(&NetPair::new(na, nb));
-        st.net_links.retain(|p| *p != pair);
-    }
-    state::save(&ctx.inst, &st)?;
-    j.done()?;
+    let verb = match change {
+        Change::Add => "connect",
+        Change::Remove => "disconnect",
+    };
+    tx::run(
+        ctx,
+        &format!("network {verb} {a} {b}"),
+        &mut st,
+        async |st| {
+            let mut links = maps::net_links(&ctx.inst)?;
+            match change {
+                Change::Add => {
+                    links
+                        .insert(link, 1, 0)
+                        .ctx(|| "writing the network links map".into())?;
+                    st.net_links.push(pair);
+                }
+                Change::Remove => {
+                    let _ = links.remove(&link);
+                    st.net_links.retain(|p| *p != pair);
+                }
+            }
+            Ok(())
+        },
+    )
+    .await?;
     Ok(true)
 }

@@ -9,18 +9,17 @@ use serde::Serialize;
 use weir_common::{
     addr::port_be,
     conntrack::{CtEntry, FlowKey},
-    maps as names,
     policy::{
         IDENTITY_ANY, NetPair, Peer, PolicyKey, RuleSource, VERDICT_ALLOW, VERDICT_DENY, decide,
     },
 };
 
-use super::{Ctx, container};
+use super::{Change, Ctx, container, tx};
 use crate::{
     datapath::maps,
     error::{Context, Error, Result},
     rules::{Rule, RuleBook, RuleKind},
-    state::{self, State},
+    state::{Proto, State},
 };
 
 /// The map keys a rule speaks for (empty while a container it names does not exist).
@@ -91,7 +90,7 @@ fn write_keys(ctx: &Ctx, st: &State, book: &RuleBook, changed: &[Rule]) -> Resul
         .filter(|r| present(r))
         .collect();
     let verdicts = compile(st, &sharers);
-    let mut m = maps::hash::<PolicyKey, u32>(&ctx.inst, names::POLICY)?;
+    let mut m = maps::policy(&ctx.inst)?;
     for k in keys {
         match verdicts.get(&k) {
             Some(v) => m.insert(k, *v, 0).ctx(|| "writing the policy map".into())?,
@@ -113,7 +112,7 @@ pub fn apply_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
 /// Removes the entries of every rule naming `name` (before the container goes away).
 pub fn remove_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
     let book = RuleBook::open(&ctx.inst)?;
-    let mut m = maps::hash::<PolicyKey, u32>(&ctx.inst, names::POLICY)?;
+    let mut m = maps::policy(&ctx.inst)?;
     for r in book.naming(name)? {
         for k in keys_of(st, &r) {
             let _ = m.remove(&k);
@@ -159,76 +158,66 @@ pub fn check(st: &State, r: &Rule) -> Result<()> {
     Ok(())
 }
 
-/// Builds a rule from command arguments, checking the containers exist.
-pub fn rule(
-    st: &State,
-    kind: RuleKind,
-    a: &str,
-    b: Option<&str>,
-    port: Option<&str>,
-) -> Result<Rule> {
+/// Builds a rule from parsed command arguments (the containers are checked by [`change`]).
+pub fn rule(kind: RuleKind, a: &str, b: Option<&str>, port: Option<(Proto, u16)>) -> Result<Rule> {
     if kind == RuleKind::Allow && b.is_none() {
         return Err(Error::invalid(
             "allow needs two containers: control allow FROM TO [--port PORT/PROTO]",
         ));
     }
-    let port = port.map(crate::validate::port_spec).transpose()?;
     // `isolate A B` and `isolate B A` are the same rule.
     let (a, b) = match (kind, b) {
         (RuleKind::Isolate, Some(b)) if b < a => (b, Some(a)),
         _ => (a, b),
     };
-    let r = Rule {
+    Ok(Rule {
         kind,
         a: a.to_string(),
         b: b.map(str::to_string),
         port,
-    };
-    check(st, &r)?;
-    Ok(r)
+    })
+}
+
+/// Whether a rule change also cuts the established flows the new policy denies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    Keep,
+    Established,
 }
 
 /// What [`change`] did.
 #[derive(Debug)]
-pub struct Change {
+pub struct RuleChange {
     pub rule: Rule,
     /// False when the rule was already present (added) or absent (removed).
     pub changed: bool,
-    /// Established flows cut, with `cut`.
+    /// Established flows cut, with [`Cut::Established`].
     pub cut: Option<usize>,
 }
 
-/// Adds (`add`) or removes a rule; idempotent. With `cut`, established flows the resulting
-/// policy denies are cut too.
-pub async fn change(
-    ctx: &Ctx,
-    kind: RuleKind,
-    a: &str,
-    b: Option<&str>,
-    port: Option<&str>,
-    add: bool,
-    cut: bool,
-) -> Result<Change> {
+/// Adds or removes a rule; idempotent.
+pub async fn change(ctx: &Ctx, r: Rule, change: Change, cut: Cut) -> Result<RuleChange> {
     let (_lock, st) = ctx.begin().await?;
-    let r = rule(&st, kind, a, b, port)?;
+    check(&st, &r)?;
     let mut book = RuleBook::open(&ctx.inst)?;
-    let changed = book.contains(&r) != add;
+    let changed = book.contains(&r) != (change == Change::Add);
     if changed {
-        let j = state::Journal::begin(&ctx.inst, &r.to_string())?;
-        if add {
-            book.append(&r)?;
-        } else {
-            book.remove(&r)?;
-        }
-        write_keys(ctx, &st, &book, std::slice::from_ref(&r))?;
-        j.done()?;
+        tx::run(ctx, &r.to_string(), &mut (), async |_| {
+            match change {
+                Change::Add => book.append(&r)?,
+                Change::Remove => {
+                    book.remove(&r)?;
+                }
+            }
+            write_keys(ctx, &st, &book, std::slice::from_ref(&r))
+        })
+        .await?;
     }
-    let cut = if cut {
-        Some(cut_denied(ctx, &st, &book)?)
-    } else {
-        None
+    let cut = match cut {
+        Cut::Established => Some(cut_denied(ctx, &st, &book)?),
+        Cut::Keep => None,
     };
-    Ok(Change {
+    Ok(RuleChange {
         rule: r,
         changed,
         cut,
@@ -270,10 +259,12 @@ pub async fn import(ctx: &Ctx, text: &str) -> Result<usize> {
     if new.is_empty() {
         return Ok(0);
     }
-    let j = state::Journal::begin(&ctx.inst, &format!("rules import ({} rules)", new.len()))?;
-    book.extend(&new)?;
-    write_keys(ctx, &st, &book, &new)?;
-    j.done()?;
+    let what = format!("rules import ({} rules)", new.len());
+    tx::run(ctx, &what, &mut (), async |_| {
+        book.extend(&new)?;
+        write_keys(ctx, &st, &book, &new)
+    })
+    .await?;
     Ok(new.len())
 }
 
@@ -288,12 +279,10 @@ impl RuleSource for Compiled<'_> {
         self.rules.get(key).copied()
     }
     fn connected(&self, pair: &NetPair) -> bool {
-        self.st.net_links.iter().any(|(a, b)| {
-            match (self.st.networks.get(a), self.st.networks.get(b)) {
-                (Some(x), Some(y)) => NetPair::new(x.id, y.id) == *pair,
-                _ => false,
-            }
-        })
+        self.st
+            .net_links
+            .iter()
+            .any(|(a, b)| crate::desired::net_pair(self.st, a, b) == Some(*pair))
     }
 }
 

@@ -4,20 +4,16 @@
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
-use weir_common::{
-    addr::port_be,
-    maps as names,
-    publish::{PublishKey, PublishTarget},
-};
+use weir_common::publish::{PublishKey, PublishTarget};
 
-use super::Ctx;
+use super::{Ctx, tx};
 use crate::{
     datapath::maps,
+    desired,
     error::{Context, Error, Result},
     netlink,
-    published::{Publish, PublishBook},
-    state::{self, Phase, Proto, State},
-    validate,
+    published::{Port, Publish, PublishBook},
+    state::{Phase, Proto, State},
 };
 
 #[derive(Debug, Serialize)]
@@ -59,56 +55,49 @@ pub fn list(st: &State, pubs: &[Publish]) -> Vec<PublishInfo> {
 
 /// The map entry for a published port.
 pub fn entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarget)> {
-    let c = st.container(&p.container)?;
-    let key = PublishKey::new(
-        p.host_ip.map(weir_common::addr::from_std).unwrap_or(0),
-        port_be(p.host_port),
-        p.proto.number(),
-    );
-    let target = PublishTarget {
-        addr: weir_common::addr::from_std(c.ip),
-        port: port_be(p.container_port),
-        _pad: 0,
-        identity: c.identity,
-    };
-    Ok((key, target))
+    desired::publish_entry(st, p)
 }
 
-pub async fn publish(
-    ctx: &Ctx,
-    container: &str,
-    spec: &str,
-    host_ip: Option<&str>,
-) -> Result<PublishInfo> {
-    let (hp, cp, proto) = validate::publish_spec(spec)?;
-    let host_ip = host_ip.map(|s| validate::ipv4("host IP", s)).transpose()?;
+pub async fn publish(ctx: &Ctx, container: &str, port: Port) -> Result<PublishInfo> {
     let (_lock, st) = ctx.begin().await?;
     let mut book = PublishBook::open(&ctx.inst)?;
-    let j = state::Journal::begin(&ctx.inst, &format!("publish {container} {spec}"))?;
+    let what = format!(
+        "publish {container} {}:{}/{}",
+        port.host_port,
+        port.container_port,
+        port.proto.name()
+    );
     // A refused publish changed nothing (`add` undoes its own half-steps): the journal goes
     // either way.
-    let r = add(
-        ctx, &st, &mut book, container, hp, cp, proto, host_ip, false,
+    let p = tx::run_or_undo(
+        ctx,
+        &what,
+        &mut (),
+        async |_| add(ctx, &st, &mut book, container, port, HostPort::CheckFree).await,
+        async |_| Ok(()),
     )
-    .await;
-    j.done()?;
-    Ok(list(&st, &[r?]).remove(0))
+    .await?;
+    Ok(list(&st, &[p]).remove(0))
 }
 
-/// Publishes `host_port` on `host_ip` (None: every host address) to `container:container_port`.
-/// `runtime_owned`: a container runtime (CNI) holds the host port itself, so skip the
-/// "port in use" check. Idempotent: publishing exactly what is published changes nothing.
-#[allow(clippy::too_many_arguments)]
+/// Who holds the host port of a publication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPort {
+    /// Nobody yet: refuse it when a host socket already uses it (Weir would steal its traffic).
+    CheckFree,
+    /// The container runtime (conmon for CNI) holds it itself: no "in use" check.
+    HeldByRuntime,
+}
+
+/// Publishes `port` to `container`. Idempotent: publishing exactly what is published changes
+/// nothing.
 pub async fn add(
     ctx: &Ctx,
     st: &State,
     book: &mut PublishBook,
     container: &str,
-    host_port: u16,
-    container_port: u16,
-    proto: Proto,
-    host_ip: Option<Ipv4Addr>,
-    runtime_owned: bool,
+    port: Port,
+    host: HostPort,
 ) -> Result<Publish> {
     let c = st.container(container)?;
     let net = st.network(&c.network)?;
@@ -123,13 +112,13 @@ pub async fn add(
             "container {container:?} is being removed"
         )));
     }
-    let p = Publish {
-        container: container.to_string(),
+    let p = Publish::new(container, port);
+    let Port {
         host_ip,
         host_port,
-        container_port,
         proto,
-    };
+        ..
+    } = port;
     if let Some(existing) = book.clashing(host_ip, host_port, proto)? {
         if existing == p {
             return Ok(p);
@@ -147,16 +136,15 @@ pub async fn add(
             )));
         }
     }
-    if !runtime_owned {
+    if host == HostPort::CheckFree {
         port_free(host_ip, host_port, proto)?;
     }
     let (k, v) = entry(st, &p)?;
     book.append(&p)?;
-    let written =
-        maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH).and_then(|mut m| {
-            m.insert(k, v, 0)
-                .ctx(|| "writing the published-ports map".into())
-        });
+    let written = maps::publish(&ctx.inst).and_then(|mut m| {
+        m.insert(k, v, 0)
+            .ctx(|| "writing the published-ports map".into())
+    });
     if let Err(e) = written {
         let _ = book.remove(&p);
         return Err(e);
@@ -175,16 +163,11 @@ fn already_published(existing: &Publish) -> Error {
     ))
 }
 
-/// Checks, before anything is created, that a new container on `network` can publish `specs`
-/// (HOSTPORT, PORT, PROTO on every host address): `container create --publish` then fails
-/// without touching the kernel, instead of rolling back a half-made container.
-pub fn precheck(
-    st: &State,
-    book: &PublishBook,
-    network: &str,
-    specs: &[(u16, u16, Proto)],
-) -> Result<()> {
-    if specs.is_empty() {
+/// Checks, before anything is created, that a new container on `network` can publish `ports`
+/// (host ports nobody holds yet): `container create --publish` then fails without touching
+/// the kernel, instead of rolling back a half-made container.
+pub fn precheck(st: &State, book: &PublishBook, network: &str, ports: &[Port]) -> Result<()> {
+    if ports.is_empty() {
         return Ok(());
     }
     if st.network(network)?.internal {
@@ -192,17 +175,18 @@ pub fn precheck(
             "network {network:?} is internal, which cannot be reached from outside: drop --publish or use a non-internal network"
         )));
     }
-    for (i, (h, _, pr)) in specs.iter().enumerate() {
-        if specs[..i].iter().any(|(h2, _, pr2)| h2 == h && pr2 == pr) {
+    for (i, p) in ports.iter().enumerate() {
+        let (h, pr) = (p.host_port, p.proto);
+        if ports[..i].iter().any(|o| o.host_port == h && o.proto == pr) {
             return Err(Error::invalid(format!(
                 "host port {h}/{} is given twice: publish each host port once",
                 pr.name()
             )));
         }
-        if let Some(existing) = book.clashing(None, *h, *pr)? {
+        if let Some(existing) = book.clashing(p.host_ip, h, pr)? {
             return Err(already_published(&existing));
         }
-        port_free(None, *h, *pr)?;
+        port_free(p.host_ip, h, pr)?;
     }
     Ok(())
 }
@@ -276,11 +260,9 @@ pub enum Unpublished {
 pub async fn unpublish(
     ctx: &Ctx,
     container: &str,
-    spec: &str,
-    host_ip: Option<&str>,
+    (hp, proto): (u16, Proto),
+    host_ip: Option<Ipv4Addr>,
 ) -> Result<Unpublished> {
-    let (hp, proto) = validate::host_port_spec(spec)?;
-    let host_ip = host_ip.map(|s| validate::ipv4("host IP", s)).transpose()?;
     let (_lock, st) = ctx.begin().await?;
     st.container(container)?;
     let mut book = PublishBook::open(&ctx.inst)?;
@@ -306,23 +288,22 @@ pub async fn unpublish(
             held_by: others.into_iter().next(),
         });
     }
-    let j = state::Journal::begin(&ctx.inst, &format!("unpublish {container} {spec}"))?;
-    for p in &mine {
-        remove_entry(ctx, &st, p)?;
-    }
-    book.retain(&Publish::port_hint(hp, proto), |p| !mine.contains(p))?;
-    j.done()?;
+    let what = format!("unpublish {container} {hp}/{}", proto.name());
+    tx::run(ctx, &what, &mut (), async |_| {
+        for p in &mine {
+            remove_entry(ctx, &st, p)?;
+        }
+        book.retain(&Publish::port_hint(hp, proto), |p| !mine.contains(p))?;
+        Ok(())
+    })
+    .await?;
     Ok(Unpublished::Removed(mine))
 }
 
 /// Removes a published port's map entry (the state is the caller's business).
 pub fn remove_entry(ctx: &Ctx, st: &State, p: &Publish) -> Result<()> {
-    let key = PublishKey::new(
-        p.host_ip.map(weir_common::addr::from_std).unwrap_or(0),
-        port_be(p.host_port),
-        p.proto.number(),
-    );
-    let mut m = maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH)?;
+    let key = desired::publish_key(p);
+    let mut m = maps::publish(&ctx.inst)?;
     // Only if it still points at this container (a stale state must not remove someone else's).
     if let (Ok(cur), Some(c)) = (m.get(&key, 0), st.containers.get(&p.container))
         && cur.addr != weir_common::addr::from_std(c.ip)

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use weir_common::{
+    config::Config,
     conntrack::{flags, state},
     policy::{IDENTITY_ANY, VERDICT_DENY},
     stats::{DropReason, Event, Hook, Path},
@@ -179,7 +180,12 @@ fn egress_port_collision_picks_another_port() {
     let o = assert_to_uplink(&r, "b");
     assert_eq!(o.ip.src, UPLINK_IP);
     assert_ne!(o.ip.sport, 40000, "b must not share a's tuple");
-    assert!((32768..=60999).contains(&o.ip.sport), "port {}", o.ip.sport);
+    let snat = Config::default();
+    assert!(
+        (snat.snat_port_min..=snat.snat_port_max).contains(&o.ip.sport),
+        "port {}",
+        o.ip.sport
+    );
     assert!(r.events().contains(&Event::SnatPortRetry));
     // Replies to each port reach their own container.
     let ra = dp.uplink_tc(&inbound(&Ip::tcp(WORLD, 443, UPLINK_IP, 40000, SYN | ACK)));
@@ -193,6 +199,31 @@ fn egress_port_collision_picks_another_port() {
     )));
     let ob = assert_delivered(&rb, &B, "reply b");
     assert_eq!((ob.ip.dst, ob.ip.dport), (B.ip, 40000));
+}
+
+#[test]
+fn a_container_port_the_host_may_pick_is_never_kept() {
+    // Kept, the host's own connection from that port to the same destination would share the
+    // tuple: its replies would go to the container (issue 17).
+    let mut dp = datapath();
+    for (what, ip) in [
+        ("tcp", Ip::tcp(A.ip, HOST_OWNED_PORT, WORLD, 443, SYN)),
+        ("udp", Ip::udp(A.ip, HOST_OWNED_PORT, WORLD, 53)),
+    ] {
+        let o = assert_to_uplink(&dp.from_container(&A, &sent_by(&A, &ip)), what);
+        let (lo, hi) = HOST_EPHEMERAL;
+        assert!(
+            !(lo..=hi).contains(&o.ip.sport),
+            "{what}: port {} is the host's",
+            o.ip.sport
+        );
+        let r = dp.uplink_tc(&inbound(&match what {
+            "tcp" => Ip::tcp(WORLD, 443, UPLINK_IP, o.ip.sport, SYN | ACK),
+            _ => Ip::udp(WORLD, 53, UPLINK_IP, o.ip.sport),
+        }));
+        let back = assert_delivered(&r, &A, what);
+        assert_eq!(back.ip.dport, HOST_OWNED_PORT, "{what}: reply restored");
+    }
 }
 
 #[test]

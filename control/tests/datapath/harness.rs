@@ -322,6 +322,8 @@ impl Datapath {
         let cfg = Config {
             uplink_ifindex: self.uplink_ifindex,
             uplink_ip: be(topo::UPLINK_IP),
+            host_port_min: topo::HOST_EPHEMERAL.0,
+            host_port_max: topo::HOST_EPHEMERAL.1,
             ..Config::default()
         };
         let mut a: Array<_, Config> = self.map(names::CONFIG);

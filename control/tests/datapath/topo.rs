@@ -78,6 +78,12 @@ pub const CONTAINERS: [&Container; 4] = [&A, &B, &C, &D];
 /// Inside a network but held by no container.
 pub const NOBODY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 99);
 
+/// The host's own ephemeral ports in this topology: above every port the tests' containers
+/// use as their own, so those are kept (Linux's default range would cover 40000).
+pub const HOST_EPHEMERAL: (u16, u16) = (45000, 60999);
+/// A container port inside [`HOST_EPHEMERAL`]: masquerading must move it.
+pub const HOST_OWNED_PORT: u16 = 50001;
+
 pub const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const UPLINK_MAC: [u8; 6] = [0x02, 0x55, 0, 0, 0, 0x01];
 /// The default route's next hop, with a permanent neighbour entry.

@@ -157,7 +157,7 @@ fn icmp_without_a_flow_is_never_steered() {
     let n = s.network("n", "10.66.0.0/24", &[]);
     let a = s.container("a", &n, &[]);
     let a_ip = s.ip_of(&a);
-    let (a_mac, gw_mac) = (capture::mac(&a, "eth0"), host_mac_of(&s, &a));
+    let (a_mac, gw_mac) = (capture::mac(&a, "eth0"), capture::host_mac_of(&s, &a));
     let (ext_mac, up_mac) = (capture::mac(&s.ext, "eth0"), capture::mac(&s.host, "up0"));
     // a sends a timestamp request (no identifier: it opens no flow), then an error about
     // nothing it was sent: neither leaves.
@@ -194,18 +194,13 @@ fn icmp_without_a_flow_is_never_steered() {
     assert_eq!(seen, 0, "ICMP for the host reached a container");
 }
 
-/// The MAC of `c`'s host-side veth (its gateway, as `c` sees it).
-fn host_mac_of(s: &Sandbox, c: &Netns) -> String {
-    capture::mac(&s.host, &s.host_if_of(c))
-}
-
 #[test]
 fn a_vlan_tag_from_a_container_goes_nowhere() {
     let s = Sandbox::with_weir(CONTROL, &[]);
     let n = s.network("n", "10.68.0.0/24", &[]);
     let a = s.container("a", &n, &[]);
     let a_ip = s.ip_of(&a);
-    let (a_mac, gw_mac) = (capture::mac(&a, "eth0"), host_mac_of(&s, &a));
+    let (a_mac, gw_mac) = (capture::mac(&a, "eth0"), capture::host_mac_of(&s, &a));
     let seen = capture::count_while(&s.ext, "eth0", "vlan or udp port 5000", || {
         capture::scapy(
             &a,
@@ -225,7 +220,7 @@ fn a_flood_of_unanswered_flows_cannot_hold_the_conntrack_table() {
     let a = s.container("a", &n, &[]);
     let b = s.container("b", &n, &[]);
     let a_ip = s.ip_of(&a);
-    let (a_mac, gw_mac) = (capture::mac(&a, "eth0"), host_mac_of(&s, &a));
+    let (a_mac, gw_mac) = (capture::mac(&a, "eth0"), capture::host_mac_of(&s, &a));
     let _web = net::http_server(&s.ext, 80, "ext\n");
     // 300 bare ACKs to ext from distinct ports: each is picked up mid-stream, none is ever a
     // two-way flow (ext answers with RSTs, which close them, or not at all).

@@ -202,7 +202,7 @@ fn exhausted_snat_ports_fail_new_flows_to_that_destination_only() {
         CONTROL,
         &[
             "--snat-ports",
-            "40000-40003",
+            "20000-20003",
             "--ct-timeout",
             "tcp-closed=1",
             "--ct-timeout",
@@ -233,7 +233,7 @@ fn exhausted_snat_ports_fail_new_flows_to_that_destination_only() {
         1,
         "{used:?}"
     );
-    for p in 40000..=40003 {
+    for p in 20000..=20003 {
         assert!(
             used.iter()
                 .any(|t| t.starts_with(&format!("{UPLINK_IP}:{p} "))),

@@ -86,21 +86,23 @@ fn masquerade_never_takes_a_host_sockets_port() {
     ]);
     net::wait_listening(&s.ext, 53, "udp");
     net::wait_listening(&s.ext, 7200, "tcp");
-    // The host holds 45000/udp towards ext:53 and 45001/tcp towards ext:7200.
+    // The host holds 61500/udp towards ext:53 and 61501/tcp towards ext:7200: ports outside
+    // its ephemeral range (inside it, a container's port is never kept anyway), which only
+    // the socket lookup protects.
     let _hu = s
         .host
-        .spawn(&["socat", "-T30", "UDP4-LISTEN:45000,reuseaddr", "STDOUT"]);
-    net::wait_listening(&s.host, 45000, "udp");
+        .spawn(&["socat", "-T30", "UDP4-LISTEN:61500,reuseaddr", "STDOUT"]);
+    net::wait_listening(&s.host, 61500, "udp");
     let _ht = s.host.spawn(&[
         "sh",
         "-c",
-        &format!("sleep 10 | socat - TCP4:{EXT_IP}:7200,sourceport=45001,reuseaddr"),
+        &format!("sleep 10 | socat - TCP4:{EXT_IP}:7200,sourceport=61501,reuseaddr"),
     ]);
     assert!(
         rig::wait_for(Duration::from_secs(5), || {
             text(
                 &s.host
-                    .run(&["ss", "-Htn", "state", "established", "sport", "= :45001"])
+                    .run(&["ss", "-Htn", "state", "established", "sport", "= :61501"])
                     .stdout,
             )
             .contains(EXT_IP)
@@ -109,21 +111,21 @@ fn masquerade_never_takes_a_host_sockets_port() {
     );
     // a asks from the very same ports: it gets others.
     let o = a.sh(&format!(
-        "echo hi | timeout 3 socat -T2 - UDP4:{EXT_IP}:53,sourceport=45000"
+        "echo hi | timeout 3 socat -T2 - UDP4:{EXT_IP}:53,sourceport=61500"
     ));
     let udp_port = text(&o.stdout).trim().to_string();
     assert!(!udp_port.is_empty(), "a's datagram got no answer");
     assert_ne!(
-        udp_port, "45000",
+        udp_port, "61500",
         "masquerade took the host socket's UDP port"
     );
     let o = a.sh(&format!(
-        "timeout 5 socat -T4 - TCP4:{EXT_IP}:7200,sourceport=45001,reuseaddr </dev/null | head -1"
+        "timeout 5 socat -T4 - TCP4:{EXT_IP}:7200,sourceport=61501,reuseaddr </dev/null | head -1"
     ));
     let tcp_port = text(&o.stdout).trim().to_string();
     assert!(!tcp_port.is_empty(), "a's connection got no answer");
     assert_ne!(
-        tcp_port, "45001",
+        tcp_port, "61501",
         "masquerade took the host connection's port"
     );
 }

@@ -135,16 +135,6 @@ for i in range(n):
 print(ok)
 "#;
 
-/// A UDP echo server (one socket, no process per datagram).
-const UDP_ECHO: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-while True:
-    d, a = s.recvfrom(2048)
-    s.sendto(d, a)
-"#;
-
 /// Exchanges one datagram from each of `n` fresh sockets (unconnected: sendto/recvfrom) with
 /// `dst:port`; prints how many replies came back intact *from the address sent to* (what an
 /// application checks, and what the recvmsg hook restores for published ports).
@@ -285,11 +275,10 @@ impl SoakRig {
         let server_ip = s.ip_of(&server);
         let servers = vec![
             server.spawn(&["python3", "-c", SHORT_SERVER, "7000"]),
-            server.spawn(&["python3", "-c", UDP_ECHO, "7001"]),
+            net::udp_echo_fast(&server, 7001),
             s.ext.spawn(&["python3", "-c", SHORT_SERVER, "7000"]),
         ];
         net::wait_listening(&server, 7000, "tcp");
-        net::wait_listening(&server, 7001, "udp");
         net::wait_listening(&s.ext, 7000, "tcp");
         Self {
             s,

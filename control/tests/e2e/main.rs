@@ -8,9 +8,11 @@ mod checksums;
 mod cli;
 mod crafted;
 mod cut;
+mod drift;
 mod exhaustion;
 mod forwarding;
 mod hardening;
+mod host_ports;
 mod inspect;
 mod instance;
 mod leftovers;
@@ -22,6 +24,7 @@ mod publish;
 mod repair;
 mod session;
 mod upgrade;
+mod uplink;
 
 /// The `control` binary under test.
 const CONTROL: &str = env!("CARGO_BIN_EXE_control");

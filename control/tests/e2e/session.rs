@@ -194,6 +194,9 @@ fn udp_roundtrip(s: &UdpSocket, msg: &[u8]) -> io::Result<()> {
             match s.recv(&mut buf) {
                 Ok(n) if &buf[..n] == msg => return Ok(()),
                 Ok(_) => continue,
+                // A stop and continue (SIGSTOP/SIGCONT, e.g. a paused test run) interrupts a
+                // receive with a timeout even without a handler; like read_exact, try again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -161,6 +161,7 @@ const BAD_INPUT: &[(&str, &str)] = &[
     ("init --uplink up0 --snat-ports 0-100", "invalid port"),
     ("init --uplink up0 --snat-ports 1000-70000", "invalid port"),
     ("init --uplink up0 --snat-ports many", "invalid port range"),
+    ("init --uplink up0 --snat-ports 50000-61000", "overlaps the host's ephemeral ports"),
     ("init --uplink up0 --conntrack-max 10", "out of range"),
     ("init --uplink up0 --conntrack-max 128", "only after `control down`"),
     ("init --uplink nope0", "no interface"),

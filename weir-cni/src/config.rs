@@ -19,7 +19,7 @@ use super::{
     error::{CniError, CniResult, code},
     version::Version,
 };
-use crate::{instance::DEFAULT_STATE_DIR, state::Proto, validate};
+use control::{instance::DEFAULT_STATE_DIR, state::Proto, validate};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct NetConf {

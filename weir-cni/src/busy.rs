@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::error::{CniError, CniResult, code};
-use crate::{
+use control::{
     instance::{Instance, Lock},
     ops::Ctx,
     state::State,

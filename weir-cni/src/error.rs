@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::Error;
+use control::Error;
 
 /// The spec's well-known error codes (SPEC.md §5 "Error") and Weir's own.
 pub mod code {

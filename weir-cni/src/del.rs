@@ -10,9 +10,9 @@ use super::{
     error::{CniError, CniResult},
     find,
 };
-use crate::{
+use control::{
     ops::{Ctx, container},
-    state::{self, Phase},
+    state,
 };
 
 /// Removes the attachment's map entries (endpoint, published ports, policy, conntrack), its
@@ -59,22 +59,12 @@ pub async fn gc(ctx: &Ctx, conf: &NetConf) -> CniResult<()> {
         return Ok(());
     }
     for n in &doomed {
-        eprintln!("note: garbage-collecting attachment {n}");
+        ctx.note(&format!("garbage-collecting attachment {n}"));
     }
     release(ctx, st, &doomed, "cni gc").await
 }
 
 async fn release(ctx: &Ctx, mut st: state::State, names: &[String], what: &str) -> CniResult<()> {
-    let j = state::Journal::begin(&ctx.inst, &format!("{what} {}", names.join(" ")))?;
-    for n in names {
-        st.containers.get_mut(n).expect("listed").phase = Phase::Removing;
-    }
-    state::save(&ctx.inst, &st)?;
-    for n in names {
-        container::teardown(ctx, &st, n).await;
-        container::forget(&ctx.inst, &mut st, n)?;
-    }
-    state::save(&ctx.inst, &st)?;
-    j.done()?;
-    Ok(())
+    let what = format!("{what} {}", names.join(" "));
+    Ok(container::detach(ctx, &mut st, names, &what).await?)
 }

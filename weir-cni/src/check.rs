@@ -5,12 +5,6 @@
 
 use std::net::Ipv4Addr;
 
-use weir_common::{
-    endpoint::Endpoint,
-    maps as names,
-    publish::{PublishKey, PublishTarget},
-};
-
 use super::{
     busy,
     config::NetConf,
@@ -18,7 +12,7 @@ use super::{
     error::{CniError, CniResult, code},
     find, result,
 };
-use crate::{
+use control::{
     datapath::{links, maps},
     netlink, netns,
     ops::{Ctx, publish},
@@ -91,7 +85,7 @@ async fn problems(
     if links::program_id(&ctx.inst, &links::container_egress_link(c.identity)).is_none() {
         bad.push(format!("to_container is not attached to {}", c.host_if));
     }
-    let ep = maps::hash::<u32, Endpoint>(&ctx.inst, names::ENDPOINTS)?
+    let ep = maps::endpoints(&ctx.inst)?
         .get(&weir_common::addr::from_std(c.ip), 0)
         .ok();
     if !ep.is_some_and(|e| e.identity == c.identity && e.ifindex == c.host_ifindex) {
@@ -111,7 +105,7 @@ async fn problems(
 
 /// Every requested port mapping is recorded for this container and its map entry points here.
 fn published_problems(ctx: &Ctx, st: &State, name: &str, conf: &NetConf) -> CniResult<Vec<String>> {
-    let m = maps::hash::<PublishKey, PublishTarget>(&ctx.inst, names::PUBLISH)?;
+    let m = maps::publish(&ctx.inst)?;
     let book = PublishBook::open(&ctx.inst)?;
     let mut bad = Vec::new();
     for want in conf.mappings()? {

@@ -6,7 +6,7 @@ use super::{
     config::NetConf,
     error::{CniError, CniResult, code},
 };
-use crate::{
+use control::{
     datapath::{self, links},
     ops::{Ctx, container},
     state,
@@ -30,7 +30,7 @@ pub async fn status(ctx: &Ctx, conf: &NetConf) -> CniResult<()> {
             "the from_container program is not loaded: run `control init`".into(),
         ));
     }
-    let mut shared: Vec<&str> = vec![datapath::UPLINK_TC];
+    let mut shared: Vec<&str> = vec![datapath::UPLINK_TC, datapath::UPLINK_EGRESS];
     if st.uplink.xdp {
         shared.push(datapath::UPLINK_XDP);
     }

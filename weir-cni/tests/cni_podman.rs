@@ -22,7 +22,8 @@ use podman::{INDEX, Podman};
 use rig::{Netns, Sandbox, UPLINK_IP, net, text};
 use serde_json::{Value, json};
 
-const CONTROL: &str = env!("CARGO_BIN_EXE_control");
+mod support;
+use support::control;
 const PLUGIN: &str = env!("CARGO_BIN_EXE_weir-cni");
 
 /// The conflist a Podman user writes to put containers on Weir network `network`.
@@ -61,7 +62,7 @@ fn weir_container(s: &Sandbox, name: &str) -> Option<Value> {
 fn podman_containers_on_a_weir_network() {
     require_podman();
     let root_before = podman::root_netns_snapshot();
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("pod", "10.90.0.0/24", &[]);
     let pm = Podman::new(&s.host, &[("weir-cni", Path::new(PLUGIN))]);
     pm.network("weirnet", &weir_conflist("weirnet", &s, &n));
@@ -203,7 +204,7 @@ fn start_to_first_byte() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(9);
     let root_before = podman::root_netns_snapshot();
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("pod", "10.91.0.0/24", &[]);
     let plugins: Vec<(&str, &Path)> = vec![("weir-cni", Path::new(PLUGIN))];
     let pm = Podman::new(&s.host, &plugins);

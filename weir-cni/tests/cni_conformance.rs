@@ -11,7 +11,8 @@ use std::{
 use rig::{EXT_IP, Netns, Sandbox, UPLINK_IP, net, text};
 use serde_json::{Value, json};
 
-const CONTROL: &str = env!("CARGO_BIN_EXE_control");
+mod support;
+use support::control;
 const PLUGIN: &str = env!("CARGO_BIN_EXE_weir-cni");
 
 /// One plugin run: exit status, stdout parsed (Null when empty), stderr.
@@ -251,7 +252,7 @@ fn has_link(ns: &Netns, name: &str) -> bool {
 
 #[test]
 fn add_check_del_round_trip() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.70.0.0/24", &[]);
     let c = Netns::new(&s.name("c"));
     let conf = conf(&s, "1.0.0", &n);
@@ -335,7 +336,7 @@ fn add_check_del_round_trip() {
 
 #[test]
 fn older_versions_are_shaped_as_they_were() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.71.0.0/24", &[]);
     for (i, v) in ["0.3.1", "0.4.0", "1.1.0"].iter().enumerate() {
         let c = Netns::new(&s.name(&format!("c{i}")));
@@ -383,7 +384,7 @@ fn version_command() {
 
 #[test]
 fn bad_requests_get_spec_errors() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.72.0.0/24", &[]);
     let c = Netns::new(&s.name("c"));
     let good = conf(&s, "1.0.0", &n);
@@ -546,7 +547,7 @@ fn bad_requests_get_spec_errors() {
 
 #[test]
 fn del_of_unknown_container_succeeds() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.73.0.0/24", &[]);
     let c = Netns::new(&s.name("c"));
     let conf = conf(&s, "1.0.0", &n);
@@ -565,7 +566,7 @@ fn del_of_unknown_container_succeeds() {
 
 #[test]
 fn repeated_add_is_refused_and_stale_attachments_are_replaced() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.74.0.0/24", &[]);
     let c = Netns::new(&s.name("c"));
     let conf = conf(&s, "1.0.0", &n);
@@ -650,7 +651,7 @@ fn repeated_add_is_refused_and_stale_attachments_are_replaced() {
 
 #[test]
 fn port_mappings_reach_the_container_from_ext_and_host() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.76.0.0/24", &[]);
     let c = Netns::new(&s.name("c"));
     let rc = json!({"portMappings": [
@@ -705,7 +706,7 @@ fn port_mappings_reach_the_container_from_ext_and_host() {
 
 #[test]
 fn policy_and_inspection_treat_cni_containers_like_others() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.77.0.0/24", &[]);
     let c = Netns::new(&s.name("c"));
     let conf = conf(&s, "1.0.0", &n);
@@ -775,7 +776,7 @@ fn policy_and_inspection_treat_cni_containers_like_others() {
 
 #[test]
 fn status_and_gc() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.78.0.0/30", &[]);
     let conf = conf(&s, "1.1.0", &n);
     let status = |c: &Value| {
@@ -841,7 +842,7 @@ fn status_and_gc() {
 #[test]
 fn concurrent_adds_and_dels_serialise() {
     // A runtime starting a batch of containers runs its plugins in parallel.
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.82.0.0/24", &[]);
     let conf = conf(&s, "1.0.0", &n);
     let nss: Vec<Netns> = (0..6)
@@ -892,7 +893,7 @@ fn concurrent_adds_and_dels_serialise() {
 #[test]
 fn a_held_lock_answers_try_again_later() {
     use std::os::fd::AsRawFd;
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.81.0.0/24", &[]);
     let c = Netns::new(&s.name("c"));
     let conf = with(conf(&s, "1.0.0", &n), "busyTimeout", json!(0.5));
@@ -914,7 +915,7 @@ fn a_held_lock_answers_try_again_later() {
 
 #[test]
 fn down_leaves_runtime_namespaces_and_del_still_succeeds() {
-    let s = Sandbox::with_weir(CONTROL, &[]);
+    let s = Sandbox::with_weir(control(), &[]);
     let n = s.network("n", "10.80.0.0/24", &[]);
     let c = Netns::new(&s.name("c"));
     let conf = conf(&s, "1.0.0", &n);

@@ -1,6 +1,6 @@
 //! `weir-cni`: Weir as a CNI plugin. A container runtime runs it with the request in
 //! `CNI_*` environment variables and the network configuration on stdin; it answers on stdout
-//! (a result, or a spec-shaped error with a non-zero exit). See control::cni and docs/cni.md.
+//! (a result, or a spec-shaped error with a non-zero exit). See the `weir_cni` library and docs/cni.md.
 
 use std::{
     io::{Read, Write},
@@ -10,17 +10,17 @@ use std::{
 fn main() -> ExitCode {
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
-        return answer(Err(control::cni::error::CniError::new(
-            control::cni::error::code::IO_FAILURE,
+        return answer(Err(weir_cni::error::CniError::new(
+            weir_cni::error::code::IO_FAILURE,
             "error reading from stdin",
             e.to_string(),
         )
-        .with_version(control::cni::version::LATEST)));
+        .with_version(weir_cni::version::LATEST)));
     }
-    answer(control::cni::run(|k| std::env::var(k).ok(), &stdin))
+    answer(weir_cni::run(|k| std::env::var(k).ok(), &stdin))
 }
 
-fn answer(r: control::cni::error::CniResult<Option<serde_json::Value>>) -> ExitCode {
+fn answer(r: weir_cni::error::CniResult<Option<serde_json::Value>>) -> ExitCode {
     let mut out = std::io::stdout().lock();
     match r {
         Ok(None) => ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
-//! ADD: attach the runtime's namespace to a Weir network, mirroring `control container
-//! create` (journal, Creating record, plumb, publish, Ready) with the namespace handed to us.
+//! ADD: attach the runtime's namespace to a Weir network through the same
+//! [`container::attach`] as `control container create`, with the namespace handed to us.
 
-use std::{fs::File, path::Path};
+use std::{fs::File, net::Ipv4Addr, path::Path};
 
 use serde_json::Value;
 
@@ -14,11 +14,15 @@ use super::{
     result::{self, Attached},
     version::Version,
 };
-use crate::{
-    Error, netlink, netns,
-    ops::{Ctx, container, publish},
-    published::PublishBook,
-    state::{self, Phase, State},
+use control::{
+    netlink, netns,
+    ops::{
+        Ctx,
+        container::{self, AttachSpec, NetnsOwner, Origin, Peer},
+        publish::HostPort,
+    },
+    published::Port,
+    state::{Phase, State},
     validate,
 };
 
@@ -26,9 +30,18 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
     let ns = env.netns.as_deref().expect("ADD requires CNI_NETNS");
     File::open(ns)
         .map_err(|e| CniError::env(format!("CNI_NETNS {} cannot be opened: {e}", ns.display())))?;
-    let mappings = conf.mappings()?;
-    let want_ip = requested_ip(env, conf)?;
-    let want_mac = requested_mac(env, conf)?;
+    let ports = conf
+        .mappings()?
+        .iter()
+        .map(|m| Port {
+            host_ip: m.host_ip,
+            host_port: m.host_port,
+            container_port: m.container_port,
+            proto: m.proto,
+        })
+        .collect();
+    let ip = requested_ip(env, conf)?;
+    let mac = requested_mac(env, conf)?;
     let network = conf.network();
 
     let (_lock, mut st) = busy::begin(ctx, conf.busy_timeout()).await?;
@@ -38,28 +51,7 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
             ctx.inst.state_dir.display()
         ))
     })?;
-    if let Some(old) = find(&st, network, &env.container_id) {
-        if is_live(ctx, &st, &old, ns).await {
-            return Err(CniError::new(
-                code::CONFLICT,
-                "container is already attached",
-                format!(
-                    "container {} is attached to Weir network {network:?} as {old:?}: a runtime must DEL before ADDing the same attachment again",
-                    env.container_id
-                ),
-            ));
-        }
-        // Left over from a runtime or host crash (its namespace or veth is gone): replace it.
-        eprintln!(
-            "note: replacing stale attachment {old:?} of container {}",
-            env.container_id
-        );
-        let j = state::Journal::begin(&ctx.inst, &format!("cni replace {old}"))?;
-        container::teardown(ctx, &st, &old).await;
-        container::forget(&ctx.inst, &mut st, &old)?;
-        state::save(&ctx.inst, &st)?;
-        j.done()?;
-    }
+    replace_stale(ctx, &mut st, env, network, ns).await?;
     if interface_exists(ns, &env.ifname)? {
         return Err(CniError::new(
             code::CONFLICT,
@@ -71,63 +63,32 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
             ),
         ));
     }
-
-    let name = choose_name(&st, env);
-    let ip = container::choose_ip(&st, network, want_ip.as_deref())?;
-    let mut rec = container::new_record(&mut st, network, ip);
-    rec.external_netns = Some(ns.display().to_string());
-    rec.cni_id = Some(env.container_id.clone());
-    rec.cni_ifname = Some(env.ifname.clone());
-    if let Some(m) = want_mac {
-        rec.mac = m;
-    }
-    st.containers.insert(name.clone(), rec);
-    let j = state::Journal::begin(&ctx.inst, &format!("cni add {name}"))?;
-    state::save(&ctx.inst, &st)?;
-
-    let made = async {
-        container::plumb(ctx, &mut st, &name, ns, &env.ifname).await?;
-        let mut book = PublishBook::open(&ctx.inst)?;
-        for m in &mappings {
-            // The runtime (conmon) holds the host port itself: skip the "in use" check.
-            publish::add(
-                ctx,
-                &st,
-                &mut book,
-                &name,
-                m.host_port,
-                m.container_port,
-                m.proto,
-                m.host_ip,
-                true,
-            )
-            .await?;
-        }
-        Ok::<(), Error>(())
-    }
-    .await;
-    if let Err(e) = made {
-        container::teardown(ctx, &st, &name).await;
-        container::forget(&ctx.inst, &mut st, &name)?;
-        state::save(&ctx.inst, &st)?;
-        j.done()?;
-        return Err(e.into());
-    }
-    st.containers.get_mut(&name).expect("just inserted").phase = Phase::Ready;
-    state::save(&ctx.inst, &st)?;
-    j.done()?;
-
-    let c = &st.containers[&name];
-    let net = st.network(network)?;
-    let a = Attached {
-        host_if: c.host_if.clone(),
-        host_mac: c.host_mac.clone(),
+    let spec = AttachSpec {
+        name: choose_name(&st, env),
+        network: network.to_string(),
+        origin: Origin::Cni {
+            container_id: env.container_id.clone(),
+            ifname: env.ifname.clone(),
+        },
+        netns: NetnsOwner::Runtime(ns.to_path_buf()),
+        peer: Peer::MoveIntoNetns,
         ifname: env.ifname.clone(),
-        mac: c.mac.clone(),
+        ip,
+        mac,
+        ports,
+        // The runtime (conmon) holds the host port itself: no "in use" check.
+        host_ports: HostPort::HeldByRuntime,
+    };
+    let c = container::attach(ctx, &mut st, spec).await?;
+    let a = Attached {
+        host_if: c.host_if,
+        host_mac: st.containers[&c.name].host_mac.clone(),
+        ifname: env.ifname.clone(),
+        mac: c.mac,
         sandbox: ns.display().to_string(),
         ip: c.ip,
-        prefix: net.subnet.prefix_len(),
-        gateway: net.gateway,
+        prefix: st.network(network)?.subnet.prefix_len(),
+        gateway: c.gateway,
     };
     Ok(result::add_result(
         v,
@@ -135,6 +96,36 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
         conf.dns.as_ref(),
         conf.prev_result.as_ref(),
     ))
+}
+
+/// Refuses an ADD of an attachment that exists and is live; replaces one left over from a
+/// runtime or host crash (its namespace or veth is gone).
+async fn replace_stale(
+    ctx: &Ctx,
+    st: &mut State,
+    env: &Env,
+    network: &str,
+    ns: &Path,
+) -> CniResult<()> {
+    let Some(old) = find(st, network, &env.container_id) else {
+        return Ok(());
+    };
+    if is_live(ctx, st, &old, ns).await {
+        return Err(CniError::new(
+            code::CONFLICT,
+            "container is already attached",
+            format!(
+                "container {} is attached to Weir network {network:?} as {old:?}: a runtime must DEL before ADDing the same attachment again",
+                env.container_id
+            ),
+        ));
+    }
+    ctx.note(&format!(
+        "replacing stale attachment {old:?} of container {}",
+        env.container_id
+    ));
+    let what = format!("cni replace {old}");
+    Ok(container::detach(ctx, st, std::slice::from_ref(&old), &what).await?)
 }
 
 /// An attachment is live when it is complete, in this namespace, and its veth still exists.
@@ -180,7 +171,7 @@ fn choose_name(st: &State, env: &Env) -> String {
 /// A fixed address: `IP=` in CNI_ARGS (Podman's --ip) or the `ips` capability, with or
 /// without a prefix length. IPv6 entries are ignored (Weir is IPv4); more than one IPv4
 /// address is an error (one address per attachment).
-fn requested_ip(env: &Env, conf: &NetConf) -> CniResult<Option<String>> {
+fn requested_ip(env: &Env, conf: &NetConf) -> CniResult<Option<Ipv4Addr>> {
     let mut want: Vec<(String, &str)> = Vec::new();
     if let Some(s) = env.args.get("IP") {
         for a in s.split(',').filter(|a| !a.contains(':')) {
@@ -211,11 +202,11 @@ fn requested_ip(env: &Env, conf: &NetConf) -> CniResult<Option<String>> {
             ips.len()
         )));
     }
-    Ok(ips.first().map(|ip| ip.to_string()))
+    Ok(ips.first().copied())
 }
 
 /// A fixed MAC: `MAC=` in CNI_ARGS (Podman's --mac-address) or the `mac` capability.
-fn requested_mac(env: &Env, conf: &NetConf) -> CniResult<Option<String>> {
+fn requested_mac(env: &Env, conf: &NetConf) -> CniResult<Option<[u8; 6]>> {
     let (s, from_args) = match (env.args.get("MAC"), conf.runtime_config.mac.as_deref()) {
         (Some(s), _) => (s, true),
         (None, Some(s)) if !s.is_empty() => (s, false),
@@ -225,7 +216,7 @@ fn requested_mac(env: &Env, conf: &NetConf) -> CniResult<Option<String>> {
         && s.split(':')
             .all(|p| (1..=2).contains(&p.len()) && p.chars().all(|c| c.is_ascii_hexdigit()));
     match netlink::parse_mac(s).filter(|_| well_formed) {
-        Some(m) if m[0] & 1 == 0 && m != [0; 6] => Ok(Some(netlink::mac_string(&m))),
+        Some(m) if m[0] & 1 == 0 && m != [0; 6] => Ok(Some(m)),
         _ => {
             let msg =
                 format!("invalid MAC {s:?}: expected a unicast address like 02:42:0a:00:00:05");

@@ -175,7 +175,7 @@ fn ifname_valid(name: &str) -> CniResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cni::error::code;
+    use crate::error::code;
 
     fn env(vars: &[(&str, &str)]) -> CniResult<Env> {
         let m: BTreeMap<String, String> = vars

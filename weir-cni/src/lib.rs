@@ -2,8 +2,9 @@
 //!
 //! A runtime (Podman, containerd, CRI-O, kubelet) runs the `weir-cni` binary with the request
 //! in the environment and the plugin configuration on stdin. ADD plumbs the container's
-//! namespace exactly as `control container create` does — same veth, addresses, endpoint,
-//! from_container attachment, policy and published ports — and records it in the instance's
+//! namespace through the same `control::ops::container::attach` as `control container create`
+//! — same veth, addresses, endpoint, from_container attachment, policy and published ports —
+//! and records it in the instance's
 //! state with the runtime's namespace (`external_netns`, never deleted by Weir) and container
 //! id (`cni_id`). Every `control` command then sees it like any other container.
 //!
@@ -29,7 +30,7 @@ use self::{
     error::{CniError, CniResult, code},
     version::Version,
 };
-use crate::{
+use control::{
     datapath::maps,
     instance::Instance,
     netns,
@@ -73,7 +74,7 @@ fn asked_version(stdin: &[u8]) -> Option<String> {
 
 fn serve(env: &Env, conf: &NetConf, v: Version) -> CniResult<Option<Value>> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(crate::Error::NotRoot.into());
+        return Err(control::Error::NotRoot.into());
     }
     let inst = Instance::new(conf.state_dir())?;
     let Some(st) = state::load(&inst)? else {
@@ -88,7 +89,7 @@ fn serve(env: &Env, conf: &NetConf, v: Version) -> CniResult<Option<Value>> {
                     inst.state_dir.display()
                 ),
             )),
-            _ => Err(crate::Error::NotInitialised(inst.state_dir.clone()).into()),
+            _ => Err(control::Error::NotInitialised(inst.state_dir.clone()).into()),
         };
     };
     if env.command == Command::Del
@@ -109,7 +110,7 @@ fn serve(env: &Env, conf: &NetConf, v: Version) -> CniResult<Option<Value>> {
         .build()
         .map_err(|e| CniError::new(code::INTERNAL, "starting a runtime", e.to_string()))?;
     rt.block_on(async {
-        let ctx = Ctx::new(inst)?;
+        let ctx = Ctx::new(inst)?.with_notes(|n| eprintln!("note: {n}"));
         match env.command {
             Command::Add => add::add(&ctx, env, conf, v).await.map(Some),
             Command::Del => del::del(&ctx, env, conf).await.map(|()| None),

@@ -1,0 +1,128 @@
+//! What each derived map should hold, computed from the desired state (the state file and the
+//! books). One derivation per map: the commands that change a few entries and the full rebuild
+//! (`ops::reconcile::sync_maps`, through [`crate::drift`]) both write what these return, so the
+//! two can never disagree.
+
+use std::collections::HashMap;
+
+use weir_common::{
+    addr::{from_std, port_be},
+    config::Config,
+    endpoint::{Endpoint, HostAddr},
+    policy::{NetPair, PolicyKey},
+    publish::{PublishKey, PublishTarget},
+};
+
+use crate::{
+    error::Result,
+    ops::{container, policy},
+    published::Publish,
+    rules::Rule,
+    state::{Network, Settings, State, Uplink},
+};
+
+/// The `WEIR_ENDPOINTS` entry of container `name`.
+pub fn endpoint(st: &State, name: &str) -> Result<(u32, Endpoint)> {
+    Ok((
+        from_std(st.container(name)?.ip),
+        container::endpoint(st, name)?,
+    ))
+}
+
+/// Every container's endpoint.
+pub fn endpoints(st: &State) -> HashMap<u32, Endpoint> {
+    st.containers
+        .keys()
+        .filter_map(|n| endpoint(st, n).ok())
+        .collect()
+}
+
+/// The `WEIR_PUBLISH` key of a published port.
+pub fn publish_key(p: &Publish) -> PublishKey {
+    PublishKey::new(
+        p.host_ip.map(from_std).unwrap_or(0),
+        port_be(p.host_port),
+        p.proto.number(),
+    )
+}
+
+/// The `WEIR_PUBLISH` entry of a published port.
+pub fn publish_entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarget)> {
+    let c = st.container(&p.container)?;
+    let target = PublishTarget {
+        addr: from_std(c.ip),
+        port: port_be(p.container_port),
+        _pad: 0,
+        identity: c.identity,
+    };
+    Ok((publish_key(p), target))
+}
+
+/// Every published port's entry (those of containers that no longer exist are skipped).
+pub fn published(st: &State, pubs: &[Publish]) -> HashMap<PublishKey, PublishTarget> {
+    pubs.iter()
+        .filter_map(|p| publish_entry(st, p).ok())
+        .collect()
+}
+
+/// The `WEIR_POLICY` entries of `rules`.
+pub fn policy(st: &State, rules: &[Rule]) -> HashMap<PolicyKey, u32> {
+    policy::compile(st, rules)
+}
+
+/// The `WEIR_NET_LINKS` key of networks `a` and `b` (None while one does not exist).
+pub fn net_pair(st: &State, a: &str, b: &str) -> Option<NetPair> {
+    Some(NetPair::new(st.networks.get(a)?.id, st.networks.get(b)?.id))
+}
+
+/// Every connected pair of networks.
+pub fn net_links(st: &State) -> HashMap<NetPair, u32> {
+    st.net_links
+        .iter()
+        .filter_map(|(a, b)| Some((net_pair(st, a, b)?, 1)))
+        .collect()
+}
+
+/// The `WEIR_HOST_ADDRS` entry of a network's gateway.
+pub fn gateway_addr(net: &Network) -> (u32, HostAddr) {
+    (from_std(net.gateway), HostAddr::default())
+}
+
+/// The host's own addresses: every gateway, the uplink's address and the host addresses
+/// recorded at init.
+pub fn host_addrs(st: &State) -> HashMap<u32, HostAddr> {
+    let uplink = std::iter::once(&st.uplink.ip).chain(&st.uplink.host_addrs);
+    st.networks
+        .values()
+        .map(gateway_addr)
+        .chain(uplink.map(|ip| (from_std(*ip), HostAddr::default())))
+        .collect()
+}
+
+/// The `WEIR_SUBNETS` entries: (prefix length, network address) → network id.
+pub fn subnets(st: &State) -> HashMap<(u32, u32), u32> {
+    st.networks
+        .values()
+        .map(|n| {
+            let key = (n.subnet.prefix_len() as u32, from_std(n.subnet.network()));
+            (key, n.id)
+        })
+        .collect()
+}
+
+/// The `WEIR_CONFIG` entry. `flags` are run-time switches (`control monitor` sets one), not
+/// state: the caller passes what the map holds.
+pub fn config(uplink: &Uplink, settings: &Settings, netns_cookie: u64, flags: u32) -> Config {
+    Config {
+        schema: weir_common::SCHEMA_VERSION,
+        flags,
+        uplink_ifindex: uplink.ifindex,
+        uplink_ip: from_std(uplink.ip),
+        netns_cookie,
+        snat_port_min: settings.snat_ports.0,
+        snat_port_max: settings.snat_ports.1,
+        host_port_min: settings.host_ports.0,
+        host_port_max: settings.host_ports.1,
+        timeouts: settings.timeouts,
+    }
+}

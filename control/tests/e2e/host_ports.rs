@@ -1,0 +1,157 @@
+//! A container never holds a tuple the host's own stack may pick later (issue 17): kept, a
+//! container's source ports inside the host's ephemeral range would become masquerade flows
+//! on the uplink address, and the kernel, which cannot see them, would pick the same ports for
+//! the host's own queries and connects. Those keep their replies while a container floods the
+//! host's ephemeral ports.
+
+use std::time::Duration;
+
+use rig::{EXT_IP, Sandbox, net, text};
+
+use crate::CONTROL;
+
+/// One datagram to `dst:port` from every source port `lo..=hi` (each opens a flow).
+const UDP_EVERY_PORT: &str = r#"
+import socket, sys, time
+dst, port, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for p in range(lo, hi + 1):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("0.0.0.0", p))
+        s.sendto(b"q", (dst, port))
+    except OSError:
+        pass
+    s.close()
+    if p % 500 == 0:
+        time.sleep(0.01)
+"#;
+
+/// `n` queries to `dst:port`, each from a port the kernel picks; prints how many were answered.
+const UDP_QUERIES: &str = r#"
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1.5)
+    s.sendto(b"host %d" % i, (dst, port))
+    try:
+        ok += s.recv(64) == b"host %d" % i
+    except OSError:
+        pass
+    s.close()
+print(ok)
+"#;
+
+#[test]
+fn a_container_cannot_take_the_hosts_udp_replies() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.71.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let _echo = net::udp_echo_fast(&s.ext, 53);
+    let (lo, hi) = net::ephemeral_ports(&s.host);
+    net::python(
+        &a,
+        UDP_EVERY_PORT,
+        &[EXT_IP, "53", &lo.to_string(), &hi.to_string()],
+    );
+    let flows = s.json(&["conntrack"]);
+    let held = flows.as_array().unwrap().len();
+    assert!(
+        held > (hi - lo) as usize / 2,
+        "the flood opened only {held} flows"
+    );
+    let answered = net::python(&s.host, UDP_QUERIES, &[EXT_IP, "53", "5"]);
+    assert_eq!(
+        answered.trim(),
+        "5",
+        "the host's queries lost their answers"
+    );
+}
+
+/// Accepts TCP connections on a port and holds every one open.
+const TCP_HOLD: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(4096)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+"#;
+
+/// Connects to `dst:port` from every source port `lo..=hi` and holds them until killed.
+const TCP_EVERY_PORT: &str = r#"
+import socket, sys, time
+dst, port, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+held = []
+for p in range(lo, hi + 1):
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c.settimeout(2)
+    try:
+        c.bind(("0.0.0.0", p))
+        c.connect((dst, port))
+        held.append(c)
+    except OSError:
+        pass
+time.sleep(120)
+"#;
+
+/// `n` connects to `dst:port` from kernel-picked ports; prints how many succeeded.
+const TCP_CONNECTS: &str = r#"
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = 0
+for i in range(n):
+    c = socket.socket()
+    c.settimeout(2)
+    try:
+        c.connect((dst, port))
+        ok += 1
+    except OSError:
+        pass
+    c.close()
+print(ok)
+"#;
+
+#[test]
+fn a_container_cannot_take_the_hosts_tcp_connections() {
+    // The host's range, narrowed before init, is what Weir keeps clear of (read in the host's
+    // own namespace); the container holds a connection from every port of it.
+    let s = Sandbox::new(CONTROL);
+    s.host
+        .must(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40199"]);
+    s.init(&[]);
+    let n = s.network("n", "10.72.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let _srv = s.ext.spawn(&[net::PYTHON, "-c", TCP_HOLD, "7300"]);
+    net::wait_listening(&s.ext, 7300, "tcp");
+    let _hold = a.spawn(&[
+        net::PYTHON,
+        "-c",
+        TCP_EVERY_PORT,
+        EXT_IP,
+        "7300",
+        "40000",
+        "40199",
+    ]);
+    let established = || {
+        text(
+            &a.run(&["ss", "-Htn", "state", "established", "dport", "= :7300"])
+                .stdout,
+        )
+        .lines()
+        .count()
+    };
+    assert!(
+        rig::wait_for(Duration::from_secs(60), || established() == 200),
+        "the container holds {} connections, not 200",
+        established()
+    );
+    let ok = net::python(&s.host, TCP_CONNECTS, &[EXT_IP, "7300", "5"]);
+    assert_eq!(ok.trim(), "5", "the host's connections failed");
+}
