@@ -75,15 +75,7 @@ pub const PYTHON: &str = "/usr/bin/python3";
 pub fn python(ns: &Netns, script: &str, args: &[&str]) -> String {
     let mut a = vec![PYTHON, "-c", script];
     a.extend_from_slice(args);
-    let o = ns.run(&a);
-    assert!(
-        o.status.success(),
-        "python in {}: {}{}",
-        ns.name,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
+    ns.must(&a)
 }
 
 /// The host's ephemeral port range in `ns` (the ports its own stack picks).
