@@ -124,7 +124,8 @@ named_enum!(
         /// Leaving the uplink from a Weir network's address, untranslated: the kernel routed it
         /// (Weir masquerades everything it sends out), past every check of Weir's.
         Unmasqueraded = 26 => "unmasqueraded-egress",
-        /// No configuration yet: `control init` has not written `WEIR_CONFIG`.
+        /// `WEIR_CONFIG` gave no entry (the check the verifier requires of every map lookup;
+        /// an array's slot is always there).
         NotInitialised = 27 => "not-initialised",
         /// A helper that patches a checksum (`bpf_l3/l4_csum_replace`) failed.
         ChecksumFailed = 28 => "checksum-failed",
