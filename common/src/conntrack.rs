@@ -71,8 +71,6 @@ pub mod flags {
     pub const FIN: u16 = 1 << 4;
     /// Created from the uplink (the world initiated the flow).
     pub const FROM_WORLD: u16 = 1 << 5;
-    /// The flow's initiator is the host itself (entry never created by the datapath today).
-    pub const FROM_HOST: u16 = 1 << 6;
 }
 
 /// Flow states, shared by both entries of a pair.

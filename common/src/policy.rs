@@ -17,8 +17,6 @@ use crate::addr::PortBe;
 
 /// Matches any identity (or any port/protocol when 0 in those fields).
 pub const IDENTITY_ANY: u32 = 0;
-/// The host namespace itself.
-pub const IDENTITY_HOST: u32 = 1;
 /// Anything behind the uplink.
 pub const IDENTITY_WORLD: u32 = 2;
 /// Containers get identities from here up.

@@ -34,7 +34,7 @@ named_enum!(
         FromContainer = 0 => "from-container",
         UplinkTc = 1 => "uplink-tc",
         UplinkXdp = 2 => "uplink-xdp",
-        Socket = 3 => "socket",
+        // 3 was the socket hooks', which drop nothing (they rewrite or leave alone).
         ToContainer = 4 => "to-container",
         UplinkEgress = 5 => "uplink-egress",
     }
@@ -67,8 +67,6 @@ named_enum!(
         IcmpError = 9 => "icmp-error-translated",
         /// Uplink traffic for the host itself, left to the host stack.
         UplinkToHost = 10 => "uplink-to-host",
-        /// Packets the uplink XDP program passed on to TC.
-        XdpPass = 11 => "xdp-pass",
     }
 );
 
@@ -126,6 +124,11 @@ named_enum!(
         /// Leaving the uplink from a Weir network's address, untranslated: the kernel routed it
         /// (Weir masquerades everything it sends out), past every check of Weir's.
         Unmasqueraded = 26 => "unmasqueraded-egress",
+        /// `WEIR_CONFIG` gave no entry (the check the verifier requires of every map lookup;
+        /// an array's slot is always there).
+        NotInitialised = 27 => "not-initialised",
+        /// A helper that patches a checksum (`bpf_l3/l4_csum_replace`) failed.
+        ChecksumFailed = 28 => "checksum-failed",
     }
 );
 pub const DROP_REASONS: u32 = 32;

@@ -36,6 +36,14 @@ use crate::{
     policy, publish,
 };
 
+/// Where a tracked flow's packet goes once translated.
+enum Next {
+    /// Into this container.
+    Container(&'static Endpoint),
+    /// Out of the device this route names.
+    Routed(Route),
+}
+
 /// What the first half decided.
 enum Step {
     Verdict(i32),
@@ -138,7 +146,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
     if ethertype != ETH_P_IP {
         return Err(DropReason::UnsupportedL3.into());
     }
-    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
+    let cfg = config().ok_or(DropReason::NotInitialised)?;
     // Before anything measures the packet: lengths are the IP header's, never the frame's.
     packet::trim_to_datagram(ctx)?;
     let pkt = packet::parse_ipv4_tc(ctx)?;
@@ -172,31 +180,32 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
         && let Some(e) = conntrack::lookup(&key, cfg, now)
     {
         if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, &pkt, now) {
-            let to_container = endpoint(rewrite.daddr).is_some();
-            if pkt.ttl <= 1 && !to_container {
-                // Routed and expiring: the host stack answers with ICMP time exceeded.
-                return Ok(Step::Verdict(TC_ACT_OK as i32));
-            }
-            // Routed before it is translated: a packet too big for the uplink goes to the host
-            // stack as it came, so that "fragmentation needed" reaches the container.
-            let route = if to_container {
-                None
-            } else {
-                Some(
-                    deliver::route(ctx, ifindex, &pkt, rewrite.daddr)
-                        .map_err(|r| Drop::flow(r, key))?,
-                )
+            // Looked up once: the endpoint found here is the one delivered to.
+            let next = match endpoint(rewrite.daddr) {
+                Some(ep) => Next::Container(ep),
+                None => {
+                    if pkt.ttl <= 1 {
+                        // Routed and expiring: the host stack answers with ICMP time exceeded.
+                        return Ok(Step::Verdict(TC_ACT_OK as i32));
+                    }
+                    // Routed before it is translated: a packet too big for the uplink goes to
+                    // the host stack as it came, so that "fragmentation needed" reaches the
+                    // container.
+                    let r = deliver::route(ctx, ifindex, &pkt, rewrite.daddr)
+                        .map_err(|r| Drop::flow(r, key))?;
+                    if let Route::TooBig { .. } = r {
+                        return deliver::too_big(&pkt)
+                            .map(Step::Verdict)
+                            .map_err(|r| Drop::flow(r, key));
+                    }
+                    Next::Routed(r)
+                }
             };
-            if let Some(Route::TooBig { .. }) = route {
-                return deliver::too_big(&pkt)
-                    .map(Step::Verdict)
-                    .map_err(|r| Drop::flow(r, key));
-            }
             nat::rewrite(ctx, &pkt, &rewrite).map_err(|r| Drop::flow(r, key))?;
             metrics::path(tracked_path(flags), len);
-            let v = match route {
-                Some(r) => deliver::out(ctx, &pkt, &r),
-                None => forward(ctx, &pkt, rewrite.daddr, ifindex),
+            let v = match next {
+                Next::Container(ep) => deliver::to_endpoint(ctx, ep),
+                Next::Routed(r) => deliver::out(ctx, &pkt, &r),
             };
             return v.map(Step::Verdict).map_err(|r| Drop::flow(r, key));
         }
@@ -208,9 +217,10 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
 fn try_from_container_new(ctx: &TcContext, ifindex: u32) -> Result<i32, Drop> {
     // What the first half established is established again: this program takes nothing on
     // trust (it can be reached only by the tail call, but the checks cost one lookup).
+    let cfg = config().ok_or(DropReason::NotInitialised)?;
     let pkt = packet::parse_ipv4_tc(ctx)?;
     let src = sender(ctx, &pkt, ifindex)?;
-    new_flow(ctx, &pkt, src).map_err(|r| Drop::flow(r, pkt.flow()))
+    new_flow(ctx, &pkt, src, cfg).map_err(|r| Drop::flow(r, pkt.flow()))
 }
 
 /// Sends a (rewritten) packet on: into the container owning `daddr`, else out of the uplink.
@@ -226,16 +236,16 @@ fn forward(ctx: &TcContext, pkt: &Ipv4, daddr: u32, ifindex: u32) -> Result<i32,
 /// Decides a flow no conntrack entry knows: to another container, to a published port through
 /// a host address (hairpin), or to the host or the world.
 #[inline(always)]
-fn new_flow(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, DropReason> {
+fn new_flow(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint, cfg: &Config) -> Result<i32, DropReason> {
     if let Some(dst) = endpoint(pkt.daddr) {
-        return open_local(ctx, pkt, src, dst);
+        return open_local(ctx, pkt, src, dst, cfg);
     }
     if pkt.may_open()
         && let Some(t) = publish::lookup(pkt.daddr, pkt.proto, pkt.dport, false)
     {
-        return open_hairpin(ctx, pkt, src, &t);
+        return open_hairpin(ctx, pkt, src, &t, cfg);
     }
-    open_outside(ctx, pkt, src)
+    open_outside(ctx, pkt, src, cfg)
 }
 
 /// Container to container, under policy.
@@ -245,8 +255,8 @@ fn open_local(
     pkt: &Ipv4,
     src: &Endpoint,
     dst: &Endpoint,
+    cfg: &Config,
 ) -> Result<i32, DropReason> {
-    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
     let key = pkt.flow();
     policy::check(src, dst, pkt.proto, pkt.dport)?;
     if pkt.tracked() {
@@ -278,8 +288,8 @@ fn open_hairpin(
     pkt: &Ipv4,
     src: &Endpoint,
     t: &PublishTarget,
+    cfg: &Config,
 ) -> Result<i32, DropReason> {
-    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
     let dst = endpoint(t.addr).ok_or(DropReason::UnknownEndpoint)?;
     policy::check(src, dst, pkt.proto, t.port)?;
     // A container reaching itself would see its own address as source (a martian): the flow
@@ -305,8 +315,12 @@ fn open_hairpin(
 /// The host itself (handed to its stack), or the world (masqueraded and routed out of the
 /// uplink).
 #[inline(always)]
-fn open_outside(ctx: &TcContext, pkt: &Ipv4, src: &Endpoint) -> Result<i32, DropReason> {
-    let cfg = config().ok_or(DropReason::UnknownEndpoint)?;
+fn open_outside(
+    ctx: &TcContext,
+    pkt: &Ipv4,
+    src: &Endpoint,
+    cfg: &Config,
+) -> Result<i32, DropReason> {
     let len = ctx.packet_len();
     // An address of a Weir network that no container holds (the gateway aside) exists nowhere:
     // never let it leak to the world through the default route.

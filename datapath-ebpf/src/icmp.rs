@@ -33,6 +33,7 @@ pub struct Translated {
     pub daddr: u32,
 }
 
+/// A load fails only past the end of the packet: one shorter than its headers say.
 #[inline(always)]
 fn load<T>(ctx: &TcContext, off: usize) -> Result<T, DropReason> {
     ctx.load::<T>(off).map_err(|_| DropReason::Malformed)
@@ -40,7 +41,7 @@ fn load<T>(ctx: &TcContext, off: usize) -> Result<T, DropReason> {
 
 #[inline(always)]
 fn store<T>(ctx: &TcContext, off: usize, v: &T) -> Result<(), DropReason> {
-    ctx.store(off, v, 0).map_err(|_| DropReason::Malformed)
+    ctx.store(off, v, 0).map_err(|_| DropReason::WriteFailed)
 }
 
 /// Translates an ICMP error if the packet it quotes belongs to a tracked flow. `Ok(None)`:
@@ -146,7 +147,7 @@ pub fn translate(
     store(ctx, inner_off + 12, &nsrc)?;
     store(ctx, inner_off + 16, &ndst)?;
     ctx.l4_csum_replace(pkt.l4_off + 2, 0, delta as u64, 0)
-        .map_err(|_| DropReason::Malformed)?;
+        .map_err(|_| DropReason::ChecksumFailed)?;
 
     // Outer header: the quoted packet's source (its addressee, checked above) gets its new
     // address, and an error sent by the quoted packet's destination itself appears to come

@@ -88,7 +88,8 @@ pub static WEIR_EVENTS: RingBuf = RingBuf::pinned(max::<def::Events>(), 0);
 #[map]
 pub static WEIR_TAILS: ProgramArray = ProgramArray::pinned(max::<def::Tails>(), 0);
 
-/// The configuration, or `None` before `control init` has written it.
+/// The configuration (all zeros until `control init` writes it). `None` only if the lookup of
+/// the array's one slot fails, which it does not: the verifier requires the check.
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {
     WEIR_CONFIG.get(0)

@@ -55,12 +55,12 @@ fn set_addr(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u32, new: u32) -> Resu
                 new as u64,
                 BPF_F_PSEUDO_HDR as u64 | extra | 4,
             )
-            .map_err(|_| DropReason::Malformed)?;
+            .map_err(|_| DropReason::ChecksumFailed)?;
         }
     }
     ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 4)
-        .map_err(|_| DropReason::Malformed)?;
-    ctx.store(off, &new, 0).map_err(|_| DropReason::Malformed)
+        .map_err(|_| DropReason::ChecksumFailed)?;
+    ctx.store(off, &new, 0).map_err(|_| DropReason::WriteFailed)
 }
 
 #[inline(always)]
@@ -77,8 +77,8 @@ fn set_port(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u16, new: u16) -> Resu
         },
     };
     ctx.l4_csum_replace(csum_off, old as u64, new as u64, extra | 2)
-        .map_err(|_| DropReason::Malformed)?;
-    ctx.store(off, &new, 0).map_err(|_| DropReason::Malformed)
+        .map_err(|_| DropReason::ChecksumFailed)?;
+    ctx.store(off, &new, 0).map_err(|_| DropReason::WriteFailed)
 }
 
 /// Rewrites the packet described by `pkt` to carry the tuple `new`.
@@ -111,9 +111,9 @@ pub fn dec_ttl(ctx: &TcContext, ttl: u8) -> Result<(), DropReason> {
     let old = u16::from_ne_bytes([ttl, 0]);
     let new = u16::from_ne_bytes([ttl - 1, 0]);
     ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
-        .map_err(|_| DropReason::Malformed)?;
+        .map_err(|_| DropReason::ChecksumFailed)?;
     ctx.store(IP_TTL_OFF, &(ttl - 1), 0)
-        .map_err(|_| DropReason::Malformed)
+        .map_err(|_| DropReason::WriteFailed)
 }
 
 /// `bpf_sock_tuple` for IPv4 (the helpers take its size: the IPv6 half is not needed).

@@ -11,6 +11,7 @@ use aya_ebpf::{
 use weir_common::{
     addr::is_loopback,
     conntrack::flags,
+    endpoint::Endpoint,
     policy::IDENTITY_WORLD,
     stats::{DropReason, Event, Hook, Path},
 };
@@ -135,7 +136,7 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
             metrics::event(Event::DnatNew);
             nat::rewrite(ctx, &pkt, &new).map_err(|r| Drop::flow(r, key))?;
             metrics::path(Path::Published, len);
-            return into_container(ctx, &pkt, t.addr).map_err(|r| Drop::flow(r, key));
+            return into_endpoint(ctx, &pkt, dst).map_err(|r| Drop::flow(r, key));
         }
     }
     metrics::path(Path::UplinkToHost, len);
@@ -150,10 +151,16 @@ fn is_container_side(daddr: u32) -> bool {
     endpoint(daddr).is_some() || (in_weir_subnet(daddr) && !is_host_addr(daddr))
 }
 
-/// Routes a translated world packet into its container, decrementing the TTL like a router.
+/// Routes a translated world packet into the container owning `daddr`.
 #[inline(always)]
 fn into_container(ctx: &TcContext, pkt: &Ipv4, daddr: u32) -> Result<i32, DropReason> {
     let ep = endpoint(daddr).ok_or(DropReason::UnknownEndpoint)?;
+    into_endpoint(ctx, pkt, ep)
+}
+
+/// Routes a translated world packet into `ep`'s container, decrementing the TTL like a router.
+#[inline(always)]
+fn into_endpoint(ctx: &TcContext, pkt: &Ipv4, ep: &Endpoint) -> Result<i32, DropReason> {
     if pkt.ttl <= 1 {
         return Err(DropReason::TtlExceeded);
     }
