@@ -124,8 +124,9 @@ named_enum!(
         /// Leaving the uplink from a Weir network's address, untranslated: the kernel routed it
         /// (Weir masquerades everything it sends out), past every check of Weir's.
         Unmasqueraded = 26 => "unmasqueraded-egress",
-        /// `WEIR_CONFIG` gave no entry (the check the verifier requires of every map lookup;
-        /// an array's slot is always there).
+        /// From a container before `control init` wrote the configuration (or after it was
+        /// wiped behind Weir's back): nothing can be decided without it. The uplink's
+        /// programs hand such traffic to the host stack instead.
         NotInitialised = 27 => "not-initialised",
         /// A helper that patches a checksum (`bpf_l3/l4_csum_replace`) failed.
         ChecksumFailed = 28 => "checksum-failed",

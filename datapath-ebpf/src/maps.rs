@@ -88,11 +88,11 @@ pub static WEIR_EVENTS: RingBuf = RingBuf::pinned(max::<def::Events>(), 0);
 #[map]
 pub static WEIR_TAILS: ProgramArray = ProgramArray::pinned(max::<def::Tails>(), 0);
 
-/// The configuration (all zeros until `control init` writes it). `None` only if the lookup of
-/// the array's one slot fails, which it does not: the verifier requires the check.
+/// The configuration, `None` until `control init` has written it (the array's one slot is
+/// all zeros until then, and a written one always carries its schema).
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {
-    WEIR_CONFIG.get(0)
+    WEIR_CONFIG.get(0).filter(|c| c.schema != 0)
 }
 
 #[inline(always)]

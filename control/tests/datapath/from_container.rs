@@ -227,6 +227,21 @@ fn a_container_port_the_host_may_pick_is_never_kept() {
 }
 
 #[test]
+fn without_a_configuration_containers_are_refused_and_the_uplink_is_the_hosts() {
+    let mut dp = datapath();
+    dp.wipe_config();
+    let f = sent_by(&A, &Ip::udp(A.ip, 61000, WORLD, 53));
+    dp.from_container(&A, &f)
+        .assert_shot(DropReason::NotInitialised, FC, "to the world");
+    let f = sent_by(&A, &Ip::tcp(A.ip, 61001, B.ip, 80, SYN));
+    dp.from_container(&A, &f)
+        .assert_shot(DropReason::NotInitialised, FC, "to a container");
+    let ip = Ip::tcp(WORLD, 50000, UPLINK_IP, 8080, SYN);
+    let f = inbound(&ip);
+    assert_to_host(&dp.uplink_tc(&f), &f, "world to a published port");
+}
+
+#[test]
 fn egress_through_an_unresolved_next_hop_uses_redirect_neigh() {
     let mut dp = datapath();
     let f = sent_by(&A, &Ip::udp(A.ip, 40000, WORLD_UNRESOLVED, 53));

@@ -414,6 +414,13 @@ impl Datapath {
         m.get(&key, 0).ok()
     }
 
+    /// Zeroes the configuration, as it is before `control init` writes it.
+    pub fn wipe_config(&mut self) {
+        let mut a: Array<_, Config> = self.map(names::CONFIG);
+        a.set(0, <Config as bytemuck::Zeroable>::zeroed(), 0)
+            .unwrap();
+    }
+
     pub fn ct_len(&mut self) -> usize {
         let m: HashMap<_, FlowKey, CtEntry> = self.map(names::CONNTRACK);
         m.keys().count()
