@@ -17,7 +17,8 @@ Examples:
   control init --conntrack-max 1048576 --ct-timeout udp=60 --snat-ports 10000-32767
 
 Running it again upgrades the programs in place (same or newer build): established
-connections, published ports and rules survive.";
+connections, published ports and rules survive. Run it again, too, after changing the uplink's
+MTU (containers take it) or the host's net.ipv4.ip_local_port_range (SNAT moves clear of it).";
 
 #[derive(Args)]
 #[command(after_help = INIT_EXAMPLES)]
