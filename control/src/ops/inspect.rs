@@ -71,6 +71,7 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
         }));
     }
     problems.extend(container_problems(ctx, st).await?);
+    problems.extend(ephemeral_moved(st)?);
     let programs = programs(ctx, st);
     for p in &programs {
         if p.program_id.is_none() {
@@ -98,6 +99,20 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
         drift,
         problems,
     })
+}
+
+/// The host's ephemeral ports, when they are no longer the ones masquerading keeps clear of
+/// (`net.ipv4.ip_local_port_range` changed since init): the host's new flows may then pick
+/// ports a container's flow holds.
+fn ephemeral_moved(st: &State) -> Result<Option<String>> {
+    let now = crate::snat_ports::host_ephemeral()?;
+    let (was, snat) = (st.settings.host_ports, st.settings.snat_ports);
+    Ok((now != was).then(|| {
+        format!(
+            "the host's ephemeral ports are now {}-{} (net.ipv4.ip_local_port_range), not the {}-{} masquerading keeps clear of (SNAT ports {}-{}): run `control init` to follow",
+            now.0, now.1, was.0, was.1, snat.0, snat.1
+        )
+    }))
 }
 
 /// The derived maps that differ from the state, each also told in `problems`.

@@ -155,3 +155,24 @@ fn a_container_cannot_take_the_hosts_tcp_connections() {
     let ok = net::python(&s.host, TCP_CONNECTS, &[EXT_IP, "7300", "5"]);
     assert_eq!(ok.trim(), "5", "the host's connections failed");
 }
+
+#[test]
+fn status_tells_when_the_hosts_ephemeral_ports_move_and_init_follows() {
+    let s = Sandbox::new(CONTROL);
+    s.host
+        .must(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=32768 60999"]);
+    s.init(&[]);
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+    // The host's range grows over the SNAT ports (1024-32767).
+    s.host
+        .must(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=20000 60999"]);
+    let p = s.problems();
+    assert!(
+        p.iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("20000-60999"))),
+        "{p:?}"
+    );
+    let out = s.init(&[]);
+    assert!(out.contains("SNAT ports moved"), "{out}");
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+}
