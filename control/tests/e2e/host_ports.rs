@@ -10,34 +10,49 @@ use rig::{EXT_IP, Sandbox, net, text};
 
 use crate::CONTROL;
 
-/// One datagram to `dst:port` from every source port `lo..=hi` (each opens a flow).
-const UDP_EVERY_PORT: &str = r#"
+/// From every source port `lo..=hi` to `dst:port`: one datagram (`udp`: each opens a flow),
+/// or a connection held until killed (`tcp`).
+const FROM_EVERY_PORT: &str = r#"
 import socket, sys, time
-dst, port, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+proto, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lo, hi = int(sys.argv[4]), int(sys.argv[5])
+held = []
 for p in range(lo, hi + 1):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(2)
     try:
         s.bind(("0.0.0.0", p))
-        s.sendto(b"q", (dst, port))
+        if proto == "udp":
+            s.sendto(b"q", (dst, port))
+            s.close()
+        else:
+            s.connect((dst, port))
+            held.append(s)
     except OSError:
         pass
-    s.close()
     if p % 500 == 0:
         time.sleep(0.01)
+if held:
+    time.sleep(120)
 "#;
 
-/// `n` queries to `dst:port`, each from a port the kernel picks; prints how many were answered.
-const UDP_QUERIES: &str = r#"
+/// `n` exchanges with `dst:port`, each from a port the kernel picks: an echoed datagram
+/// (`udp`) or a completed connect (`tcp`). Prints how many succeeded.
+const FRESH_PORTS: &str = r#"
 import socket, sys
-dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+proto, dst, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ok = 0
 for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(1.5)
-    s.sendto(b"host %d" % i, (dst, port))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
+    s.settimeout(1.5 if proto == "udp" else 2)
     try:
-        ok += s.recv(64) == b"host %d" % i
+        if proto == "udp":
+            s.sendto(b"host %d" % i, (dst, port))
+            ok += s.recv(64) == b"host %d" % i
+        else:
+            s.connect((dst, port))
+            ok += 1
     except OSError:
         pass
     s.close()
@@ -53,8 +68,8 @@ fn a_container_cannot_take_the_hosts_udp_replies() {
     let (lo, hi) = net::ephemeral_ports(&s.host);
     net::python(
         &a,
-        UDP_EVERY_PORT,
-        &[EXT_IP, "53", &lo.to_string(), &hi.to_string()],
+        FROM_EVERY_PORT,
+        &["udp", EXT_IP, "53", &lo.to_string(), &hi.to_string()],
     );
     let flows = s.json(&["conntrack"]);
     let held = flows.as_array().unwrap().len();
@@ -62,7 +77,7 @@ fn a_container_cannot_take_the_hosts_udp_replies() {
         held > (hi - lo) as usize / 2,
         "the flood opened only {held} flows"
     );
-    let answered = net::python(&s.host, UDP_QUERIES, &[EXT_IP, "53", "5"]);
+    let answered = net::python(&s.host, FRESH_PORTS, &["udp", EXT_IP, "53", "5"]);
     assert_eq!(
         answered.trim(),
         "5",
@@ -83,41 +98,6 @@ while True:
     held.append(c)
 "#;
 
-/// Connects to `dst:port` from every source port `lo..=hi` and holds them until killed.
-const TCP_EVERY_PORT: &str = r#"
-import socket, sys, time
-dst, port, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-held = []
-for p in range(lo, hi + 1):
-    c = socket.socket()
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    c.settimeout(2)
-    try:
-        c.bind(("0.0.0.0", p))
-        c.connect((dst, port))
-        held.append(c)
-    except OSError:
-        pass
-time.sleep(120)
-"#;
-
-/// `n` connects to `dst:port` from kernel-picked ports; prints how many succeeded.
-const TCP_CONNECTS: &str = r#"
-import socket, sys
-dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ok = 0
-for i in range(n):
-    c = socket.socket()
-    c.settimeout(2)
-    try:
-        c.connect((dst, port))
-        ok += 1
-    except OSError:
-        pass
-    c.close()
-print(ok)
-"#;
-
 #[test]
 fn a_container_cannot_take_the_hosts_tcp_connections() {
     // The host's range, narrowed before init, is what Weir keeps clear of (read in the host's
@@ -133,7 +113,8 @@ fn a_container_cannot_take_the_hosts_tcp_connections() {
     let _hold = a.spawn(&[
         net::PYTHON,
         "-c",
-        TCP_EVERY_PORT,
+        FROM_EVERY_PORT,
+        "tcp",
         EXT_IP,
         "7300",
         "40000",
@@ -152,7 +133,7 @@ fn a_container_cannot_take_the_hosts_tcp_connections() {
         "the container holds {} connections, not 200",
         established()
     );
-    let ok = net::python(&s.host, TCP_CONNECTS, &[EXT_IP, "7300", "5"]);
+    let ok = net::python(&s.host, FRESH_PORTS, &["tcp", EXT_IP, "7300", "5"]);
     assert_eq!(ok.trim(), "5", "the host's connections failed");
 }
 
