@@ -72,6 +72,13 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
     }
     problems.extend(container_problems(ctx, st).await?);
     problems.extend(ephemeral_moved(st)?);
+    let (mtu, stale) = super::mtu::out_of_step(ctx, st).await?;
+    if let Some((name, ..)) = stale.first() {
+        problems.push(format!(
+            "{} container link(s) (e.g. {name}) do not have the uplink's MTU {mtu}: run `control init` to follow",
+            stale.len()
+        ));
+    }
     let programs = programs(ctx, st);
     for p in &programs {
         if p.program_id.is_none() {

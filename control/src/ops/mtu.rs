@@ -10,30 +10,42 @@ use super::{Ctx, container};
 use crate::{
     error::Result,
     netlink, netns,
-    state::{Phase, State},
+    state::{Container, Phase, State},
 };
 
-/// Sets the uplink's MTU on both ends of every ready container's veth that differs from it;
-/// returns how many changed. A container whose namespace is gone is left to `status`.
-pub async fn resync(ctx: &Ctx, st: &State) -> Result<usize> {
+/// The uplink's MTU and the ready containers whose host end differs from it (name, container,
+/// host-end ifindex). A container whose host end is gone is left to `status`.
+pub async fn out_of_step<'a>(
+    ctx: &Ctx,
+    st: &'a State,
+) -> Result<(u32, Vec<(&'a String, &'a Container, u32)>)> {
     let Some(mtu) = netlink::link_by_index(&ctx.nl, st.uplink.ifindex)
         .await?
         .and_then(|l| l.mtu)
     else {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     };
-    let mut changed = 0;
+    let mut stale = Vec::new();
     for (name, c) in st
         .containers
         .iter()
         .filter(|(_, c)| c.phase == Phase::Ready)
     {
-        let Some(host) = netlink::link_by_name(&ctx.nl, &c.host_if).await? else {
-            continue;
-        };
-        if host.mtu == Some(mtu) {
-            continue;
+        if let Some(host) = netlink::link_by_name(&ctx.nl, &c.host_if).await?
+            && host.mtu != Some(mtu)
+        {
+            stale.push((name, c, host.index));
         }
+    }
+    Ok((mtu, stale))
+}
+
+/// Sets the uplink's MTU on both ends of every ready container's veth that differs from it;
+/// returns how many changed. A container whose namespace is gone is left to `status`.
+pub async fn resync(ctx: &Ctx, st: &State) -> Result<usize> {
+    let (mtu, stale) = out_of_step(ctx, st).await?;
+    let mut changed = 0;
+    for (name, c, host_index) in stale {
         let ns = container::netns_path(name, c);
         if !ns.exists() {
             continue;
@@ -48,7 +60,7 @@ pub async fn resync(ctx: &Ctx, st: &State) -> Result<usize> {
             }
             Ok(())
         })?;
-        netlink::set_mtu(&ctx.nl, host.index, mtu).await?;
+        netlink::set_mtu(&ctx.nl, host_index, mtu).await?;
         changed += 1;
     }
     Ok(changed)

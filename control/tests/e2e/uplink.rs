@@ -118,11 +118,18 @@ fn init_gives_containers_a_shrunken_uplink_mtu() {
     let mtu = |ns: &Netns, dev: &str| ns.must(&["cat", &format!("/sys/class/net/{dev}/mtu")]);
     assert_eq!(mtu(&a, "eth0").trim(), "1500");
     s.host.must(&["ip", "link", "set", "up0", "mtu", "1400"]);
+    let p = s.problems();
+    assert!(
+        p.iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("uplink's MTU 1400"))),
+        "status did not tell: {p:?}"
+    );
     let out = s.init(&[]);
     assert!(out.contains("MTU"), "init said nothing of the MTU: {out}");
     assert_eq!(mtu(&a, "eth0").trim(), "1400", "container side");
     assert_eq!(mtu(&s.host, &host_if).trim(), "1400", "host side");
-    // Once in step, init has nothing more to change.
+    // Once in step, init has nothing more to change, and status nothing to tell.
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
     let out = s.init(&[]);
     assert!(!out.contains("MTU"), "{out}");
     // And traffic flows at the new MTU.
