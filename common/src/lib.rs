@@ -15,6 +15,7 @@ pub mod policy;
 pub mod ports;
 pub mod publish;
 pub mod stats;
+pub mod xdp_meta;
 
 /// Bumped whenever a map's key/value layout or meaning changes. `control init` refuses to
 /// reuse pinned maps written by another schema (see calico#13279: never trust old pins).

@@ -1,7 +1,11 @@
 //! One interface over TC (`__sk_buff`) and XDP contexts, so parsing and lookups are written
 //! once (the idea of Cilium's overloadable_skb.h / overloadable_xdp.h).
 
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::{
+    helpers::bpf_xdp_adjust_meta,
+    programs::{TcContext, XdpContext},
+};
+use weir_common::xdp_meta;
 
 pub trait PacketCtx {
     fn data(&self) -> usize;
@@ -74,5 +78,37 @@ pub fn linearize(ctx: &TcContext, want: u32) {
     let want = if want > len { len } else { want };
     if (ctx.data_end() - ctx.data()) < want as usize {
         let _ = ctx.pull_data(want);
+    }
+}
+
+/// Puts [`xdp_meta::ADDRESSES_PASSED`] in front of the frame (best effort: a driver without
+/// metadata support leaves `uplink_tc` to check the addresses again).
+#[inline(always)]
+pub fn mark_addresses_passed(ctx: &XdpContext) {
+    // SAFETY: the context pointer is valid for the whole program run; the write is
+    // bounds-checked against `data` as the verifier requires.
+    unsafe {
+        if bpf_xdp_adjust_meta(ctx.ctx, -(xdp_meta::LEN as i32)) != 0 {
+            return;
+        }
+        let meta = (*ctx.ctx).data_meta as usize;
+        if meta + xdp_meta::LEN > (*ctx.ctx).data as usize {
+            return;
+        }
+        *(meta as *mut u32) = xdp_meta::ADDRESSES_PASSED;
+    }
+}
+
+/// Whether `uplink_xdp` checked this frame's addresses and passed it.
+#[inline(always)]
+pub fn addresses_passed(ctx: &TcContext) -> bool {
+    // SAFETY: as above; the read is bounds-checked against `data`.
+    unsafe {
+        let skb = ctx.skb.skb;
+        let meta = (*skb).data_meta as usize;
+        if meta + xdp_meta::LEN > (*skb).data as usize {
+            return false;
+        }
+        *(meta as *const u32) == xdp_meta::ADDRESSES_PASSED
     }
 }

@@ -1,7 +1,8 @@
 //! The uplink: TC ingress (`uplink_tc`) is the always-correct path for world traffic —
 //! replies to masqueraded flows and new flows to published ports are translated and
 //! redirected straight into the container; XDP (`uplink_xdp`) drops what may never reach a
-//! container at the cheapest point and leaves everything else to TC.
+//! container at the cheapest point and leaves everything else to TC, marking what it passed
+//! so that TC does not repeat its lookups.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -18,7 +19,9 @@ use weir_common::{
 
 use crate::{
     conntrack::{self, Hit, NewFlow},
-    context::{PacketCtx, ifindex, linearize, vlan_tagged},
+    context::{
+        PacketCtx, addresses_passed, ifindex, linearize, mark_addresses_passed, vlan_tagged,
+    },
     deliver, icmp,
     maps::{config, endpoint, in_weir_subnet, is_host_addr},
     metrics::{self, Drop},
@@ -43,6 +46,8 @@ pub fn uplink_tc(ctx: TcContext) -> i32 {
 // Not inlined: the conntrack sweep called from the entry point must not stack on this frame.
 #[inline(never)]
 fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
+    // Read before linearizing: pulling data must not be what decides it.
+    let checked = addresses_passed(ctx);
     linearize(ctx, packet::COMMON_HEADERS);
     // Tagged frames belong to the host's VLAN devices, never to a container.
     if vlan_tagged(ctx) || packet::ether_type(ctx) != Some(ETH_P_IP) {
@@ -64,10 +69,12 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     //   (published ports, replies to masqueraded flows). Handed to the host stack instead,
     //   such a packet — one Weir cannot parse or follow, say, like a tiny first fragment —
     //   would be forwarded into the container by any host that forwards.
-    if in_weir_subnet(addrs.saddr) {
+    // `uplink_xdp`, where it runs, made the same lookups (but the loopback test) and says so
+    // in the frame's metadata.
+    if !checked && in_weir_subnet(addrs.saddr) {
         return Err(Drop::flow(DropReason::SpoofedSource, addrs));
     }
-    if is_container_side(addrs.daddr) {
+    if !checked && is_container_side(addrs.daddr) {
         // The ports, when there are any to read, tell `control monitor` what was refused.
         let flow = packet::parse_ipv4_tc(ctx).map_or(addrs, |p| p.flow());
         return Err(Drop::flow(DropReason::NotPublished, flow));
@@ -75,7 +82,7 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     if is_loopback(addrs.saddr) || is_loopback(addrs.daddr) {
         return Err(Drop::flow(DropReason::Martian, addrs));
     }
-    if is_host_addr(addrs.saddr) {
+    if !checked && is_host_addr(addrs.saddr) {
         // The host's own address from the wire: a martian the kernel would drop, but a
         // published port would translate it first, and the container would take it for the
         // host.
@@ -201,6 +208,7 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
     if in_weir_subnet(addrs.saddr) || is_host_addr(addrs.saddr) {
         return Err(Drop::flow(DropReason::SpoofedSource, addrs));
     }
+    mark_addresses_passed(ctx);
     Ok(xdp_action::XDP_PASS)
 }
 

@@ -91,6 +91,9 @@ pub struct Run {
     pub verdict: u32,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
+    /// The XDP metadata the program put in front of it (XDP only: the kernel returns it
+    /// before the frame; uplink_xdp never changes the frame's own length).
+    pub meta: Vec<u8>,
     /// Counters that moved: WEIR_STATS index -> packets.
     pub moved: BTreeMap<u32, u64>,
 }
@@ -440,6 +443,7 @@ impl Datapath {
     fn run(&mut self, prog: &str, frame: &[u8], ctx: Option<&[u8]>) -> std::io::Result<Run> {
         let before = self.stats();
         let mut out = vec![0u8; frame.len() + 256];
+        let xdp = matches!(self.bpf.program(prog), Some(aya::programs::Program::Xdp(_)));
         let res = {
             let _in = InNetns::enter(&self.ns_file);
             let opts = TestRunOptions {
@@ -460,6 +464,11 @@ impl Datapath {
             })?
         };
         out.truncate(res.data_size_out as usize);
+        let meta = if xdp && out.len() > frame.len() {
+            out.drain(..out.len() - frame.len()).collect()
+        } else {
+            Vec::new()
+        };
         let after = self.stats();
         let moved = before
             .iter()
@@ -471,6 +480,7 @@ impl Datapath {
         Ok(Run {
             verdict: res.return_value,
             frame: out,
+            meta,
             moved,
         })
     }

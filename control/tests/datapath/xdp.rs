@@ -1,8 +1,12 @@
 //! `uplink_xdp`: drops what may never reach a container (traffic addressed to container
 //! addresses, container-network sources) at the cheapest point; passes everything else,
-//! untouched, to `uplink_tc`.
+//! untouched, to `uplink_tc` — with a metadata marker in front when it checked the addresses,
+//! so that TC does not look them up again.
 
-use weir_common::stats::{DropReason, Hook};
+use weir_common::{
+    stats::{DropReason, Hook},
+    xdp_meta,
+};
 
 use super::{frame::*, harness::*, inbound, topo::*};
 
@@ -88,10 +92,15 @@ fn passes_everything_else_untouched() {
         vlan_frame(UPLINK_MAC, NEXTHOP_MAC, 5, &raw),
         eth(UPLINK_MAC, NEXTHOP_MAC, ETH_IP, &[]),
     ];
+    let marker = xdp_meta::ADDRESSES_PASSED.to_ne_bytes().to_vec();
     for (i, f) in ip_frames.iter().chain(&others).enumerate() {
         let r = dp.uplink_xdp(f);
         assert_eq!(r.verdict, XDP_PASS, "case {i}");
         assert_eq!(&r.frame, f, "case {i}");
         assert!(r.drops().is_empty(), "case {i}");
+        // Only frames whose addresses it read and judged carry the marker.
+        let checked = i < ip_frames.len();
+        let want = if checked { marker.clone() } else { Vec::new() };
+        assert_eq!(r.meta, want, "case {i}: metadata");
     }
 }
