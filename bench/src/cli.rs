@@ -14,6 +14,8 @@ Topologies (each in its own sandbox of network namespaces — nothing touches th
             addrtype LOCAL, FORWARD policy DROP + conntrack, isolation chains, raw drops)
   netavark  Podman's backend (/usr/lib/podman/netavark setup), bridge + its iptables rules
   veth      bare veth pairs, plain routing, no NAT and no rules: the upper bound
+  weir-base with --baseline-control PATH: Weir again, built from other code (say, the commit
+            before a change), so weir/weir-base shows what the change costs or gains
 All share the addresses: containers 10.99.0.2 (client) and 10.99.0.3 (server) in
 10.99.0.0/24, host uplink 198.18.0.1, \"ext\" (the world) 198.18.0.2.
 
@@ -56,7 +58,8 @@ pub struct Cli {
     /// connrate-rules.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub only: Vec<String>,
-    /// Only these topologies (comma-separated): weir, iptables, netavark, veth.
+    /// Only these topologies (comma-separated): weir, iptables, netavark, veth (and weir-base
+    /// with --baseline-control).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub topologies: Vec<String>,
     /// Where to write results.md, results.json and the charts.
@@ -70,6 +73,11 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub control: PathBuf,
+    /// Another build of `control` to measure beside this one, as topology `weir-base` (e.g.
+    /// built from the commit before a change: `git worktree add /tmp/base REV`, then
+    /// `cargo build --release` there).
+    #[arg(long, value_name = "PATH")]
+    pub baseline_control: Option<PathBuf>,
 }
 
 pub const WORKLOADS: [&str; 5] = [
@@ -80,6 +88,8 @@ pub const WORKLOADS: [&str; 5] = [
     "connrate-rules",
 ];
 pub const TOPOLOGIES: [&str; 4] = ["weir", "iptables", "netavark", "veth"];
+/// The topology of `--baseline-control`.
+pub const BASELINE: &str = "weir-base";
 
 impl Cli {
     pub fn wants(&self, workload: &str) -> bool {
@@ -87,11 +97,14 @@ impl Cli {
     }
 
     pub fn topologies(&self) -> Vec<String> {
-        if self.topologies.is_empty() {
-            TOPOLOGIES.iter().map(|s| s.to_string()).collect()
-        } else {
-            self.topologies.clone()
+        if !self.topologies.is_empty() {
+            return self.topologies.clone();
         }
+        let mut v: Vec<String> = TOPOLOGIES.iter().map(|s| s.to_string()).collect();
+        if self.baseline_control.is_some() {
+            v.insert(1, BASELINE.to_string());
+        }
+        v
     }
 
     pub fn out_dir(&self) -> PathBuf {

@@ -88,9 +88,24 @@ fn preflight(cli: &Cli) -> Result<()> {
             bail!("{tool} is missing: run `cargo xtask setup`");
         }
     }
+    if let Some(base) = &cli.baseline_control
+        && !base.exists()
+    {
+        bail!(
+            "no control binary at {} (--baseline-control: build the baseline first)",
+            base.display()
+        );
+    }
     for t in cli.topologies() {
-        if !cli::TOPOLOGIES.contains(&t.as_str()) {
-            bail!("unknown topology {t:?}: pick from {:?}", cli::TOPOLOGIES);
+        if t == cli::BASELINE && cli.baseline_control.is_none() {
+            bail!("topology {t} needs --baseline-control PATH (the other control binary)");
+        }
+        if t != cli::BASELINE && !cli::TOPOLOGIES.contains(&t.as_str()) {
+            bail!(
+                "unknown topology {t:?}: pick from {:?} or {}",
+                cli::TOPOLOGIES,
+                cli::BASELINE
+            );
         }
     }
     for w in &cli.only {
@@ -101,7 +116,7 @@ fn preflight(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-fn build(control: &Path, which: &[String], r: &Runner) -> Result<Topos> {
+fn build(cli: &Cli, control: &Path, which: &[String], r: &Runner) -> Result<Topos> {
     let mut v: Topos = Vec::new();
     for label in which {
         r.note(&format!("building the {label} topology"));
@@ -110,6 +125,12 @@ fn build(control: &Path, which: &[String], r: &Runner) -> Result<Topos> {
             "iptables" => Box::new(Bridge::build(control)?),
             "netavark" => Box::new(Netavark::build(control)?),
             "veth" => Box::new(Veth::build(control)?),
+            cli::BASELINE => {
+                let Some(base) = &cli.baseline_control else {
+                    bail!("topology {} needs --baseline-control PATH", cli::BASELINE);
+                };
+                Box::new(Weir::baseline(&std::fs::canonicalize(base)?)?)
+            }
             other => bail!("unknown topology {other}"),
         };
         v.push(t);
@@ -150,6 +171,12 @@ fn run(cli: Cli) -> Result<bool> {
                 .into(),
         ],
     };
+    if let Some(base) = &cli.baseline_control {
+        results.notes.push(format!(
+            "weir-base is another build of control ({}), measured in the same rounds.",
+            base.display()
+        ));
+    }
     let mut r = Runner::new(plan);
     eprintln!(
         "bench: {} run, {} sample(s) per case, topologies {}, results to {}",
@@ -212,7 +239,7 @@ fn phases(
     updates: &mut Workload,
 ) -> Result<()> {
     if cli.wants("throughput") || cli.wants("latency") || cli.wants("packets") {
-        let mut topos = build(control, which, r)?;
+        let mut topos = build(cli, control, which, r)?;
         let _servers = start_servers(&topos)?;
         if cli.wants("throughput") {
             out.push(throughput::run(r, &mut topos)?);
@@ -228,12 +255,12 @@ fn phases(
         }
     }
     if cli.wants("connrate-ports") {
-        let mut topos = build(control, which, r)?;
+        let mut topos = build(cli, control, which, r)?;
         let _servers = start_servers(&topos)?;
         out.push(connrate::published_ports(r, &mut topos, updates)?);
     }
     if cli.wants("connrate-rules") {
-        let mut topos = build(control, which, r)?;
+        let mut topos = build(cli, control, which, r)?;
         let _servers = start_servers(&topos)?;
         out.push(connrate::isolation_rules(r, &mut topos, updates)?);
     }

@@ -9,7 +9,14 @@ use crate::{
 };
 
 /// Display order of topology columns.
-pub const ORDER: [&str; 5] = ["weir-xdp", "weir", "iptables", "netavark", "veth"];
+pub const ORDER: [&str; 6] = [
+    "weir-xdp",
+    "weir",
+    "weir-base",
+    "iptables",
+    "netavark",
+    "veth",
+];
 
 /// Topologies a workload mentions, in display order.
 pub fn labels(w: &Workload) -> Vec<&'static str> {

@@ -15,6 +15,7 @@ pub fn color(label: &str) -> &'static str {
     match label {
         "weir" => "#2f9e44",
         "weir-xdp" => "#1864ab",
+        "weir-base" => "#8ce99a",
         "iptables" => "#e03131",
         "netavark" => "#9c36b5",
         "veth" => "#868e96",

@@ -32,8 +32,17 @@ impl Weir {
     /// `xdp`: attach `uplink_xdp` too (only for the drop-rate workload: native XDP on a veth
     /// turns TSO off on its peer, which would hurt every other workload).
     pub fn build(control: &Path, xdp: bool) -> Result<Self> {
+        Self::build_as(control, xdp, if xdp { "weir-xdp" } else { "weir" })
+    }
+
+    /// The same topology on another build of `control` (`--baseline-control`), so that a
+    /// change is measured against the code before it in the same interleaved run.
+    pub fn baseline(control: &Path) -> Result<Self> {
+        Self::build_as(control, false, "weir-base")
+    }
+
+    fn build_as(control: &Path, xdp: bool, label: &'static str) -> Result<Self> {
         let sandbox = Sandbox::new(control);
-        let label = if xdp { "weir-xdp" } else { "weir" };
         let mut me = Self {
             label,
             client: Netns::borrowed(&sandbox.name("cli")),
