@@ -114,3 +114,22 @@ impl Cli {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topologies(args: &[&str]) -> Vec<String> {
+        Cli::parse_from(std::iter::once("bench").chain(args.iter().copied())).topologies()
+    }
+
+    #[test]
+    fn a_baseline_joins_the_default_topologies_only_when_given() {
+        assert_eq!(topologies(&[]), TOPOLOGIES);
+        let with = topologies(&["--baseline-control", "/x/control"]);
+        assert_eq!(with, ["weir", BASELINE, "iptables", "netavark", "veth"]);
+        // An explicit list is taken as it is.
+        let only = topologies(&["--baseline-control", "/x", "--topologies", "weir,weir-base"]);
+        assert_eq!(only, ["weir", BASELINE]);
+    }
+}
