@@ -24,6 +24,7 @@ pub enum Kind {
     ProgramArray,
     PerCpuArray,
     LruHash,
+    LruPerCpuHash,
     LpmTrie,
     RingBuf,
 }
@@ -37,6 +38,7 @@ impl Kind {
             Kind::ProgramArray => 3,
             Kind::PerCpuArray => 6,
             Kind::LruHash => 9,
+            Kind::LruPerCpuHash => 10,
             Kind::LpmTrie => 11,
             Kind::RingBuf => 27,
         }
@@ -120,6 +122,10 @@ maps! {
     Events EVENTS = WEIR_EVENTS: RingBuf<(), ()>, EVENTS_BYTES;
     /// Programs reached by tail call (a program array).
     Tails TAILS = WEIR_TAILS: ProgramArray<u32, u32>, TAILS_MAX;
+    /// Drops per host-side veth (the container behind it; key: ifindex), for finding a noisy
+    /// container. Written only when a packet is dropped; an LRU, so links that are gone age out
+    /// and it never fills.
+    LinkDrops LINK_DROPS = WEIR_LINK_DROPS: LruPerCpuHash<u32, Counter>, LINK_DROPS_MAX;
 }
 
 /// Slot of `from_container_new`, the new-flow half of `from_container`.
@@ -137,6 +143,7 @@ pub const SOCK_REVNAT_MAX: u32 = 65_536;
 pub const FRAGMENTS_MAX: u32 = 8_192;
 pub const SUBNETS_MAX: u32 = 1_024;
 pub const EVENTS_BYTES: u32 = 1 << 20;
+pub const LINK_DROPS_MAX: u32 = 16_384;
 
 /// Key of `WEIR_SOCK_REVNAT`: a UDP socket that sent to a published port, and the container
 /// address its datagrams were rewritten to.
@@ -208,6 +215,7 @@ mod tests {
             ("WEIR_STATS", 6, 4, size_of::<Counter>() as u32),
             ("WEIR_EVENTS", 27, 0, 0),
             ("WEIR_TAILS", 3, 4, 4),
+            ("WEIR_LINK_DROPS", 10, 4, size_of::<Counter>() as u32),
         ];
         assert_eq!(got, want);
         assert_eq!(ALL.len(), TABLE.len());

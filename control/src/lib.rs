@@ -12,6 +12,7 @@ pub mod netlink;
 pub mod netns;
 pub mod ops;
 pub mod output;
+pub mod prometheus;
 pub mod published;
 pub mod rules;
 pub mod snat_ports;

@@ -41,6 +41,19 @@ pub struct Link {
     pub kind: Option<String>,
     pub up: bool,
     pub mtu: Option<u32>,
+    /// The kernel's counters for the link (from its own point of view: rx is what arrived on
+    /// it).
+    pub counters: Option<LinkCounters>,
+    /// A veth's peer (its ifindex in the peer's namespace).
+    pub peer: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
 }
 
 fn parse_link(m: &LinkMessage) -> Link {
@@ -51,11 +64,22 @@ fn parse_link(m: &LinkMessage) -> Link {
         kind: None,
         up: m.header.flags.contains(LinkFlags::Up),
         mtu: None,
+        counters: None,
+        peer: None,
     };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::Mtu(m) => l.mtu = Some(*m),
+            LinkAttribute::Link(p) => l.peer = Some(*p),
+            LinkAttribute::Stats64(c) => {
+                l.counters = Some(LinkCounters {
+                    rx_packets: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    tx_packets: c.tx_packets,
+                    tx_bytes: c.tx_bytes,
+                })
+            }
             LinkAttribute::Address(a) if a.len() == 6 => {
                 let mut mac = [0u8; 6];
                 mac.copy_from_slice(a);

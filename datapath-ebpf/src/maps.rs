@@ -6,7 +6,8 @@ use aya_ebpf::{
     bindings::bpf_fib_lookup,
     macros::map,
     maps::{
-        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key,
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+        lpm_trie::Key,
     },
 };
 use weir_common::{
@@ -84,6 +85,10 @@ pub static WEIR_STATS: PerCpuArray<V<def::Stats>> = PerCpuArray::pinned(max::<de
 
 #[map]
 pub static WEIR_EVENTS: RingBuf = RingBuf::pinned(max::<def::Events>(), 0);
+
+#[map]
+pub static WEIR_LINK_DROPS: LruPerCpuHashMap<K<def::LinkDrops>, V<def::LinkDrops>> =
+    LruPerCpuHashMap::pinned(max::<def::LinkDrops>(), 0);
 
 #[map]
 pub static WEIR_TAILS: ProgramArray = ProgramArray::pinned(max::<def::Tails>(), 0);

@@ -1,14 +1,15 @@
 //! Counters and drop events. Every drop names a reason; nothing logs per packet.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
 use weir_common::{
     config::flags as cfg_flags,
     conntrack::FlowKey,
     event::{Event as DropEvent, KIND_DROP},
+    stats::Counter,
     stats::{DropReason, Event, Hook, Path, drop_index, event_index, path_index},
 };
 
-use crate::maps::{WEIR_EVENTS, WEIR_STATS, config};
+use crate::maps::{WEIR_EVENTS, WEIR_LINK_DROPS, WEIR_STATS, config};
 
 #[inline(always)]
 fn bump(index: u32, bytes: u32) {
@@ -74,6 +75,9 @@ impl From<DropReason> for Drop {
 #[inline(never)]
 pub fn dropped(d: Drop, hook: Hook, ifindex: u32, bytes: u32) {
     bump(drop_index(d.reason, hook), bytes);
+    if matches!(hook, Hook::FromContainer | Hook::ToContainer) {
+        link_dropped(ifindex, bytes);
+    }
     let listening = match config() {
         Some(c) => c.flags & cfg_flags::EVENTS != 0,
         None => false,
@@ -92,4 +96,24 @@ pub fn dropped(d: Drop, hook: Hook, ifindex: u32, bytes: u32) {
         };
         let _ = WEIR_EVENTS.output::<DropEvent>(&ev, 0);
     }
+}
+
+/// Counts a drop against the container behind host-side veth `ifindex`.
+#[inline(always)]
+fn link_dropped(ifindex: u32, bytes: u32) {
+    if let Some(c) = WEIR_LINK_DROPS.get_ptr_mut(&ifindex) {
+        // SAFETY: per-CPU slot, no other writer on this CPU while we run.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+        return;
+    }
+    let first = Counter {
+        packets: 1,
+        bytes: bytes as u64,
+    };
+    // A program's update of a per-CPU entry writes this CPU's slot only: if another CPU made
+    // the entry meanwhile, its counts stay.
+    let _ = WEIR_LINK_DROPS.insert(&ifindex, &first, BPF_ANY.into());
 }

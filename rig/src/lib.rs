@@ -179,6 +179,14 @@ pub struct Bg {
 }
 
 impl Bg {
+    /// Takes over a process started elsewhere: killed and reaped when dropped.
+    pub fn from_child(child: Child) -> Self {
+        Self {
+            child: Some(child),
+            cleanup: None,
+        }
+    }
+
     /// Removes `dir` when the process is dropped.
     pub fn with_cleanup(mut self, dir: PathBuf) -> Self {
         self.cleanup = Some(dir);

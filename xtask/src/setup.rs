@@ -30,6 +30,8 @@ const TOOLS: &[&str] = &[
     "podman",
     "busybox-static",
     "runc",
+    // promtool, which the metrics tests check `control metrics` with.
+    "prometheus",
 ];
 
 const TOOLCHAIN: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
@@ -91,6 +93,8 @@ fn apt_install(pkgs: &[String]) -> Result<()> {
     if !ok {
         bail!("apt-get update failed");
     }
+    // Packages such as prometheus ship a service: never let an install start one here.
+    let _guard = NoServiceStarts::new()?;
     let ok = Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])
         .args(missing.iter().map(|s| s.as_str()))
@@ -168,4 +172,35 @@ fn bpf_linker(llvm: &str) -> Result<()> {
         bail!("installing bpf-linker failed");
     }
     Ok(())
+}
+
+/// While alive, Debian's maintainer scripts start no service (invoke-rc.d asks
+/// /usr/sbin/policy-rc.d, and 101 means "not allowed"). Only a file this guard wrote is
+/// removed again: a policy the machine already has stays as it was.
+struct NoServiceStarts(Option<&'static str>);
+
+impl NoServiceStarts {
+    const PATH: &'static str = "/usr/sbin/policy-rc.d";
+
+    fn new() -> Result<Self> {
+        if std::path::Path::new(Self::PATH).exists() {
+            return Ok(Self(None));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            Self::PATH,
+            "#!/bin/sh\n# written by cargo xtask setup for one apt-get run\nexit 101\n",
+        )
+        .with_context(|| format!("writing {}", Self::PATH))?;
+        std::fs::set_permissions(Self::PATH, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Self(Some(Self::PATH)))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }

@@ -4,6 +4,7 @@
 mod container;
 mod inspect;
 mod lifecycle;
+mod metrics;
 mod network;
 mod policy;
 mod publish;
@@ -113,6 +114,10 @@ pub enum Cmd {
     Gc,
     /// Stream datapath events (drops with their reason) as they happen.
     Monitor(inspect::MonitorArgs),
+    /// Counters, table occupancy and per-container traffic and drops in the Prometheus text
+    /// format: printed once, or served at /metrics with --listen.
+    #[command(after_help = metrics::EXAMPLES)]
+    Metrics(metrics::MetricsArgs),
 }
 
 #[derive(clap::Args)]
@@ -153,5 +158,6 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd, host_netns: Option<String>) -> Result
         Cmd::Conntrack(a) => inspect::conntrack(ctx, a).await,
         Cmd::Gc => inspect::gc(ctx).await,
         Cmd::Monitor(a) => inspect::monitor(ctx, a).await,
+        Cmd::Metrics(a) => metrics::run(ctx, a).await,
     }
 }

@@ -2,7 +2,7 @@
 //! their key and value types from the table in `weir_common::maps`: a caller expecting other
 //! types, or a map of another kind, does not compile.
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use weir_common::{
     config::Config,
     conntrack::{CtEntry, FlowKey},
@@ -95,6 +95,13 @@ pub fn subnets(inst: &Instance) -> Result<LpmTrie<MapData, u32, u32>> {
 
 pub fn stats(inst: &Instance) -> Result<PerCpuArray<MapData, Counter>> {
     per_cpu_array::<ValueOf<def::Stats>>(inst, weir_common::maps::STATS)
+}
+
+/// Drops per host-side veth ifindex (per CPU).
+pub fn link_drops(inst: &Instance) -> Result<PerCpuHashMap<MapData, u32, Counter>> {
+    let name = <def::LinkDrops as MapDef>::SPEC.name;
+    PerCpuHashMap::<_, KeyOf<def::LinkDrops>, ValueOf<def::LinkDrops>>::try_from(open(inst, name)?)
+        .ctx(|| format!("map {name} has an unexpected type"))
 }
 
 pub fn events(inst: &Instance) -> Result<RingBuf<MapData>> {

@@ -5,6 +5,7 @@
 pub mod container;
 pub mod inspect;
 pub mod lifecycle;
+pub mod metrics;
 pub mod mtu;
 pub mod network;
 pub mod policy;

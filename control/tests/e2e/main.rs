@@ -18,6 +18,7 @@ mod instance;
 mod leftovers;
 mod live_flows;
 mod masquerade;
+mod metrics;
 mod monitor;
 mod policy;
 mod publish;
