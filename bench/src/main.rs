@@ -142,6 +142,60 @@ fn start_servers(topos: &Topos) -> Result<Vec<Servers>> {
     topos.iter().map(|t| Servers::start(t.as_ref())).collect()
 }
 
+/// The results of a run about to start: what it is, where, and the notes that always apply.
+fn new_results(cli: &Cli, plan: &Plan) -> Results {
+    let mut notes = vec![
+        "netavark is the real `netavark setup` (1.4); only its 1,000/10,000 filler ports are \
+         written in its rule layout by iptables-restore (netavark itself needs ~39 s per 1,000 \
+         mappings here)."
+            .to_string(),
+    ];
+    if let Some(base) = &cli.baseline_control {
+        notes.push(format!(
+            "weir-base is another build of control ({}), measured in the same rounds.",
+            base.display()
+        ));
+    }
+    Results {
+        mode: if plan.quick { "quick" } else { "full" },
+        machine: machine::Machine::probe(),
+        started_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        duration_secs: 0.0,
+        samples_per_case: plan.samples,
+        topologies: cli.topologies(),
+        workloads: Vec::new(),
+        notes,
+    }
+}
+
+/// Closes a run's results: duration, load, and notes on what failed. Whether all succeeded.
+fn settle(results: &mut Results, outcome: Result<()>, r: &Runner) -> bool {
+    let mut ok = true;
+    if let Err(e) = outcome {
+        ok = false;
+        eprintln!("bench: {e:#}");
+        results.notes.push(format!("The run stopped early: {e:#}"));
+    }
+    results.duration_secs = r.elapsed().as_secs_f64();
+    results.machine.load_end = machine::load_average();
+    let errors: usize = results
+        .workloads
+        .iter()
+        .flat_map(|w| &w.cases)
+        .map(|c| c.errors.len())
+        .sum();
+    if errors > 0 {
+        ok = false;
+        results.notes.push(format!(
+            "{errors} measurement(s) failed: see the Errors lists."
+        ));
+    }
+    ok
+}
+
 /// Returns whether every measurement succeeded.
 fn run(cli: Cli) -> Result<bool> {
     preflight(&cli)?;
@@ -153,30 +207,7 @@ fn run(cli: Cli) -> Result<bool> {
         Plan::full()
     }
     .with_samples(cli.samples);
-    let mut results = Results {
-        mode: if plan.quick { "quick" } else { "full" },
-        machine: machine::Machine::probe(),
-        started_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        duration_secs: 0.0,
-        samples_per_case: plan.samples,
-        topologies: cli.topologies(),
-        workloads: Vec::new(),
-        notes: vec![
-            "netavark is the real `netavark setup` (1.4); only its 1,000/10,000 filler ports \
-             are written in its rule layout by iptables-restore (netavark itself needs ~39 s \
-             per 1,000 mappings here)."
-                .into(),
-        ],
-    };
-    if let Some(base) = &cli.baseline_control {
-        results.notes.push(format!(
-            "weir-base is another build of control ({}), measured in the same rounds.",
-            base.display()
-        ));
-    }
+    let mut results = new_results(&cli, &plan);
     let mut r = Runner::new(plan);
     eprintln!(
         "bench: {} run, {} sample(s) per case, topologies {}, results to {}",
@@ -198,26 +229,7 @@ fn run(cli: Cli) -> Result<bool> {
     if !updates.cases.is_empty() {
         results.workloads.push(updates);
     }
-    let mut ok = true;
-    if let Err(e) = outcome {
-        ok = false;
-        eprintln!("bench: {e:#}");
-        results.notes.push(format!("The run stopped early: {e:#}"));
-    }
-    results.duration_secs = r.elapsed().as_secs_f64();
-    results.machine.load_end = machine::load_average();
-    let errors: usize = results
-        .workloads
-        .iter()
-        .flat_map(|w| &w.cases)
-        .map(|c| c.errors.len())
-        .sum();
-    if errors > 0 {
-        ok = false;
-        results.notes.push(format!(
-            "{errors} measurement(s) failed: see the Errors lists."
-        ));
-    }
+    let ok = settle(&mut results, outcome, &r);
     let dir = cli.out_dir();
     report::write(&dir, &results)?;
     eprintln!(
