@@ -89,6 +89,58 @@ fn expected_cases(id: &str) -> Vec<String> {
     }
 }
 
+/// Checks one case of workload `id`: no errors, and every topology of `expected` (and no
+/// other) has one positive number or, where that is by design, a not-applicable with a reason.
+/// Returns how many numbers it checked.
+fn check_case(id: &str, c: &Value, expected: &[&str]) -> usize {
+    let mut checked = 0;
+    let name = c["name"].as_str().unwrap();
+    assert!(
+        c["errors"].as_object().unwrap().is_empty(),
+        "{id} / {name}: {}",
+        c["errors"]
+    );
+    // Every topology (and no other) has a number or an explicit not-applicable.
+    let measured: Vec<&str> = c["samples"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let na = c["not_applicable"].as_object().unwrap();
+    let mut accounted: Vec<&str> = measured
+        .iter()
+        .copied()
+        .chain(na.keys().map(String::as_str))
+        .collect();
+    accounted.sort_unstable();
+    assert_eq!(
+        accounted, expected,
+        "{id} / {name}: topologies with a number or n/a"
+    );
+    for t in expected {
+        let samples = c["samples"][t].as_array();
+        let na = c["not_applicable"].get(*t);
+        if NOT_APPLICABLE.contains(&(id, *t)) {
+            assert!(
+                na.and_then(|w| w.as_str()).is_some_and(|w| !w.is_empty()) && samples.is_none(),
+                "{id} / {name} / {t}: expected n/a with a reason"
+            );
+            continue;
+        }
+        assert!(na.is_none(), "{id} / {name} / {t}: n/a {na:?}");
+        let v = samples.unwrap_or_else(|| panic!("{id} / {name} / {t}: no number"));
+        assert!(
+            v.len() == 1
+                && v.iter()
+                    .all(|x| x.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)),
+            "{id} / {name} / {t}: {v:?}"
+        );
+        checked += 1;
+    }
+    checked
+}
+
 #[test]
 fn quick_bench_measures_every_topology_and_workload() {
     let out = std::env::temp_dir().join(format!("weir-bench-quick-{}", std::process::id()));
@@ -150,51 +202,7 @@ fn quick_bench_measures_every_topology_and_workload() {
         }
         expected.sort_unstable();
         for c in cases {
-            let name = c["name"].as_str().unwrap();
-            assert!(
-                c["errors"].as_object().unwrap().is_empty(),
-                "{id} / {name}: {}",
-                c["errors"]
-            );
-            // Every topology (and no other) has a number or an explicit not-applicable.
-            let measured: Vec<&str> = c["samples"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .collect();
-            let na = c["not_applicable"].as_object().unwrap();
-            let mut accounted: Vec<&str> = measured
-                .iter()
-                .copied()
-                .chain(na.keys().map(String::as_str))
-                .collect();
-            accounted.sort_unstable();
-            assert_eq!(
-                accounted, expected,
-                "{id} / {name}: topologies with a number or n/a"
-            );
-            for t in &expected {
-                let samples = c["samples"][t].as_array();
-                let na = c["not_applicable"].get(*t);
-                if NOT_APPLICABLE.contains(&(id, *t)) {
-                    assert!(
-                        na.and_then(|w| w.as_str()).is_some_and(|w| !w.is_empty())
-                            && samples.is_none(),
-                        "{id} / {name} / {t}: expected n/a with a reason"
-                    );
-                    continue;
-                }
-                assert!(na.is_none(), "{id} / {name} / {t}: n/a {na:?}");
-                let v = samples.unwrap_or_else(|| panic!("{id} / {name} / {t}: no number"));
-                assert!(
-                    v.len() == 1
-                        && v.iter()
-                            .all(|x| x.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)),
-                    "{id} / {name} / {t}: {v:?}"
-                );
-                checked += 1;
-            }
+            checked += check_case(id, c, &expected);
         }
     }
     // 6 + 12 + 2 + 2 + 2 + 2 + 4 cases; 4 topologies (5 for packets-drop) less the n/a ones.

@@ -382,6 +382,16 @@ fn version_command() {
     }
 }
 
+/// The environment of a request for `cmd` from container `bad0` in `netns`.
+fn env_of<'a>(cmd: &'static str, netns: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", "bad0"),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", "eth0"),
+    ]
+}
+
 #[test]
 fn bad_requests_get_spec_errors() {
     let s = Sandbox::with_weir(control(), &[]);
@@ -389,14 +399,15 @@ fn bad_requests_get_spec_errors() {
     let c = Netns::new(&s.name("c"));
     let good = conf(&s, "1.0.0", &n);
     let netns = c.path().display().to_string();
-    let env = |cmd: &'static str| {
-        vec![
-            ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", "bad0"),
-            ("CNI_NETNS", netns.as_str()),
-            ("CNI_IFNAME", "eth0"),
-        ]
-    };
+    environment_errors(&netns, &good.to_string());
+    configuration_errors(&netns, &good);
+    address_errors(&s, &netns, &good.to_string());
+    uninitialised_errors(&s, &netns, &good);
+}
+
+/// Environment: code 4, naming the variable.
+fn environment_errors(netns: &str, g: &str) {
+    let env = |cmd| env_of(cmd, netns);
     let without = |cmd: &'static str, var: &str| {
         let mut e = env(cmd);
         e.retain(|(k, _)| *k != var);
@@ -408,33 +419,34 @@ fn bad_requests_get_spec_errors() {
         e.push((var, val));
         e
     };
-    let g = good.to_string();
-
-    // Environment: code 4, naming the variable.
     for var in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"] {
-        let m = assert_error(&call(&without("ADD", var), &g), 4, "1.0.0");
+        let m = assert_error(&call(&without("ADD", var), g), 4, "1.0.0");
         assert!(m.contains(var), "{m}");
     }
     assert!(
-        assert_error(&call(&without("CHECK", "CNI_NETNS"), &g), 4, "1.0.0").contains("CNI_NETNS")
+        assert_error(&call(&without("CHECK", "CNI_NETNS"), g), 4, "1.0.0").contains("CNI_NETNS")
     );
-    assert_error(&call(&without("ADD", "CNI_COMMAND"), &g), 4, "1.0.0");
-    assert_error(&call(&replaced("CNI_COMMAND", "FROB"), &g), 4, "1.0.0");
+    assert_error(&call(&without("ADD", "CNI_COMMAND"), g), 4, "1.0.0");
+    assert_error(&call(&replaced("CNI_COMMAND", "FROB"), g), 4, "1.0.0");
     assert_error(
-        &call(&replaced("CNI_IFNAME", "way-too-long-name"), &g),
+        &call(&replaced("CNI_IFNAME", "way-too-long-name"), g),
         4,
         "1.0.0",
     );
-    assert_error(&call(&replaced("CNI_CONTAINERID", "../x"), &g), 4, "1.0.0");
+    assert_error(&call(&replaced("CNI_CONTAINERID", "../x"), g), 4, "1.0.0");
     assert_error(
-        &call(&replaced("CNI_NETNS", "/run/netns/does-not-exist-7"), &g),
+        &call(&replaced("CNI_NETNS", "/run/netns/does-not-exist-7"), g),
         4,
         "1.0.0",
     );
-    assert_error(&call(&replaced("CNI_ARGS", "IP"), &g), 4, "1.0.0");
-    assert_error(&call(&replaced("CNI_ARGS", "IP=not-an-ip"), &g), 4, "1.0.0");
+    assert_error(&call(&replaced("CNI_ARGS", "IP"), g), 4, "1.0.0");
+    assert_error(&call(&replaced("CNI_ARGS", "IP=not-an-ip"), g), 4, "1.0.0");
+}
 
-    // Configuration: decode 6, version 1, invalid 7, unsupported 2.
+/// Configuration: decode 6, version 1, invalid 7, unsupported 2.
+fn configuration_errors(netns: &str, good: &Value) {
+    let env = |cmd| env_of(cmd, netns);
+    let g = good.to_string();
     assert_error(&call(&env("ADD"), "{not json"), 6, "1.1.0");
     assert_error(
         &call(&env("ADD"), r#"{"cniVersion":"1.0.0","name":7}"#),
@@ -509,30 +521,36 @@ fn bad_requests_get_spec_errors() {
     assert_error(&call(&env("CHECK"), &g), 7, "1.0.0"); // no prevResult
     assert_error(&call(&env("STATUS"), &g), 1, "1.0.0"); // STATUS is 1.1.0
     assert_error(&call(&env("GC"), &g), 1, "1.0.0");
+}
 
-    // Addresses: outside the subnet 7, taken 1001.
+/// Addresses: outside the subnet 7, taken 1001.
+fn address_errors(s: &Sandbox, netns: &str, g: &str) {
+    let env = |cmd| env_of(cmd, netns);
     let outside = vec![("CNI_ARGS", "IP=10.99.0.5")];
-    assert_error(&call(&[env("ADD"), outside].concat(), &g), 7, "1.0.0");
+    assert_error(&call(&[env("ADD"), outside].concat(), g), 7, "1.0.0");
     let fixed = [
         env("ADD"),
         vec![("CNI_ARGS", "IgnoreUnknown=1;IP=10.72.0.50")],
     ]
     .concat();
-    assert!(call(&fixed, &g).ok);
+    assert!(call(&fixed, g).ok);
     let c2 = Netns::new(&s.name("c2"));
     let netns2 = c2.path().display().to_string();
     let mut taken = fixed.clone();
     taken.retain(|(k, _)| *k != "CNI_NETNS" && *k != "CNI_CONTAINERID");
     taken.push(("CNI_NETNS", &netns2));
     taken.push(("CNI_CONTAINERID", "bad1"));
-    assert!(assert_error(&call(&taken, &g), 1001, "1.0.0").contains("10.72.0.50"));
+    assert!(assert_error(&call(&taken, g), 1001, "1.0.0").contains("10.72.0.50"));
     assert!(
         !has_link(&c2, "eth0"),
         "a failed ADD must leave nothing behind"
     );
-    assert_eq!(host_veths(&s).len(), 1);
+    assert_eq!(host_veths(s).len(), 1);
+}
 
-    // Not initialised: ADD fails clearly, DEL succeeds, STATUS says not available.
+/// Not initialised: ADD fails clearly, DEL succeeds, STATUS says not available.
+fn uninitialised_errors(s: &Sandbox, netns: &str, good: &Value) {
+    let env = |cmd| env_of(cmd, netns);
     let fresh = with(
         good.clone(),
         "stateDir",

@@ -58,6 +58,42 @@ fn weir_container(s: &Sandbox, name: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Podman's web1 (published on 18080, at `url`) and web2 (`ips`) reach each other and the
+/// published port (hairpin), and ext and the host reach the published port.
+fn reaches_published_and_peers(s: &Sandbox, pm: &Podman, url: &str, (ip1, ip2): (&str, &str)) {
+    // The published port from ext and from the host (uplink address and loopback).
+    assert!(
+        rig::wait_for(Duration::from_secs(10), || net::curl(&s.ext, url, 2)
+            .is_some()),
+        "{url} unreachable from ext"
+    );
+    assert_eq!(net::curl(&s.ext, url, 5).as_deref(), Some(INDEX));
+    assert_eq!(net::curl(&s.host, url, 5).as_deref(), Some(INDEX));
+    assert_eq!(
+        net::curl(&s.host, "http://127.0.0.1:18080/", 5).as_deref(),
+        Some(INDEX)
+    );
+    // Container to container, both ways, and to the published port (hairpin): no bridge.
+    // (`timeout`, not wget's -T: busybox-static 1.35's wget segfaults on -T.)
+    for (from, to) in [("web2", ip1), ("web1", ip2)] {
+        let got = pm.must(&[
+            "exec",
+            from,
+            "timeout",
+            "5",
+            "wget",
+            "-q",
+            "-O-",
+            &format!("http://{to}/"),
+        ]);
+        assert_eq!(got, INDEX, "{from} -> {to}");
+    }
+    assert_eq!(
+        pm.must(&["exec", "web2", "timeout", "5", "wget", "-q", "-O-", url]),
+        INDEX
+    );
+}
+
 #[test]
 fn podman_containers_on_a_weir_network() {
     require_podman();
@@ -87,38 +123,8 @@ fn podman_containers_on_a_weir_network() {
     );
     let (ip1, ip2) = (c1["ip"].as_str().unwrap(), c2["ip"].as_str().unwrap());
 
-    // The published port from ext and from the host (uplink address and loopback).
     let url = format!("http://{UPLINK_IP}:18080/");
-    assert!(
-        rig::wait_for(Duration::from_secs(10), || net::curl(&s.ext, &url, 2)
-            .is_some()),
-        "{url} unreachable from ext"
-    );
-    assert_eq!(net::curl(&s.ext, &url, 5).as_deref(), Some(INDEX));
-    assert_eq!(net::curl(&s.host, &url, 5).as_deref(), Some(INDEX));
-    assert_eq!(
-        net::curl(&s.host, "http://127.0.0.1:18080/", 5).as_deref(),
-        Some(INDEX)
-    );
-    // Container to container, both ways, and to the published port (hairpin): no bridge.
-    // (`timeout`, not wget's -T: busybox-static 1.35's wget segfaults on -T.)
-    for (from, to) in [("web2", ip1), ("web1", ip2)] {
-        let got = pm.must(&[
-            "exec",
-            from,
-            "timeout",
-            "5",
-            "wget",
-            "-q",
-            "-O-",
-            &format!("http://{to}/"),
-        ]);
-        assert_eq!(got, INDEX, "{from} -> {to}");
-    }
-    assert_eq!(
-        pm.must(&["exec", "web2", "timeout", "5", "wget", "-q", "-O-", &url]),
-        INDEX
-    );
+    reaches_published_and_peers(&s, &pm, &url, (ip1, ip2));
     assert!(s.path_packets("container-to-container") > 0);
     assert!(s.path_packets("published-in") > 0);
     let bridges = text(

@@ -54,75 +54,24 @@ fn everything_else_is_dropped() {
     let mut truncated = request(&A, GW1);
     truncated.truncate(14 + 27);
 
+    let probe = Ipv4Addr::UNSPECIFIED;
+    #[rustfmt::skip] // One row a line: a table.
     let cases: Vec<(&str, &Container, Vec<u8>, DropReason)> = vec![
-        (
-            "reply from the container",
-            &A,
-            arp(A.host_mac, A.mac, ARP_REPLY, A.mac, A.ip, A.host_mac, GW1),
-            DropReason::ArpInvalid,
-        ),
-        (
-            "gratuitous request",
-            &A,
-            arp(BROADCAST, A.mac, ARP_REQUEST, A.mac, A.ip, ZERO, A.ip),
-            DropReason::ArpInvalid,
-        ),
-        (
-            "gratuitous reply",
-            &A,
-            arp(BROADCAST, A.mac, ARP_REPLY, A.mac, A.ip, BROADCAST, A.ip),
-            DropReason::ArpInvalid,
-        ),
+        ("reply from the container", &A, arp(A.host_mac, A.mac, ARP_REPLY, A.mac, A.ip, A.host_mac, GW1), DropReason::ArpInvalid),
+        ("gratuitous request", &A, arp(BROADCAST, A.mac, ARP_REQUEST, A.mac, A.ip, ZERO, A.ip), DropReason::ArpInvalid),
+        ("gratuitous reply", &A, arp(BROADCAST, A.mac, ARP_REPLY, A.mac, A.ip, BROADCAST, A.ip), DropReason::ArpInvalid),
         ("hardware type", &A, bad_htype, DropReason::ArpInvalid),
         ("protocol type", &A, bad_ptype, DropReason::ArpInvalid),
         ("hardware length", &A, bad_hlen, DropReason::ArpInvalid),
         ("protocol length", &A, bad_plen, DropReason::ArpInvalid),
         ("RARP opcode", &A, rarp_op, DropReason::ArpInvalid),
         ("truncated", &A, truncated, DropReason::Malformed),
-        (
-            "a neighbour's address",
-            &A,
-            arp(BROADCAST, A.mac, ARP_REQUEST, A.mac, B.ip, ZERO, GW1),
-            DropReason::SpoofedSource,
-        ),
-        (
-            "an unused address (DAD probes come from 0.0.0.0)",
-            &A,
-            arp(BROADCAST, A.mac, ARP_REQUEST, A.mac, NOBODY, ZERO, GW1),
-            DropReason::SpoofedSource,
-        ),
-        (
-            "probe from 0.0.0.0",
-            &A,
-            arp(
-                BROADCAST,
-                A.mac,
-                ARP_REQUEST,
-                A.mac,
-                Ipv4Addr::UNSPECIFIED,
-                ZERO,
-                A.ip,
-            ),
-            DropReason::SpoofedSource,
-        ),
-        (
-            "another sender MAC",
-            &A,
-            arp(BROADCAST, A.mac, ARP_REQUEST, other, A.ip, ZERO, GW1),
-            DropReason::SpoofedSource,
-        ),
-        (
-            "another Ethernet source",
-            &A,
-            arp(BROADCAST, other, ARP_REQUEST, A.mac, A.ip, ZERO, GW1),
-            DropReason::SpoofedSource,
-        ),
-        (
-            "A's request on B's veth",
-            &B,
-            request(&A, GW1),
-            DropReason::SpoofedSource,
-        ),
+        ("a neighbour's address", &A, arp(BROADCAST, A.mac, ARP_REQUEST, A.mac, B.ip, ZERO, GW1), DropReason::SpoofedSource),
+        ("an unused address (DAD probes come from 0.0.0.0)", &A, arp(BROADCAST, A.mac, ARP_REQUEST, A.mac, NOBODY, ZERO, GW1), DropReason::SpoofedSource),
+        ("probe from 0.0.0.0", &A, arp(BROADCAST, A.mac, ARP_REQUEST, A.mac, probe, ZERO, A.ip), DropReason::SpoofedSource),
+        ("another sender MAC", &A, arp(BROADCAST, A.mac, ARP_REQUEST, other, A.ip, ZERO, GW1), DropReason::SpoofedSource),
+        ("another Ethernet source", &A, arp(BROADCAST, other, ARP_REQUEST, A.mac, A.ip, ZERO, GW1), DropReason::SpoofedSource),
+        ("A's request on B's veth", &B, request(&A, GW1), DropReason::SpoofedSource),
     ];
     for (what, on, f, reason) in cases {
         let r = dp.from_container(on, &f);

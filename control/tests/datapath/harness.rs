@@ -167,129 +167,104 @@ fn mac_str(m: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// A namespace with `topo`'s veths, gateways, uplink, routes and next hop, kept alive by the
+/// returned fd alone. Also returns the host-side veths' ifindexes by container name, and the
+/// uplink's.
+fn topology_netns() -> (File, BTreeMap<&'static str, u32>, u32) {
+    let ns = rig::Netns::new(&rig::unique("wu"));
+    let ip = |args: &str| {
+        let mut v = vec!["ip", "-n", ns.name.as_str()];
+        v.extend(args.split_whitespace());
+        rig::must(&v);
+    };
+    // bpf_fib_lookup answers FWD_DISABLED for an ingress device without forwarding; the
+    // control plane enables it on host-side veths.
+    ns.must(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
+    let mut ifindex = BTreeMap::new();
+    for c in topo::CONTAINERS {
+        let (h, p) = (format!("h{}", c.name), format!("p{}", c.name));
+        let (hm, pm) = (mac_str(&c.host_mac), mac_str(&c.mac));
+        ip(&format!(
+            "link add {h} address {hm} type veth peer name {p} address {pm}"
+        ));
+        ip(&format!("link set {h} up"));
+        ip(&format!("link set {p} up"));
+        ifindex.insert(c.name, ifindex_of(&ns, &h));
+    }
+    for (_, _, _, gw) in topo::NETWORKS {
+        ip(&format!("addr add {gw}/32 dev lo"));
+    }
+    let (um, nm) = (mac_str(&topo::UPLINK_MAC), mac_str(&topo::NEXTHOP_MAC));
+    ip(&format!(
+        "link add up0 address {um} type veth peer name ext0 address {nm}"
+    ));
+    ip("link set up0 up");
+    ip("link set ext0 up");
+    ip(&format!("addr add {}/24 dev up0", topo::UPLINK_IP));
+    ip(&format!("route add default via {}", topo::NEXTHOP));
+    let unresolved = Ipv4Addr::from(u32::from(topo::WORLD_UNRESOLVED) & !0xff);
+    ip(&format!(
+        "route add {unresolved}/24 via {}",
+        topo::NEXTHOP_UNRESOLVED
+    ));
+    ip(&format!(
+        "neigh replace {} lladdr {nm} nud permanent dev up0",
+        topo::NEXTHOP
+    ));
+    let uplink_ifindex = ifindex_of(&ns, "up0");
+    let ns_file = File::open(ns.path()).expect("netns file");
+    drop(ns); // only its name: the namespace lives on through ns_file
+    (ns_file, ifindex, uplink_ifindex)
+}
+
+/// The eBPF object with its maps pinned in a directory of its own (removed at once: the
+/// maps live on through the object's fds), every program loaded and the tail calls filled.
+fn load_programs() -> Ebpf {
+    control::datapath::ensure_bpffs().expect("bpffs");
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/{}",
+        rig::unique("weir-unit-")
+    )));
+    std::fs::create_dir_all(&pins.0).expect("pin dir");
+    let mut bpf = EbpfLoader::new()
+        .default_map_pin_directory(&pins.0)
+        // Small maps: these tests hold a handful of flows.
+        .map_max_entries(names::CONNTRACK, 1024)
+        .map_max_entries(names::POLICY, 1024)
+        .map_max_entries(names::PUBLISH, 1024)
+        .map_max_entries(names::ENDPOINTS, 1024)
+        .map_max_entries(names::SOCK_REVNAT, 1024)
+        .map_max_entries(names::FRAGMENTS, 1024)
+        .load(control::datapath::OBJECT)
+        .expect("loading the eBPF object");
+    drop(pins);
+    for name in [
+        control::datapath::FROM_CONTAINER,
+        control::datapath::FROM_CONTAINER_NEW,
+        control::datapath::UPLINK_TC,
+        control::datapath::TO_CONTAINER,
+    ] {
+        let p: &mut SchedClassifier = bpf.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
+    }
+    control::datapath::fill_tails(&mut bpf).expect("filling the tail-call slots");
+    let x: &mut Xdp = bpf
+        .program_mut(control::datapath::UPLINK_XDP)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    x.load().expect("loading uplink_xdp");
+    bpf
+}
+
 // Methods are named after the programs they run (`from_container` is not a conversion).
 #[allow(clippy::wrong_self_convention)]
 impl Datapath {
     /// Own namespace, own maps, programs loaded.
     fn new() -> Self {
-        control::datapath::ensure_bpffs().expect("bpffs");
-        let ns = rig::Netns::new(&rig::unique("wu"));
-        let ip = |args: &[&str]| {
-            let mut v = vec!["ip", "-n", ns.name.as_str()];
-            v.extend_from_slice(args);
-            rig::must(&v);
-        };
-        // bpf_fib_lookup answers FWD_DISABLED for an ingress device without forwarding; the
-        // control plane enables it on host-side veths.
-        ns.must(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
-        let mut ifindex = BTreeMap::new();
-        for c in topo::CONTAINERS {
-            let (h, p) = (format!("h{}", c.name), format!("p{}", c.name));
-            ip(&[
-                "link",
-                "add",
-                &h,
-                "address",
-                &mac_str(&c.host_mac),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &p,
-                "address",
-                &mac_str(&c.mac),
-            ]);
-            ip(&["link", "set", &h, "up"]);
-            ip(&["link", "set", &p, "up"]);
-            ifindex.insert(c.name, ifindex_of(&ns, &h));
-        }
-        for (_, _, _, gw) in topo::NETWORKS {
-            ip(&["addr", "add", &format!("{gw}/32"), "dev", "lo"]);
-        }
-        ip(&[
-            "link",
-            "add",
-            "up0",
-            "address",
-            &mac_str(&topo::UPLINK_MAC),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "ext0",
-            "address",
-            &mac_str(&topo::NEXTHOP_MAC),
-        ]);
-        ip(&["link", "set", "up0", "up"]);
-        ip(&["link", "set", "ext0", "up"]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", topo::UPLINK_IP),
-            "dev",
-            "up0",
-        ]);
-        ip(&["route", "add", "default", "via", &topo::NEXTHOP.to_string()]);
-        ip(&[
-            "route",
-            "add",
-            &format!(
-                "{}/24",
-                Ipv4Addr::from(u32::from(topo::WORLD_UNRESOLVED) & !0xff)
-            ),
-            "via",
-            &topo::NEXTHOP_UNRESOLVED.to_string(),
-        ]);
-        ip(&[
-            "neigh",
-            "replace",
-            &topo::NEXTHOP.to_string(),
-            "lladdr",
-            &mac_str(&topo::NEXTHOP_MAC),
-            "nud",
-            "permanent",
-            "dev",
-            "up0",
-        ]);
-        let uplink_ifindex = ifindex_of(&ns, "up0");
-        let ns_file = File::open(ns.path()).expect("netns file");
-        drop(ns); // only its name: the namespace lives on through ns_file
-
-        let pins = PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/{}",
-            rig::unique("weir-unit-")
-        )));
-        std::fs::create_dir_all(&pins.0).expect("pin dir");
-        let mut bpf = EbpfLoader::new()
-            .default_map_pin_directory(&pins.0)
-            // Small maps: these tests hold a handful of flows.
-            .map_max_entries(names::CONNTRACK, 1024)
-            .map_max_entries(names::POLICY, 1024)
-            .map_max_entries(names::PUBLISH, 1024)
-            .map_max_entries(names::ENDPOINTS, 1024)
-            .map_max_entries(names::SOCK_REVNAT, 1024)
-            .map_max_entries(names::FRAGMENTS, 1024)
-            .load(control::datapath::OBJECT)
-            .expect("loading the eBPF object");
-        drop(pins); // the maps live on through the object's fds
-        for name in [
-            control::datapath::FROM_CONTAINER,
-            control::datapath::FROM_CONTAINER_NEW,
-            control::datapath::UPLINK_TC,
-            control::datapath::TO_CONTAINER,
-        ] {
-            let p: &mut SchedClassifier = bpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
-        }
-        control::datapath::fill_tails(&mut bpf).expect("filling the tail-call slots");
-        let x: &mut Xdp = bpf
-            .program_mut(control::datapath::UPLINK_XDP)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        x.load().expect("loading uplink_xdp");
+        let (ns_file, ifindex, uplink_ifindex) = topology_netns();
         Self {
-            bpf,
+            bpf: load_programs(),
             ns_file,
             ifindex,
             uplink_ifindex,

@@ -50,71 +50,16 @@ fn errors_from_the_world_reach_the_container_translated() {
     let q_udp0 = Ip::udp(UPLINK_IP, udp, WORLD, 53).no_udp_csum();
     let q_echo = Ip::echo(UPLINK_IP, WORLD, id).ttl(1);
     let q_opts = Ip::tcp(UPLINK_IP, tcp, WORLD, 443, ACK).options(&[1; 8]);
+    #[rustfmt::skip] // One row a line: a table.
     let cases = [
-        (
-            "time exceeded, TCP",
-            ROUTER,
-            ICMP_TIME_EXCEEDED,
-            0,
-            &q_tcp,
-            None,
-        ),
-        (
-            "time exceeded, 8-byte TCP quote",
-            ROUTER,
-            ICMP_TIME_EXCEEDED,
-            0,
-            &q_tcp,
-            Some(28),
-        ),
-        (
-            "frag needed, TCP",
-            ROUTER,
-            ICMP_UNREACH,
-            CODE_FRAG_NEEDED,
-            &q_tcp,
-            None,
-        ),
-        (
-            "frag needed, quote with IP options",
-            ROUTER,
-            ICMP_UNREACH,
-            CODE_FRAG_NEEDED,
-            &q_opts,
-            None,
-        ),
-        (
-            "port unreachable, UDP",
-            WORLD,
-            ICMP_UNREACH,
-            CODE_PORT_UNREACH,
-            &q_udp,
-            None,
-        ),
-        (
-            "port unreachable, UDP without checksum",
-            WORLD,
-            ICMP_UNREACH,
-            CODE_PORT_UNREACH,
-            &q_udp0,
-            None,
-        ),
-        (
-            "time exceeded, echo",
-            ROUTER,
-            ICMP_TIME_EXCEEDED,
-            0,
-            &q_echo,
-            None,
-        ),
-        (
-            "host unreachable, echo",
-            ROUTER,
-            ICMP_UNREACH,
-            1,
-            &q_echo,
-            None,
-        ),
+        ("time exceeded, TCP", ROUTER, ICMP_TIME_EXCEEDED, 0, &q_tcp, None),
+        ("time exceeded, 8-byte TCP quote", ROUTER, ICMP_TIME_EXCEEDED, 0, &q_tcp, Some(28)),
+        ("frag needed, TCP", ROUTER, ICMP_UNREACH, CODE_FRAG_NEEDED, &q_tcp, None),
+        ("frag needed, quote with IP options", ROUTER, ICMP_UNREACH, CODE_FRAG_NEEDED, &q_opts, None),
+        ("port unreachable, UDP", WORLD, ICMP_UNREACH, CODE_PORT_UNREACH, &q_udp, None),
+        ("port unreachable, UDP without checksum", WORLD, ICMP_UNREACH, CODE_PORT_UNREACH, &q_udp0, None),
+        ("time exceeded, echo", ROUTER, ICMP_TIME_EXCEEDED, 0, &q_echo, None),
+        ("host unreachable, echo", ROUTER, ICMP_UNREACH, 1, &q_echo, None),
     ];
     for (what, from, ty, code, q, qlen) in cases {
         let err = Ip::icmp_error(from, UPLINK_IP, ty, code, q, qlen);

@@ -162,18 +162,22 @@ fn spoofed_source_is_dropped_and_counted() {
         !seen.contains("10.43.0.99"),
         "a spoofed packet reached b: {seen}"
     );
-    // Pretending to be b (its address) towards the host does not work either: the host's
-    // stack never sees the echo requests (a's own address does reach it).
+    spoofing_a_peer_never_reaches_the_host(&s, &a, &bip, gw);
+}
+
+/// Pretending to be a peer `bip` (its address) towards the host does not work either: the
+/// host's stack never sees the echo requests (a's own address does reach it).
+fn spoofing_a_peer_never_reaches_the_host(s: &Sandbox, a: &Netns, bip: &str, gw: &str) {
     a.must(&["ip", "addr", "add", &format!("{bip}/32"), "dev", "eth0"]);
     let echos = net::nstat(&s.host, "IcmpInEchos");
-    assert!(net::ping(&a, gw, 1));
+    assert!(net::ping(a, gw, 1));
     assert!(
         net::nstat(&s.host, "IcmpInEchos") > echos,
         "IcmpInEchos does not count"
     );
     let echos = net::nstat(&s.host, "IcmpInEchos");
     let before = s.drops("spoofed-source");
-    let o = a.run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", &bip, gw]);
+    let o = a.run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", bip, gw]);
     assert!(!o.status.success());
     assert!(s.drops("spoofed-source") >= before + 2);
     assert_eq!(

@@ -99,6 +99,37 @@ fn kill_after(s: &Sandbox, args: &[&str], delay: Duration) -> bool {
     running
 }
 
+/// After a kill: an interrupted init is finished by init alone (other changes refuse, saying
+/// so), and the next changing command repairs anything else, saying so. Returns whether the
+/// kill left a journal to repair.
+fn repair_after_kill(s: &Sandbox) -> bool {
+    let journal = s.state_dir.join("journal").exists();
+    let pending = std::fs::read_to_string(s.state_dir.join("journal")).unwrap_or_default();
+    if pending.starts_with("init") {
+        // Only init can finish an init (it needs its options): other changes refuse,
+        // saying so, and running it again finishes it.
+        let e = s.fails(&["gc"]);
+        assert!(e.contains("interrupted: run it again"), "{e}");
+        assert!(
+            s.ok(&["status"]).contains("interrupted"),
+            "status does not report the interrupted init"
+        );
+        s.ok(&["init"]);
+    }
+    // The next changing command repairs first, and says so.
+    let o = s.control(&["gc"]);
+    assert!(o.status.success(), "gc after a kill: {}", text(&o.stderr));
+    if journal && !pending.starts_with("init") {
+        assert!(
+            text(&o.stderr).contains("interrupted"),
+            "repair not reported: {}",
+            text(&o.stderr)
+        );
+    }
+    // A journal other than init's was repaired by gc; an init's, by the init above.
+    journal
+}
+
 #[test]
 fn control_killed_mid_command_is_repaired_by_the_next_one() {
     let s = Sandbox::with_weir(CONTROL, &[]);
@@ -155,31 +186,7 @@ fn control_killed_mid_command_is_repaired_by_the_next_one() {
         if kill_after(&s, &args, delay) {
             interrupted += 1;
         }
-        let journal = s.state_dir.join("journal").exists();
-        let pending = std::fs::read_to_string(s.state_dir.join("journal")).unwrap_or_default();
-        if pending.starts_with("init") {
-            // Only init can finish an init (it needs its options): other changes refuse,
-            // saying so, and running it again finishes it.
-            let e = s.fails(&["gc"]);
-            assert!(e.contains("interrupted: run it again"), "{e}");
-            assert!(
-                s.ok(&["status"]).contains("interrupted"),
-                "status does not report the interrupted init"
-            );
-            s.ok(&["init"]);
-        }
-        // The next changing command repairs first, and says so.
-        let o = s.control(&["gc"]);
-        assert!(o.status.success(), "gc after a kill: {}", text(&o.stderr));
-        if journal && !pending.starts_with("init") {
-            repaired += 1;
-            assert!(
-                text(&o.stderr).contains("interrupted"),
-                "repair not reported: {}",
-                text(&o.stderr)
-            );
-        } else if journal {
-            // Finished by the init above.
+        if repair_after_kill(&s) {
             repaired += 1;
         }
         let when = format!("round {i} ({args:?} killed after {delay:?})");

@@ -49,6 +49,26 @@ pub fn snapshot(s: &Sandbox) -> BTreeMap<String, String> {
             dir_names(&pin_dir.join(sub)).join(" "),
         );
     }
+    record_maps(&mut m, &pin_dir);
+    // The state dir: every file and its content (state.json, the rule book `rules`, a
+    // journal left by an interrupted change, the lock).
+    for f in dir_names(&s.state_dir) {
+        let p = s.state_dir.join(&f);
+        let content = std::fs::read(&p)
+            .map(|b| text(&b))
+            .unwrap_or_else(|e| format!("(unreadable: {e})"));
+        m.insert(format!("state dir {f}"), content);
+    }
+    m.insert(
+        "journal".into(),
+        s.state_dir.join("journal").exists().to_string(),
+    );
+    record_namespaces(&mut m, s);
+    m
+}
+
+/// Every map is pinned; records the content of each but the volatile ones.
+fn record_maps(m: &mut BTreeMap<String, String>, pin_dir: &Path) {
     let maps = dir_names(&pin_dir.join("maps"));
     for name in names::ALL {
         assert!(
@@ -63,19 +83,11 @@ pub fn snapshot(s: &Sandbox) -> BTreeMap<String, String> {
             map_dump(&pin_dir.join("maps").join(name)),
         );
     }
-    // The state dir: every file and its content (state.json, the rule book `rules`, a
-    // journal left by an interrupted change, the lock).
-    for f in dir_names(&s.state_dir) {
-        let p = s.state_dir.join(&f);
-        let content = std::fs::read(&p)
-            .map(|b| text(&b))
-            .unwrap_or_else(|e| format!("(unreadable: {e})"));
-        m.insert(format!("state dir {f}"), content);
-    }
-    m.insert(
-        "journal".into(),
-        s.state_dir.join("journal").exists().to_string(),
-    );
+}
+
+/// The host namespace's links, addresses and routes, every sandbox namespace and what Weir
+/// put inside each container namespace.
+fn record_namespaces(m: &mut BTreeMap<String, String>, s: &Sandbox) {
     m.insert("links".into(), link_names(&s.host));
     let host = s.host.name.as_str();
     for (what, args) in [
@@ -116,7 +128,6 @@ pub fn snapshot(s: &Sandbox) -> BTreeMap<String, String> {
             .collect::<Vec<_>>()
             .join(" "),
     );
-    m
 }
 
 /// Sorted names of the entries of `dir` (empty if it does not exist).
