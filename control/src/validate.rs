@@ -133,6 +133,18 @@ pub fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr> {
 }
 
 /// `MIN-MAX` port range.
+/// A gateway for `subnet`: one of its host addresses (not the network or broadcast address).
+pub fn gateway(subnet: Ipv4Net, s: &str) -> Result<Ipv4Addr> {
+    let ip = ipv4("gateway", s)?;
+    if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+        return Err(Error::invalid(format!(
+            "gateway {ip} is not a host address of {subnet}: pick one inside it, e.g. {}",
+            subnet.hosts().next().unwrap_or(subnet.addr())
+        )));
+    }
+    Ok(ip)
+}
+
 pub fn port_range(s: &str) -> Result<(u16, u16)> {
     let bad = || {
         Error::invalid(format!(

@@ -177,7 +177,12 @@ pub async fn conntrack(ctx: &Ctx, a: ConntrackArgs) -> Result<()> {
         return Ok(());
     }
     state::load_required(&ctx.inst)?;
-    let flows = inspect::conntrack(ctx, a.all)?;
+    let which = if a.all {
+        inspect::Flows::WithExpired
+    } else {
+        inspect::Flows::Live
+    };
+    let flows = inspect::conntrack(ctx, which)?;
     if a.json {
         json(&flows);
         return Ok(());

@@ -136,7 +136,12 @@ pub async fn init(ctx: &Ctx, a: InitArgs, host_netns: Option<String>) -> Result<
 }
 
 pub async fn down(ctx: &Ctx, a: DownArgs) -> Result<()> {
-    let r = lifecycle::down(ctx, a.force).await?;
+    let unreadable = if a.force {
+        lifecycle::Unreadable::Proceed
+    } else {
+        lifecycle::Unreadable::Refuse
+    };
+    let r = lifecycle::down(ctx, unreadable).await?;
     if a.json {
         json(&r);
     } else if !r.was_initialised {

@@ -5,15 +5,17 @@ use control::{
     Result,
     ops::{Change, Ctx, network},
     output::{json, table},
-    state,
+    state, validate,
 };
 
 #[derive(Subcommand)]
 pub enum NetworkCmd {
-    /// Create a network: containers on it share the subnet; its first address is their gateway.
+    /// Create a network: containers on it share the subnet; its first address (or --gateway)
+    /// is their gateway.
     #[command(
         after_help = "Examples:\n  control network create web --subnet 10.88.0.0/24\n  \
-        control network create db --subnet 10.89.0.0/24 --internal   # no egress, no published ports"
+        control network create db --subnet 10.89.0.0/24 --internal   # no egress, no published ports\n  \
+        control network create lan --subnet 10.90.0.0/24 --gateway 10.90.0.254"
     )]
     Create {
         /// Network name (letters, digits, '-', '_', '.').
@@ -22,6 +24,10 @@ pub enum NetworkCmd {
         /// or contain a host address.
         #[arg(long, value_name = "CIDR")]
         subnet: String,
+        /// The containers' gateway (the host's address on the network): a host address of the
+        /// subnet. Default: the first one.
+        #[arg(long, value_name = "IP")]
+        gateway: Option<String>,
         /// No egress to the world, no published ports; the host is reachable only at the
         /// network's own gateway.
         #[arg(long)]
@@ -62,22 +68,10 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
         NetworkCmd::Create {
             name,
             subnet,
+            gateway,
             internal,
             json: j,
-        } => {
-            let n = network::create(ctx, &name, &subnet, internal).await?;
-            if j {
-                json(&n);
-            } else {
-                println!(
-                    "network {} {} gateway {}{}",
-                    n.name,
-                    n.subnet,
-                    n.gateway,
-                    if n.internal { " (internal)" } else { "" }
-                );
-            }
-        }
+        } => create(ctx, &name, &subnet, gateway.as_deref(), internal, j).await?,
         NetworkCmd::Rm { name } => {
             network::remove(ctx, &name).await?;
             println!("removed network {name}");
@@ -128,6 +122,40 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
                 println!("networks {a} and {b} are not connected");
             }
         }
+    }
+    Ok(())
+}
+
+/// `network create`: the flags parsed and checked here, once.
+async fn create(
+    ctx: &Ctx,
+    name: &str,
+    subnet: &str,
+    gateway: Option<&str>,
+    internal: bool,
+    j: bool,
+) -> Result<()> {
+    let subnet = validate::subnet(subnet)?;
+    let spec = network::NetworkSpec {
+        subnet,
+        gateway: gateway.map(|g| validate::gateway(subnet, g)).transpose()?,
+        reach: if internal {
+            network::Reach::Internal
+        } else {
+            network::Reach::World
+        },
+    };
+    let n = network::create(ctx, name, spec).await?;
+    if j {
+        json(&n);
+    } else {
+        println!(
+            "network {} {} gateway {}{}",
+            n.name,
+            n.subnet,
+            n.gateway,
+            if n.internal { " (internal)" } else { "" }
+        );
     }
     Ok(())
 }

@@ -324,8 +324,17 @@ fn tuple(k: &FlowKey) -> String {
     )
 }
 
+/// Which tracked flows [`conntrack`] lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flows {
+    Live,
+    /// Expired entries too (not yet reclaimed: LRU eviction or `gc` does that).
+    WithExpired,
+}
+
 /// Tracked flows (one line per flow, from its original-direction entry).
-pub fn conntrack(ctx: &Ctx, include_expired: bool) -> Result<Vec<Flow>> {
+pub fn conntrack(ctx: &Ctx, which: Flows) -> Result<Vec<Flow>> {
+    let include_expired = which == Flows::WithExpired;
     let t = maps::read_config(&ctx.inst)?
         .map(|c| c.timeouts)
         .unwrap_or_default();

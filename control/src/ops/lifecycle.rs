@@ -371,9 +371,19 @@ pub struct DownReport {
     pub was_initialised: bool,
 }
 
-/// Removes everything this instance created. With `force`, proceeds even when the state file
-/// is unreadable (removing what it can find without it).
-pub async fn down(ctx: &Ctx, force: bool) -> Result<DownReport> {
+/// What `down` does when the state file cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Refuse: the state names what to remove.
+    Refuse,
+    /// Proceed (`--force`), removing what can be found without it.
+    Proceed,
+}
+
+/// Removes everything this instance created; `unreadable` says what to do without a readable
+/// state file.
+pub async fn down(ctx: &Ctx, unreadable: Unreadable) -> Result<DownReport> {
+    let force = unreadable == Unreadable::Proceed;
     let mut report = DownReport::default();
     let lock = ctx.inst.lock()?;
     let st = match state::load(&ctx.inst) {

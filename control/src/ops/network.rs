@@ -26,17 +26,45 @@ pub struct NetworkInfo {
     pub connected: Vec<String>,
 }
 
-pub async fn create(ctx: &Ctx, name: &str, subnet: &str, internal: bool) -> Result<NetworkInfo> {
+/// Whether a network's containers reach beyond the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The world through MASQUERADE, and published ports from it.
+    World,
+    /// The host and connected networks only (`--internal`).
+    Internal,
+}
+
+/// What `network create` makes, parsed and checked at the edge ([`validate::subnet`],
+/// [`validate::gateway`]).
+#[derive(Clone, Copy, Debug)]
+pub struct NetworkSpec {
+    pub subnet: Ipv4Net,
+    /// The gateway address, else the subnet's first host address.
+    pub gateway: Option<Ipv4Addr>,
+    pub reach: Reach,
+}
+
+pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkInfo> {
     validate::name("network", name)?;
-    let subnet = validate::subnet(subnet)?;
+    let NetworkSpec { subnet, reach, .. } = spec;
+    let internal = reach == Reach::Internal;
+    let gateway = match spec.gateway {
+        Some(g) => g,
+        None => subnet
+            .hosts()
+            .next()
+            .ok_or_else(|| Error::invalid(format!("subnet {subnet} has no host addresses")))?,
+    };
     let (_lock, mut st) = ctx.begin().await?;
     if let Some(n) = st.networks.get(name) {
-        if n.subnet == subnet && n.internal == internal {
+        if n.subnet == subnet && n.internal == internal && n.gateway == gateway {
             return Ok(info(&st, name)); // idempotent
         }
         return Err(Error::conflict(format!(
-            "network {name:?} already exists with subnet {}{}: remove it first or pick another name",
+            "network {name:?} already exists with subnet {} gateway {}{}: remove it first or pick another name",
             n.subnet,
+            n.gateway,
             if n.internal { " (internal)" } else { "" }
         )));
     }
@@ -66,10 +94,6 @@ pub async fn create(ctx: &Ctx, name: &str, subnet: &str, internal: bool) -> Resu
             )));
         }
     }
-    let gateway = subnet
-        .hosts()
-        .next()
-        .ok_or_else(|| Error::invalid(format!("subnet {subnet} has no host addresses")))?;
     let id = st.next_network_id;
     st.next_network_id += 1;
     st.networks.insert(

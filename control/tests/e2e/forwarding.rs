@@ -92,6 +92,48 @@ fn neighbour_mac(c: &Netns, ip: &str) -> String {
         .to_string()
 }
 
+/// `--gateway` picks the host's address on the network (Docker's `--gateway`): containers
+/// route through it, the host answers there, the world is reached through it, and the
+/// default (first) address is a container address like any other.
+#[test]
+fn a_chosen_gateway_serves_the_network() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.44.0.0/24", &["--gateway", "10.44.0.254"]);
+    let listed = s.json(&["network", "ls"]);
+    let net = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == n.as_str());
+    assert_eq!(net.expect("listed")["gateway"], "10.44.0.254", "{listed}");
+    let a = s.container("a", &n, &[]);
+    assert_eq!(s.ip_of(&a), "10.44.0.1", "the lowest free address");
+    let route = a.must(&["ip", "route", "show", "default"]);
+    assert!(route.contains("via 10.44.0.254"), "{route}");
+    assert!(
+        net::ping(&a, "10.44.0.254", 2),
+        "the gateway does not answer"
+    );
+    assert!(net::ping(&a, EXT_IP, 2), "no way out through the gateway");
+    let _web = net::http_server(&a, 80, "via .254");
+    assert_eq!(
+        net::curl(&s.host, "http://10.44.0.1/", 5).as_deref(),
+        Some("via .254")
+    );
+    // The same create again is a no-op; another gateway is a conflict.
+    s.ok(&[
+        "network",
+        "create",
+        &n,
+        "--subnet",
+        "10.44.0.0/24",
+        "--gateway",
+        "10.44.0.254",
+    ]);
+    let e = s.fails(&["network", "create", &n, "--subnet", "10.44.0.0/24"]);
+    assert!(e.contains("gateway 10.44.0.254"), "{e}");
+}
+
 #[test]
 fn spoofed_source_is_dropped_and_counted() {
     let s = Sandbox::with_weir(CONTROL, &[]);

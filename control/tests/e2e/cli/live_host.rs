@@ -37,6 +37,12 @@ const BAD_INPUT: &[(&str, &str)] = &[
     ("network create $x --subnet 198.16.0.0/12", "overlaps host address"),
     ("network create $x --subnet 198.18.0.128/25", "overlaps host address"),
     ("network create $n --subnet 10.82.0.0/24", "already exists"),
+    ("network create $n --subnet 10.80.0.0/24 --gateway 10.80.0.9", "already exists with subnet 10.80.0.0/24 gateway 10.80.0.1"),
+    // Gateways.
+    ("network create $x --subnet 10.81.0.0/24 --gateway 10.82.0.1", "not a host address of 10.81.0.0/24"),
+    ("network create $x --subnet 10.81.0.0/24 --gateway 10.81.0.255", "not a host address"),
+    ("network create $x --subnet 10.81.0.0/24 --gateway 10.81.0.0", "not a host address"),
+    ("network create $x --subnet 10.81.0.0/24 --gateway banana", "invalid gateway"),
     // Networks.
     ("network rm $n", "still has 2 container(s)"),
     ("network rm no-such-net", "no network named"),
