@@ -14,10 +14,40 @@ use std::{
 };
 
 pub mod capture;
+pub mod docker;
 pub mod maps;
 pub mod net;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The `control` binary for tests of other packages (weir-cni, weir-docker): cargo neither
+/// builds it for them nor names it in `CARGO_BIN_EXE_*`. Built once per process, in the
+/// profile the calling test runs in, where cargo puts it.
+pub fn control_binary() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        // target/<profile>/deps/<the test>: the binary lands in target/<profile>.
+        let exe = std::env::current_exe().expect("locating the test binary");
+        let dir: PathBuf = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .into();
+        let mut args = vec!["build", "-q", "-p", "control", "--bin", "control"];
+        if dir.file_name().is_some_and(|n| n == "release") {
+            args.push("--release");
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo to build control")
+            .success();
+        assert!(ok, "cargo {} failed", args.join(" "));
+        dir.join("control").display().to_string()
+    })
+}
 
 /// A name no other test (in this or any concurrently running process) uses.
 pub fn unique(prefix: &str) -> String {

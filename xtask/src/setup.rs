@@ -32,6 +32,9 @@ const TOOLS: &[&str] = &[
     "runc",
     // promtool, which the metrics tests check `control metrics` with.
     "prometheus",
+    // dockerd and its client for weir-docker's tests, which start their own dockerd in a
+    // sandbox namespace (the package's docker.service is never started: NoServiceStarts).
+    "docker.io",
 ];
 
 const TOOLCHAIN: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];

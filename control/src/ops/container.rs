@@ -42,6 +42,8 @@ pub enum Origin {
         container_id: String,
         ifname: String,
     },
+    /// Docker's remote network driver (weir-docker): the attachment is Docker's endpoint.
+    Docker { endpoint_id: String },
 }
 
 /// Who owns the container's network namespace.
@@ -192,6 +194,13 @@ pub fn choose_ip(st: &State, network: &str, want: Option<Ipv4Addr>) -> Result<Ip
         })
 }
 
+/// The MAC a container at `ip` gets unless one is given: locally administered, derived from
+/// the address like Docker's 02:42:…
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
 /// A new container record (phase Creating) with its identity, MACs and host-side name.
 pub fn new_record(st: &mut State, network: &str, ip: Ipv4Addr) -> Container {
     let identity = st.alloc_identity();
@@ -200,8 +209,7 @@ pub fn new_record(st: &mut State, network: &str, ip: Ipv4Addr) -> Container {
         identity,
         network: network.to_string(),
         ip,
-        // Locally administered, derived from the address like Docker's 02:42:…
-        mac: netlink::mac_string(&[0x02, 0x42, o[0], o[1], o[2], o[3]]),
+        mac: netlink::mac_string(&mac_for(ip)),
         host_mac: netlink::mac_string(&[0x02, 0xfe, o[0], o[1], o[2], o[3]]),
         host_if: format!("wr-{identity:x}"),
         host_ifindex: 0,
@@ -238,6 +246,7 @@ pub async fn attach(ctx: &Ctx, st: &mut State, spec: AttachSpec) -> Result<Conta
     let what = match spec.origin {
         Origin::Cli => format!("container create {name}"),
         Origin::Cni { .. } => format!("cni add {name}"),
+        Origin::Docker { .. } => format!("docker join {name}"),
     };
     tx::run_or_undo(
         ctx,

@@ -80,6 +80,28 @@ pub async fn publish(ctx: &Ctx, container: &str, port: Port) -> Result<PublishIn
     Ok(list(&st, &[p]).remove(0))
 }
 
+/// Publishes `port` on the first host port of `lo..=hi` that is free — not published, no
+/// host socket on it — ignoring `port.host_port` (Docker's `-p LO-HI:PORT`, and with the
+/// ephemeral range its `-p PORT`).
+pub async fn publish_first_free(
+    ctx: &Ctx,
+    container: &str,
+    port: Port,
+    (lo, hi): (u16, u16),
+) -> Result<PublishInfo> {
+    for host_port in lo..=hi {
+        match publish(ctx, container, Port { host_port, ..port }).await {
+            Err(Error::Conflict(_)) => continue,
+            r => return r,
+        }
+    }
+    Err(Error::conflict(format!(
+        "no free host port in {lo}-{hi} for {}/{}: widen the range or free one",
+        port.container_port,
+        port.proto.name()
+    )))
+}
+
 /// Who holds the host port of a publication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostPort {

@@ -1,0 +1,172 @@
+//! A dockerd of a test's own, inside a sandbox namespace: its own data and exec roots, socket
+//! and pidfile under one temporary directory, no iptables, no bridge, no forwarding sysctl.
+//! Started with `nsenter --net=` (`ip netns exec` remounts /sys and hides the v1 cgroup
+//! mounts dockerd 20.10 needs). Dropping it stops dockerd by its own pid (it stops its
+//! containers and containerd), then unmounts and removes everything under its directory.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use crate::{Bg, Netns, text, unique, wait_for};
+
+/// Debian's docker.io client, matching its daemon (a newer client on PATH may not be).
+const DOCKER: &str = "/usr/bin/docker";
+
+/// The image [`Dockerd::busybox`] imports: busybox-static's applets, nothing else.
+pub const BUSYBOX: &str = "weir-busybox:test";
+
+pub struct Dockerd {
+    daemon: Option<Bg>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Dockerd {
+    /// Starts dockerd in `ns` and waits until it answers.
+    pub fn start(ns: &Netns) -> Self {
+        let dir = std::env::temp_dir().join(unique("weir-dockerd-"));
+        std::fs::create_dir_all(&dir).expect("dockerd dir");
+        let socket = dir.join("docker.sock");
+        let arg = |s: &str| dir.join(s).display().to_string();
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", ns.path().display()))
+            .args([
+                "dockerd",
+                "--data-root",
+                &arg("data"),
+                "--exec-root",
+                &arg("exec"),
+            ])
+            .args(["--pidfile", &arg("dockerd.pid")])
+            .arg(format!("--host=unix://{}", socket.display()))
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args([
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd");
+        let d = Self {
+            daemon: Some(Bg::from_child(child)),
+            dir,
+            socket,
+        };
+        let up = wait_for(Duration::from_secs(60), || {
+            d.docker(&["version", "--format", "{{.Server.Version}}"])
+                .status
+                .success()
+        });
+        assert!(up, "dockerd did not start: {}", d.log());
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// Runs the docker client against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new(DOCKER)
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", self.dir.join("client"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running docker")
+    }
+
+    /// Runs docker, asserts success, returns stdout trimmed.
+    pub fn must(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout).trim().to_string()
+    }
+
+    /// Runs docker, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            !o.status.success(),
+            "docker {args:?} should have failed: {}",
+            text(&o.stdout)
+        );
+        text(&o.stderr)
+    }
+
+    /// Imports [`BUSYBOX`] from the machine's busybox-static (offline: no registry).
+    pub fn busybox(&self) -> &'static str {
+        let root = self.dir.join("rootfs");
+        for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "www"] {
+            std::fs::create_dir_all(root.join(d)).expect("rootfs");
+        }
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+        let script = format!(
+            "cd {0}/bin && for a in $(./busybox --list); do [ \"$a\" = busybox ] || ln -sf busybox \"$a\"; done && \
+             echo 'root:x:0:0:root:/root:/bin/sh' > {0}/etc/passwd && echo 'root:x:0:' > {0}/etc/group && \
+             tar -C {0} -c . | {DOCKER} --host unix://{1} import -c 'CMD [\"/bin/sh\"]' - {BUSYBOX}",
+            root.display(),
+            self.socket.display()
+        );
+        let o = crate::sh(&script);
+        assert!(o.status.success(), "docker import: {}", text(&o.stderr));
+        BUSYBOX
+    }
+
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("dockerd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // Containers first, so their endpoints leave the driver while it still runs.
+        let ids = text(&self.docker(&["ps", "-aq"]).stdout);
+        for id in ids.split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        if let Some(pid) = self.pid() {
+            // SIGTERM: dockerd stops containerd and unmounts what it mounted.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            wait_for(Duration::from_secs(20), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+        }
+        drop(self.daemon.take()); // kills what is left and reaps it
+        unmount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Lazily unmounts every mount point under `dir` (deepest first): overlay layers, netns
+/// bind mounts, shm.
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).status();
+    }
+}

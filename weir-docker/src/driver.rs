@@ -1,0 +1,329 @@
+//! What each driver call does to Weir, through the control library: a Docker network is a Weir
+//! network, a Docker endpoint a Weir container whose veth Docker moves into its sandbox.
+//!
+//! Docker's IDs name Weir's objects (`docker-<first 12 hex digits>`, as `docker network ls`
+//! shortens them), so a restarted driver finds every network and endpoint in Weir's own state
+//! and Docker never has to replay anything. Only an endpoint between CreateEndpoint and Join
+//! is held in memory: Docker sends its address at CreateEndpoint and the interface is made at
+//! Join, when the sandbox key is known.
+
+use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf};
+
+use control::{
+    Error, Result, netlink,
+    ops::{
+        Ctx,
+        container::{self, AttachSpec, NetnsOwner, Origin, Peer},
+        network::{self, NetworkSpec, Reach},
+        publish::{self, HostPort},
+    },
+    state::{self, Proto},
+    validate,
+};
+use ipnet::Ipv4Net;
+use serde_json::{Value, json};
+
+use crate::{
+    api::{self, CreateEndpoint, CreateNetwork, EndpointRef, InterfaceName, JoinReply, NetworkRef},
+    ports,
+};
+
+/// The Weir name of a Docker object (network or endpoint) by its id.
+pub fn weir_name(docker_id: &str) -> String {
+    let short: String = docker_id.chars().take(12).collect();
+    format!("docker-{short}")
+}
+
+/// The container end's name in dockerd's namespace until Docker renames it `ethN`: unique
+/// there, at most 15 bytes.
+fn peer_name(endpoint_id: &str) -> String {
+    let short: String = endpoint_id.chars().take(12).collect();
+    format!("wd{short}")
+}
+
+/// Docker ids are hex: anything else would make a name Weir refuses later, more obscurely.
+fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.len() < 12 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::invalid(format!(
+            "invalid {what} {id:?}: expected Docker's hex id"
+        )));
+    }
+    Ok(())
+}
+
+/// An endpoint Docker created and has not joined yet.
+struct Pending {
+    network: String,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+}
+
+pub struct Driver {
+    ctx: Ctx,
+    pending: HashMap<String, Pending>,
+}
+
+impl Driver {
+    pub fn new(ctx: Ctx) -> Self {
+        Self {
+            ctx,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Answers one call (`method` is the URL path without its leading slash).
+    pub async fn call(&mut self, method: &str, body: &[u8]) -> Value {
+        let r = match method {
+            "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver"] })),
+            "NetworkDriver.GetCapabilities" => {
+                Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+            }
+            "NetworkDriver.CreateNetwork" => match parse(body) {
+                Ok(req) => self.create_network(req).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.DeleteNetwork" => match parse(body) {
+                Ok(req) => self.delete_network(req).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.CreateEndpoint" => match parse(body) {
+                Ok(req) => self.create_endpoint(req),
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.Join" => match parse(body) {
+                Ok(req) => self.join(req).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.ProgramExternalConnectivity" => match parse(body) {
+                Ok(req) => self.program(req).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.RevokeExternalConnectivity" => match parse(body) {
+                Ok(req) => self.revoke(&req).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.DeleteEndpoint" => match parse(body) {
+                Ok(req) => self.delete_endpoint(&req).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
+            // The interface stays where Docker put it back until DeleteEndpoint; the
+            // discovery notices carry nothing a local driver uses.
+            "NetworkDriver.Leave"
+            | "NetworkDriver.DiscoverNew"
+            | "NetworkDriver.DiscoverDelete" => Ok(json!({})),
+            other => Err(Error::invalid(format!(
+                "weir-docker does not implement {other:?}"
+            ))),
+        };
+        r.unwrap_or_else(|e| {
+            eprintln!("weir-docker: {method}: {e}");
+            api::err(e)
+        })
+    }
+
+    async fn create_network(&mut self, req: CreateNetwork) -> Result<Value> {
+        check_id("network id", &req.network_id)?;
+        let spec = network_spec(&req)?;
+        let name = weir_name(&req.network_id);
+        network::create(&self.ctx, &name, spec).await?;
+        Ok(json!({}))
+    }
+
+    async fn delete_network(&mut self, req: NetworkRef) -> Result<Value> {
+        let name = weir_name(&req.network_id);
+        match network::remove(&self.ctx, &name).await {
+            // Deleting what is not there is done: Docker may repeat itself after a restart.
+            Ok(()) | Err(Error::NotFound(_)) => Ok(json!({})),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_endpoint(&mut self, req: CreateEndpoint) -> Result<Value> {
+        check_id("endpoint id", &req.endpoint_id)?;
+        let network = weir_name(&req.network_id);
+        let st = state::load_required(&self.ctx.inst)?;
+        let net = st.network(&network)?;
+        if !req.interface.address_ipv6.is_empty() {
+            return Err(ipv6_unsupported());
+        }
+        let ip = address_in(&req.interface.address, net.subnet)?;
+        container::choose_ip(&st, &network, Some(ip))?;
+        let given = !req.interface.mac_address.is_empty();
+        let mac = if given {
+            netlink::parse_mac(&req.interface.mac_address).ok_or_else(|| {
+                Error::invalid(format!(
+                    "invalid MAC address {:?}",
+                    req.interface.mac_address
+                ))
+            })?
+        } else {
+            container::mac_for(ip)
+        };
+        self.pending
+            .insert(req.endpoint_id, Pending { network, ip, mac });
+        // Docker takes a MAC from the driver only when the user gave none.
+        Ok(if given {
+            json!({ "Interface": {} })
+        } else {
+            json!({ "Interface": { "MacAddress": netlink::mac_string(&mac) } })
+        })
+    }
+
+    async fn join(&mut self, req: EndpointRef) -> Result<Value> {
+        let name = weir_name(&req.endpoint_id);
+        let (_lock, mut st) = self.ctx.begin().await?;
+        if !st.containers.contains_key(&name) {
+            let p = self.pending.get(&req.endpoint_id).ok_or_else(|| {
+                Error::not_found(format!(
+                    "endpoint {} was created before weir-docker restarted and never joined: remove the container and run it again",
+                    req.endpoint_id
+                ))
+            })?;
+            let spec = AttachSpec {
+                name: name.clone(),
+                network: p.network.clone(),
+                origin: Origin::Docker {
+                    endpoint_id: req.endpoint_id.clone(),
+                },
+                netns: NetnsOwner::Runtime(PathBuf::from(&req.sandbox_key)),
+                peer: Peer::LeaveInHost,
+                ifname: peer_name(&req.endpoint_id),
+                ip: Some(p.ip),
+                mac: Some(p.mac),
+                ports: Vec::new(),
+                host_ports: HostPort::CheckFree,
+            };
+            container::attach(&self.ctx, &mut st, spec).await?;
+            self.pending.remove(&req.endpoint_id);
+        }
+        let c = st.container(&name)?;
+        let net = st.network(&c.network)?;
+        Ok(serde_json::to_value(JoinReply {
+            interface_name: InterfaceName {
+                src_name: peer_name(&req.endpoint_id),
+                dst_prefix: "eth".into(),
+            },
+            gateway: if net.internal {
+                String::new()
+            } else {
+                net.gateway.to_string()
+            },
+            disable_gateway_service: net.internal,
+        })
+        .expect("plain struct"))
+    }
+
+    /// Publishes the endpoint's `-p` mappings: all of them or none.
+    async fn program(&mut self, req: EndpointRef) -> Result<Value> {
+        let name = weir_name(&req.endpoint_id);
+        let st = state::load_required(&self.ctx.inst)?;
+        let c = st.container(&name)?;
+        // Docker also sends this to an internal network's endpoint when a container's gateway
+        // endpoint changes at teardown: there is nothing to publish from there.
+        if st.network(&c.network)?.internal {
+            return Ok(json!({}));
+        }
+        let wanted = ports::bindings(&req.options)?;
+        let mut done: Vec<(u16, Proto)> = Vec::new();
+        for b in wanted {
+            let r = match b.range {
+                None => publish::publish(&self.ctx, &name, b.port).await,
+                Some(range) => publish::publish_first_free(&self.ctx, &name, b.port, range).await,
+            };
+            match r {
+                Ok(info) => done.push((info.host_port, b.port.proto)),
+                Err(e) => {
+                    for (hp, proto) in done {
+                        let _ = publish::unpublish(&self.ctx, &name, (hp, proto), None).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(json!({}))
+    }
+
+    async fn revoke(&mut self, req: &EndpointRef) -> Result<Value> {
+        let name = weir_name(&req.endpoint_id);
+        let book = control::published::PublishBook::open(&self.ctx.inst)?;
+        for p in book.of(&name)? {
+            publish::unpublish(&self.ctx, &name, (p.host_port, p.proto), p.host_ip).await?;
+        }
+        Ok(json!({}))
+    }
+
+    async fn delete_endpoint(&mut self, req: &EndpointRef) -> Result<Value> {
+        self.pending.remove(&req.endpoint_id);
+        let name = weir_name(&req.endpoint_id);
+        let (_lock, mut st) = self.ctx.begin().await?;
+        if st.containers.contains_key(&name) {
+            let what = format!("docker delete-endpoint {name}");
+            container::detach(&self.ctx, &mut st, std::slice::from_ref(&name), &what).await?;
+        }
+        Ok(json!({}))
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Error::invalid(format!("the request is not the JSON expected: {e}")))
+}
+
+fn ipv6_unsupported() -> Error {
+    Error::invalid(
+        "Weir networks are IPv4-only for now: create the network without --ipv6 or IPv6 subnets",
+    )
+}
+
+/// The Weir network Docker's CreateNetwork asks for: its IPAM pool and gateway, internal or
+/// not; options Weir cannot honour are refused rather than ignored.
+fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
+    if !req.ipv6_data.is_empty() || req.options.get(api::ENABLE_IPV6) == Some(&json!(true)) {
+        return Err(ipv6_unsupported());
+    }
+    let [pool] = req.ipv4_data.as_slice() else {
+        return Err(Error::invalid(format!(
+            "a Weir network has one IPv4 subnet, not {}: give one --subnet",
+            req.ipv4_data.len()
+        )));
+    };
+    let subnet = validate::subnet(&pool.pool)?;
+    let gateway = if pool.gateway.is_empty() {
+        None
+    } else {
+        Some(address_in(&pool.gateway, subnet)?)
+    };
+    if let Some(Value::Object(generic)) = req.options.get(api::GENERIC)
+        && let Some(key) = generic.keys().next()
+    {
+        return Err(Error::invalid(format!(
+            "weir-docker takes no -o options yet ({key:?} given): Weir sets every veth's MTU to the uplink's"
+        )));
+    }
+    let internal = req.options.get(api::INTERNAL) == Some(&json!(true));
+    Ok(NetworkSpec {
+        subnet,
+        gateway,
+        reach: if internal {
+            Reach::Internal
+        } else {
+            Reach::World
+        },
+    })
+}
+
+/// `10.77.0.5/24` (Docker's CIDR form) or a bare address, inside `subnet`.
+fn address_in(cidr: &str, subnet: Ipv4Net) -> Result<Ipv4Addr> {
+    let addr = cidr.split('/').next().unwrap_or_default();
+    let ip = validate::ipv4("address", addr)?;
+    if !subnet.contains(&ip) {
+        return Err(Error::invalid(format!(
+            "{ip} is outside the network's subnet {subnet}"
+        )));
+    }
+    Ok(ip)
+}

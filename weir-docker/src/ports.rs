@@ -1,0 +1,125 @@
+//! `-p` as Docker hands it over (`com.docker.network.portmap`) turned into Weir publications,
+//! with Docker's meanings: `HostPort` 0 is any free port, `HostPort`–`HostPortEnd` the first
+//! free one of the range, `HostIP` "" every address.
+
+use std::{fs, net::Ipv4Addr};
+
+use control::{Error, Result, published::Port, state::Proto};
+
+use crate::api::{Options, PORTMAP, PortBinding};
+
+/// A publication to make: `port` exactly, or on the first free host port of `range`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub port: Port,
+    pub range: Option<(u16, u16)>,
+}
+
+/// Where `-p PORT` (no host port) takes one from: the host's ephemeral range, as Docker's
+/// port allocator does, else Docker's own default.
+fn ephemeral() -> (u16, u16) {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut w = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((w.next()??, w.next()??))
+        })
+        .unwrap_or((49153, 65535))
+}
+
+/// Every mapping of `options`, checked: all are supported, or the error names the first that
+/// is not (Docker shows it to the user).
+pub fn bindings(options: &Options) -> Result<Vec<Binding>> {
+    let Some(v) = options.get(PORTMAP) else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<PortBinding> = serde_json::from_value(v.clone())
+        .map_err(|e| Error::invalid(format!("{PORTMAP} is not a list of port bindings: {e}")))?;
+    list.iter().map(binding).collect()
+}
+
+fn binding(b: &PortBinding) -> Result<Binding> {
+    let proto = match b.proto {
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        132 => {
+            return Err(Error::invalid(format!(
+                "cannot publish {}/sctp: Weir publishes TCP and UDP ports only",
+                b.port
+            )));
+        }
+        n => return Err(Error::invalid(format!("cannot publish IP protocol {n}"))),
+    };
+    let host_ip = match b.host_ip.as_str() {
+        "" | "0.0.0.0" => None,
+        s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+            Error::invalid(format!(
+                "cannot publish on {s}: Weir publishes on IPv4 host addresses only for now"
+            ))
+        })?),
+    };
+    if b.port == 0 {
+        return Err(Error::invalid("a container port of 0 cannot be published"));
+    }
+    let range = match (b.host_port, b.host_port_end) {
+        (0, _) => Some(ephemeral()),
+        (lo, hi) if hi > lo => Some((lo, hi)),
+        _ => None,
+    };
+    Ok(Binding {
+        port: Port {
+            host_ip,
+            host_port: b.host_port,
+            container_port: b.port,
+            proto,
+        },
+        range,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn of(v: serde_json::Value) -> Result<Vec<Binding>> {
+        bindings(&[(PORTMAP.to_string(), v)].into_iter().collect())
+    }
+
+    #[test]
+    fn docker_forms() {
+        // The payload Docker 20.10 sent for `-p 80 -p 9000-9002:81 -p 127.0.0.1:5353:53/udp
+        // -p 8080:80`.
+        let got = of(json!([
+            {"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":0,"HostPortEnd":0},
+            {"Proto":6,"IP":"","Port":81,"HostIP":"","HostPort":9000,"HostPortEnd":9002},
+            {"Proto":17,"IP":"","Port":53,"HostIP":"127.0.0.1","HostPort":5353,"HostPortEnd":5353},
+            {"Proto":6,"IP":"","Port":80,"HostIP":"0.0.0.0","HostPort":8080,"HostPortEnd":8080}
+        ]))
+        .unwrap();
+        assert_eq!(got[0].range, Some(ephemeral()));
+        assert_eq!(got[1].range, Some((9000, 9002)));
+        assert_eq!(
+            (got[1].port.container_port, got[1].port.proto),
+            (81, Proto::Tcp)
+        );
+        assert_eq!(got[2].range, None);
+        assert_eq!(got[2].port.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            (got[2].port.host_port, got[2].port.proto),
+            (5353, Proto::Udp)
+        );
+        assert_eq!((got[3].port.host_ip, got[3].port.host_port), (None, 8080));
+        assert!(bindings(&Options::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unsupported_forms_are_refused_by_name() {
+        let sctp =
+            json!([{"Proto":132,"Port":60,"HostIP":"0.0.0.0","HostPort":6000,"HostPortEnd":6000}]);
+        assert!(of(sctp).unwrap_err().to_string().contains("60/sctp"));
+        let v6 = json!([{"Proto":6,"Port":70,"HostIP":"::1","HostPort":7000,"HostPortEnd":7000}]);
+        assert!(of(v6).unwrap_err().to_string().contains("::1"));
+        assert!(of(json!({"not": "a list"})).is_err());
+    }
+}
