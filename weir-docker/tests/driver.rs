@@ -14,29 +14,43 @@ const DRIVER: &str = env!("CARGO_BIN_EXE_weir-docker");
 struct Driver {
     name: String,
     socket: PathBuf,
-    _process: Bg,
+    state_dir: PathBuf,
+    process: Option<Bg>,
 }
 
 impl Driver {
     fn start(s: &Sandbox) -> Self {
         let name = unique("weirt");
-        let socket = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
+        let mut d = Self {
+            socket: PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
+            name,
+            state_dir: s.state_dir.clone(),
+            process: None,
+        };
+        d.restart();
+        d
+    }
+
+    /// Starts the daemon (again) and waits for its socket.
+    fn restart(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.socket);
         let child = Command::new(DRIVER)
-            .args(["--name", &name, "--state-dir"])
-            .arg(&s.state_dir)
+            .args(["--name", &self.name, "--state-dir"])
+            .arg(&self.state_dir)
             .spawn()
             .expect("starting weir-docker");
-        let process = Bg::from_child(child);
+        self.process = Some(Bg::from_child(child));
         assert!(
-            rig::wait_for(Duration::from_secs(10), || socket.exists()),
+            rig::wait_for(Duration::from_secs(10), || self.socket.exists()),
             "weir-docker did not listen on {}",
-            socket.display()
+            self.socket.display()
         );
-        Self {
-            name,
-            socket,
-            _process: process,
-        }
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash. The socket is left behind, dead.
+    fn kill(&mut self) {
+        drop(self.process.take());
     }
 
     /// POSTs `body` to `/method` on the plugin socket, as Docker does.
@@ -303,4 +317,183 @@ fn what_weir_refuses_docker_shows() {
         "NetworkDriver"
     );
     d.must(&["network", "rm", "ok"]);
+}
+
+/// Echoes over one TCP connection from `ns` to `addr:port` every 50 ms for `secs` seconds;
+/// prints the round trips made, or fails at the first one that breaks.
+const SESSION: &str = r#"
+import socket, sys, time
+addr, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((addr, port), timeout=3)
+end, n = time.time() + secs, 0
+while time.time() < end:
+    s.sendall(b"ping\n")
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(64)
+        if not chunk:
+            sys.exit("closed by the peer after %d round trips" % n)
+        got += chunk
+    n += 1
+    time.sleep(0.05)
+print(n)
+"#;
+
+fn echo_once(ns: &rig::Netns, addr: &str, port: u16) -> bool {
+    let o = ns.run(&["python3", "-c", SESSION, addr, &port.to_string(), "0.2"]);
+    o.status.success()
+}
+
+/// A command line without quoting, as docker's arguments.
+fn words(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
+/// A TCP echo server on 81 in busybox.
+const ECHO: &str = "nc -ll -p 81 -e cat";
+
+/// The published ports of Weir container `c`, as `control container ls` describes them.
+fn published(c: &Value) -> Vec<String> {
+    c["published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn docker_port_forms_addresses_and_a_driver_restart() {
+    let s = Sandbox::with_weir(rig::control_binary(), &[]);
+    let d = Dockerd::start(&s.host);
+    let mut drv = Driver::start(&s);
+    let image = d.busybox();
+    let create = format!("network create -d {} --subnet 10.79.0.0/24 n", drv.name);
+    d.must(&words(&create));
+    let serve = "echo e1 > /www/index.html && httpd -p 80 -h /www && nc -ll -p 81 -e cat";
+    let e1 = "run -d --name e1 --network n --ip 10.79.0.50 --mac-address 02:42:0a:4f:00:32 \
+              -p 9000-9002:81 -p 80";
+    d.must(&[&words(e1)[..], &[image, "sh", "-c", serve]].concat());
+    let e2 = "run -d --name e2 --network n -p 9000-9002:81 -p 127.0.0.1:5353:53/udp";
+    d.must(&[&words(e2)[..], &[image], &words(ECHO)[..]].concat());
+    let e1 = weir_container(&s, &d, "e1", "n");
+    assert_eq!(
+        (e1["ip"].as_str(), e1["mac"].as_str()),
+        (Some("10.79.0.50"), Some("02:42:0a:4f:00:32"))
+    );
+    // A range takes its first free port; no host port takes one from the ephemeral range.
+    let p1 = published(&e1);
+    assert!(p1.contains(&"9000->81/tcp".to_string()), "{p1:?}");
+    let ephemeral: u16 = p1
+        .iter()
+        .find_map(|p| p.strip_suffix("->80/tcp")?.parse().ok())
+        .unwrap_or_else(|| panic!("no host port for 80: {p1:?}"));
+    let (lo, hi) = net::ephemeral_ports(&s.host);
+    assert!(
+        (lo..=hi).contains(&ephemeral),
+        "{ephemeral} outside {lo}-{hi}"
+    );
+    let e2 = weir_container(&s, &d, "e2", "n");
+    let mut p2 = published(&e2);
+    p2.sort();
+    assert_eq!(p2, ["127.0.0.1:5353->53/udp", "9001->81/tcp"]);
+    let page = net::curl(&s.ext, &format!("http://{UPLINK_IP}:{ephemeral}/"), 5);
+    assert_eq!(page.as_deref(), Some("e1\n"));
+    assert!(echo_once(&s.ext, UPLINK_IP, 9001), "e2's range port");
+    restart_under_load(&s, &d, &mut drv, image);
+    connect_and_disconnect(&s, &d, &drv.name);
+    d.must(&["rm", "-f", "e1", "e2", "e3"]);
+    nothing_left(&s, &format!("http://{UPLINK_IP}:{ephemeral}/"));
+    d.must(&["network", "rm", "n", "n2"]);
+    assert_eq!(s.json(&["network", "ls"]), serde_json::json!([]));
+}
+
+/// A session through e1's published 9000 from ext: e1 sees ext's own address; the driver is
+/// killed and the session, new connections and published ports carry on; restarted, it
+/// serves new containers and removes old ones from Weir's state alone. No reset anywhere.
+fn restart_under_load(s: &Sandbox, d: &Dockerd, drv: &mut Driver, image: &str) {
+    let session = s
+        .ext
+        .spawn_piped(&["python3", "-c", SESSION, UPLINK_IP, "9000", "8"]);
+    assert!(
+        rig::wait_for(Duration::from_secs(5), || {
+            d.must(&["exec", "e1", "netstat", "-tn"])
+                .contains(&format!("{EXT_IP}:"))
+        }),
+        "e1 does not see ext's address: {}",
+        d.must(&["exec", "e1", "netstat", "-tn"])
+    );
+    drv.kill();
+    assert!(echo_once(&s.ext, UPLINK_IP, 9001), "with the driver down");
+    assert!(
+        d.docker(&["exec", "e1", "ping", "-c", "1", "-W", "2", EXT_IP])
+            .status
+            .success()
+    );
+    drv.restart();
+    let e3 = "run -d --name e3 --network n -p 9002:81";
+    d.must(&[&words(e3)[..], &[image], &words(ECHO)[..]].concat());
+    assert!(
+        echo_once(&s.ext, UPLINK_IP, 9002),
+        "a container run after the restart"
+    );
+    let out = session.finish_within(Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "the session broke: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).trim().parse::<u32>().unwrap() > 50,
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(net::nstat(&s.ext, "TcpEstabResets"), 0);
+    d.must(&["rm", "-f", "e2"]);
+    assert!(!echo_once(&s.ext, UPLINK_IP, 9001), "e2's port outlived it");
+    let ports = s.json(&["ports"]).to_string();
+    assert!(
+        !ports.contains("9001") && !ports.contains("5353"),
+        "{ports}"
+    );
+}
+
+/// `docker network connect` gives a running container a second interface, a second Weir
+/// container in the same namespace, anti-spoofed on its own; disconnect removes it alone.
+fn connect_and_disconnect(s: &Sandbox, d: &Dockerd, driver: &str) {
+    d.must(&[
+        "network",
+        "create",
+        "-d",
+        driver,
+        "--subnet",
+        "10.81.0.0/24",
+        "n2",
+    ]);
+    d.must(&["network", "connect", "n2", "e1"]);
+    let second = weir_container(s, d, "e1", "n2");
+    let ip = second["ip"].as_str().unwrap();
+    let addrs = d.must(&["exec", "e1", "ip", "-o", "-4", "addr"]);
+    assert!(
+        addrs.contains(&format!("{ip}/24")) && addrs.contains("10.79.0.50/24"),
+        "{addrs}"
+    );
+    assert!(
+        d.docker(&["exec", "e1", "ping", "-c", "1", "-W", "2", "10.81.0.1"])
+            .status
+            .success()
+    );
+    assert!(
+        d.docker(&["exec", "e1", "ping", "-c", "1", "-W", "2", "10.79.0.1"])
+            .status
+            .success()
+    );
+    d.must(&["network", "disconnect", "n2", "e1"]);
+    let left = s.json(&["container", "ls"]).to_string();
+    assert!(!left.contains(ip), "{left}");
+    assert!(
+        d.docker(&["exec", "e1", "ping", "-c", "1", "-W", "2", "10.79.0.1"])
+            .status
+            .success()
+    );
 }
