@@ -21,6 +21,40 @@ pub struct Port {
     pub proto: Proto,
 }
 
+/// Which host port a publication takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPorts {
+    Exactly(u16),
+    /// The first free one of `LO..=HI` (Docker's `-p LO-HI:PORT`).
+    FirstFreeIn(u16, u16),
+    /// Any free one, from the host's ephemeral range as Docker's allocator takes them
+    /// (`-p PORT`, `-P`).
+    AnyFree,
+}
+
+impl HostPorts {
+    /// The host ports to try, in order.
+    pub fn candidates(self) -> (u16, u16) {
+        match self {
+            HostPorts::Exactly(p) => (p, p),
+            HostPorts::FirstFreeIn(lo, hi) => (lo, hi),
+            HostPorts::AnyFree => ephemeral_range(),
+        }
+    }
+}
+
+/// The ephemeral range of the namespace we run in (`net.ipv4.ip_local_port_range`), else
+/// Docker's default.
+pub fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut w = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((w.next()??, w.next()??))
+        })
+        .unwrap_or((49153, 65535))
+}
+
 impl Port {
     /// `HOSTPORT:PORT[/tcp|/udp]`, on `host_ip`.
     pub fn parse(spec: &str, host_ip: Option<Ipv4Addr>) -> Result<Self> {

@@ -6,6 +6,7 @@ use ipnet::Ipv4Net;
 
 use crate::{
     error::{Error, Result},
+    published::HostPorts,
     state::Proto,
 };
 
@@ -108,6 +109,31 @@ pub fn publish_spec(s: &str) -> Result<(u16, u16, Proto)> {
     Ok((port("host port", h)?, port("container port", c)?, pr))
 }
 
+/// `control publish`'s mapping: `HOSTPORT:PORT`, `LO-HI:PORT` (the first free host port of
+/// the range) or `PORT` alone (any free host port), each `[/tcp|/udp]`.
+pub fn publish_form(s: &str) -> Result<(HostPorts, u16, Proto)> {
+    let (ports, pr) = match s.split_once('/') {
+        Some((p, pr)) => (p, proto(pr)?),
+        None => (s, Proto::Tcp),
+    };
+    let Some((h, c)) = ports.split_once(':') else {
+        return Ok((HostPorts::AnyFree, port("container port", ports)?, pr));
+    };
+    let host = match h.split_once('-') {
+        Some(_) => {
+            let (lo, hi) = port_range(h).map_err(|_| {
+                Error::invalid(format!(
+                    "invalid host port range {:?}: expected LO-HI:PORT with LO <= HI, e.g. 9000-9009:80",
+                    truncate(h)
+                ))
+            })?;
+            HostPorts::FirstFreeIn(lo, hi)
+        }
+        None => HostPorts::Exactly(port("host port", h)?),
+    };
+    Ok((host, port("container port", c)?, pr))
+}
+
 /// `HOSTPORT[/tcp|/udp]`.
 pub fn host_port_spec(s: &str) -> Result<(u16, Proto)> {
     let (p, pr) = match s.split_once('/') {
@@ -132,7 +158,6 @@ pub fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr> {
     })
 }
 
-/// `MIN-MAX` port range.
 /// A gateway for `subnet`: one of its host addresses (not the network or broadcast address).
 pub fn gateway(subnet: Ipv4Net, s: &str) -> Result<Ipv4Addr> {
     let ip = ipv4("gateway", s)?;
@@ -145,6 +170,7 @@ pub fn gateway(subnet: Ipv4Net, s: &str) -> Result<Ipv4Addr> {
     Ok(ip)
 }
 
+/// `MIN-MAX` port range.
 pub fn port_range(s: &str) -> Result<(u16, u16)> {
     let bad = || {
         Error::invalid(format!(

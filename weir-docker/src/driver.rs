@@ -227,11 +227,7 @@ impl Driver {
         let wanted = ports::bindings(&req.options)?;
         let mut done: Vec<(u16, Proto)> = Vec::new();
         for b in wanted {
-            let r = match b.range {
-                None => publish::publish(&self.ctx, &name, b.port).await,
-                Some(range) => publish::publish_first_free(&self.ctx, &name, b.port, range).await,
-            };
-            match r {
+            match publish::publish_on(&self.ctx, &name, b.port, b.host).await {
                 Ok(info) => done.push((info.host_port, b.port.proto)),
                 Err(e) => {
                     for (hp, proto) in done {

@@ -2,29 +2,21 @@
 //! with Docker's meanings: `HostPort` 0 is any free port, `HostPort`–`HostPortEnd` the first
 //! free one of the range, `HostIP` "" every address.
 
-use std::{fs, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
-use control::{Error, Result, published::Port, state::Proto};
+use control::{
+    Error, Result,
+    published::{HostPorts, Port},
+    state::Proto,
+};
 
 use crate::api::{Options, PORTMAP, PortBinding};
 
-/// A publication to make: `port` exactly, or on the first free host port of `range`.
+/// A publication to make: `port` on the host port `host` names.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Binding {
     pub port: Port,
-    pub range: Option<(u16, u16)>,
-}
-
-/// Where `-p PORT` (no host port) takes one from: the host's ephemeral range, as Docker's
-/// port allocator does, else Docker's own default.
-fn ephemeral() -> (u16, u16) {
-    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut w = s.split_whitespace().map(|x| x.parse::<u16>().ok());
-            Some((w.next()??, w.next()??))
-        })
-        .unwrap_or((49153, 65535))
+    pub host: HostPorts,
 }
 
 /// Every mapping of `options`, checked: all are supported, or the error names the first that
@@ -61,10 +53,10 @@ fn binding(b: &PortBinding) -> Result<Binding> {
     if b.port == 0 {
         return Err(Error::invalid("a container port of 0 cannot be published"));
     }
-    let range = match (b.host_port, b.host_port_end) {
-        (0, _) => Some(ephemeral()),
-        (lo, hi) if hi > lo => Some((lo, hi)),
-        _ => None,
+    let host = match (b.host_port, b.host_port_end) {
+        (0, _) => HostPorts::AnyFree,
+        (lo, hi) if hi > lo => HostPorts::FirstFreeIn(lo, hi),
+        (p, _) => HostPorts::Exactly(p),
     };
     Ok(Binding {
         port: Port {
@@ -73,7 +65,7 @@ fn binding(b: &PortBinding) -> Result<Binding> {
             container_port: b.port,
             proto,
         },
-        range,
+        host,
     })
 }
 
@@ -97,13 +89,13 @@ mod tests {
             {"Proto":6,"IP":"","Port":80,"HostIP":"0.0.0.0","HostPort":8080,"HostPortEnd":8080}
         ]))
         .unwrap();
-        assert_eq!(got[0].range, Some(ephemeral()));
-        assert_eq!(got[1].range, Some((9000, 9002)));
+        assert_eq!(got[0].host, HostPorts::AnyFree);
+        assert_eq!(got[1].host, HostPorts::FirstFreeIn(9000, 9002));
         assert_eq!(
             (got[1].port.container_port, got[1].port.proto),
             (81, Proto::Tcp)
         );
-        assert_eq!(got[2].range, None);
+        assert_eq!(got[2].host, HostPorts::Exactly(5353));
         assert_eq!(got[2].port.host_ip, Some(Ipv4Addr::LOCALHOST));
         assert_eq!(
             (got[2].port.host_port, got[2].port.proto),

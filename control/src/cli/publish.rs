@@ -20,6 +20,8 @@ Examples:
   control publish api 8080:80                       # tcp, every host address
   control publish dns 5353:53/udp
   control publish api 8443:443 --host-ip 192.0.2.10 # one host address only
+  control publish api 9000-9009:80                  # the first free host port of 9000-9009
+  control publish api 80                            # any free host port (the ephemeral range)
 
 The port is reachable from the world through the uplink, from the host itself (any host
 address and 127.0.0.1) and from other containers through a host address (hairpin, subject
@@ -27,7 +29,9 @@ to the same rules as a direct connection). The container sees the real client ad
 pub struct PublishArgs {
     /// The container to publish.
     container: String,
-    /// HOSTPORT:PORT[/tcp|/udp], e.g. 8080:80 or 5353:53/udp (tcp if omitted).
+    /// HOSTPORT:PORT, LO-HI:PORT (first free host port of the range) or PORT (any free host
+    /// port of net.ipv4.ip_local_port_range), each [/tcp|/udp]: 8080:80, 9000-9009:80,
+    /// 5353:53/udp, 80 (tcp if omitted). The port taken is printed.
     mapping: String,
     /// Publish on this host address only (default: every host address).
     #[arg(long, value_name = "IP")]
@@ -58,8 +62,14 @@ fn host(ip: Option<std::net::Ipv4Addr>) -> String {
 }
 
 pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
-    let port = Port::parse(&a.mapping, host_ip(a.host_ip.as_deref())?)?;
-    let p = publish::publish(ctx, &a.container, port).await?;
+    let (host_ports, container_port, proto) = validate::publish_form(&a.mapping)?;
+    let port = Port {
+        host_ip: host_ip(a.host_ip.as_deref())?,
+        host_port: 0,
+        container_port,
+        proto,
+    };
+    let p = publish::publish_on(ctx, &a.container, port, host_ports).await?;
     if a.json {
         json(&p);
     } else {

@@ -12,7 +12,7 @@ use crate::{
     desired,
     error::{Context, Error, Result},
     netlink,
-    published::{Port, Publish, PublishBook},
+    published::{HostPorts, Port, Publish, PublishBook},
     state::{Phase, Proto, State},
 };
 
@@ -80,16 +80,32 @@ pub async fn publish(ctx: &Ctx, container: &str, port: Port) -> Result<PublishIn
     Ok(list(&st, &[p]).remove(0))
 }
 
-/// Publishes `port` on the first host port of `lo..=hi` that is free — not published, no
-/// host socket on it — ignoring `port.host_port` (Docker's `-p LO-HI:PORT`, and with the
-/// ephemeral range its `-p PORT`).
-pub async fn publish_first_free(
+/// Publishes `port` on the host port `host` names: exactly one, or the first free one —
+/// not published, no host socket on it — of a range (`port.host_port` is then ignored).
+pub async fn publish_on(
     ctx: &Ctx,
     container: &str,
     port: Port,
-    (lo, hi): (u16, u16),
+    host: HostPorts,
 ) -> Result<PublishInfo> {
-    for host_port in lo..=hi {
+    if let HostPorts::Exactly(host_port) = host {
+        return publish(ctx, container, Port { host_port, ..port }).await;
+    }
+    let (lo, hi) = host.candidates();
+    // Idempotent: a publication of this port the range already covers is the answer.
+    let st = crate::state::load_required(&ctx.inst)?;
+    let same = PublishBook::open(&ctx.inst)?
+        .of(container)?
+        .into_iter()
+        .find(|p| {
+            (p.container_port, p.proto, p.host_ip)
+                == (port.container_port, port.proto, port.host_ip)
+                && (lo..=hi).contains(&p.host_port)
+        });
+    if let Some(p) = same {
+        return Ok(list(&st, &[p]).remove(0));
+    }
+    for host_port in lo.max(1)..=hi {
         match publish(ctx, container, Port { host_port, ..port }).await {
             Err(Error::Conflict(_)) => continue,
             r => return r,

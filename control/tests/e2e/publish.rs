@@ -6,6 +6,49 @@ use rig::{EXT_IP, Netns, Sandbox, UPLINK_IP, net, text};
 
 use crate::CONTROL;
 
+/// Docker's publishing forms: a host port range takes its first free port (not one another
+/// container publishes, nor one a host socket holds), a bare port takes any free one of the
+/// host's ephemeral range; both print what they took, are idempotent, and are reachable.
+#[test]
+fn ranges_and_any_free_host_port() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n = s.network("n", "10.53.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let _ea = net::peer_echo(&a, 80, 0);
+    let _eb = net::peer_echo(&b, 80, 0);
+    let _holder = net::tcp_echo(&s.host, 9001); // a host socket on 9001
+    let host_port = |out: &str| -> u16 {
+        let v: serde_json::Value = serde_json::from_str(out).expect("publish --json");
+        v["host_port"].as_u64().expect("host_port") as u16
+    };
+    let pa = host_port(&s.ok(&["publish", &a.name, "9000-9003:80", "--json"]));
+    let pb = host_port(&s.ok(&["publish", &b.name, "9000-9003:80", "--json"]));
+    assert_eq!((pa, pb), (9000, 9002), "9001 is held by a host socket");
+    // Idempotent: the same request again is the same publication.
+    assert_eq!(
+        host_port(&s.ok(&["publish", &a.name, "9000-9003:80", "--json"])),
+        9000
+    );
+    let any = s.ok(&["publish", &b.name, "80"]);
+    let port: u16 = any
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("*:")?.strip_suffix("/tcp")?.parse().ok())
+        .unwrap_or_else(|| panic!("no port printed: {any}"));
+    let (lo, hi) = net::ephemeral_ports(&s.host);
+    assert!((lo..=hi).contains(&port), "{port} outside {lo}-{hi}");
+    assert_eq!(s.ok(&["publish", &b.name, "80"]), any, "idempotent");
+    for p in [pa, pb, port] {
+        let got = net::ask_peer(&s.ext, UPLINK_IP, p, "");
+        assert_eq!(got.split(' ').next(), Some(EXT_IP), "{p}: {got:?}");
+    }
+    assert_eq!(s.json(&["ports"]).as_array().unwrap().len(), 3);
+    // A full range is an error that names it, and changes nothing.
+    let e = s.fails(&["publish", &a.name, "9001-9002:81"]);
+    assert!(e.contains("no free host port in 9001-9002"), "{e}");
+    assert_eq!(s.json(&["ports"]).as_array().unwrap().len(), 3);
+}
+
 #[test]
 fn published_port_reachable_from_everywhere() {
     let s = Sandbox::with_weir(CONTROL, &[]);
