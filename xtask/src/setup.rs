@@ -35,6 +35,8 @@ const TOOLS: &[&str] = &[
     // dockerd and its client for weir-docker's tests, which start their own dockerd in a
     // sandbox namespace (the package's docker.service is never started: NoServiceStarts).
     "docker.io",
+    // systemd-analyze, which checks the units in dist/systemd.
+    "systemd",
 ];
 
 const TOOLCHAIN: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
