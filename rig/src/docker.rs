@@ -22,18 +22,41 @@ pub struct Dockerd {
     daemon: Option<Bg>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    netns: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Dockerd {
     /// Starts dockerd in `ns` and waits until it answers.
     pub fn start(ns: &Netns) -> Self {
+        Self::start_with(ns, &[])
+    }
+
+    /// The same, with more dockerd flags (`--live-restore`).
+    pub fn start_with(ns: &Netns, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("weir-dockerd-"));
         std::fs::create_dir_all(&dir).expect("dockerd dir");
-        let socket = dir.join("docker.sock");
-        let arg = |s: &str| dir.join(s).display().to_string();
-        let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
+        let mut d = Self {
+            daemon: None,
+            socket: dir.join("docker.sock"),
+            dir,
+            netns: ns.path(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(d.launch(), "dockerd did not start: {}", d.log());
+        d
+    }
+
+    /// Starts dockerd and waits (a minute at most) until it answers; false if it does not.
+    fn launch(&mut self) -> bool {
+        let arg = |s: &str| self.dir.join(s).display().to_string();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))
+            .expect("dockerd log");
         let child = Command::new("nsenter")
-            .arg(format!("--net={}", ns.path().display()))
+            .arg(format!("--net={}", self.netns.display()))
             .args([
                 "dockerd",
                 "--data-root",
@@ -42,30 +65,42 @@ impl Dockerd {
                 &arg("exec"),
             ])
             .args(["--pidfile", &arg("dockerd.pid")])
-            .arg(format!("--host=unix://{}", socket.display()))
+            .arg(format!("--host=unix://{}", self.socket.display()))
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args([
                 "--ip-forward=false",
                 "--ip-masq=false",
                 "--userland-proxy=false",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("starting dockerd");
-        let d = Self {
-            daemon: Some(Bg::from_child(child)),
-            dir,
-            socket,
-        };
-        let up = wait_for(Duration::from_secs(60), || {
-            d.docker(&["version", "--format", "{{.Server.Version}}"])
+        self.daemon = Some(Bg::from_child(child));
+        wait_for(Duration::from_secs(60), || {
+            self.docker(&["version", "--format", "{{.Server.Version}}"])
                 .status
                 .success()
-        });
-        assert!(up, "dockerd did not start: {}", d.log());
-        d
+        })
+    }
+
+    /// Stops dockerd (SIGTERM, as `systemctl stop docker`) and waits until it is gone; with
+    /// `--live-restore` its containers keep running.
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.pid() {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            wait_for(Duration::from_secs(20), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+        }
+        drop(self.daemon.take());
+    }
+
+    /// Starts dockerd again on the same roots and socket.
+    pub fn start_again(&mut self) {
+        assert!(self.launch(), "dockerd did not start again: {}", self.log());
     }
 
     pub fn log(&self) -> String {
@@ -137,19 +172,17 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
+        // A test that stopped a --live-restore dockerd left its containers running: only a
+        // dockerd can remove them.
+        if self.daemon.is_none() {
+            self.launch();
+        }
         // Containers first, so their endpoints leave the driver while it still runs.
         let ids = text(&self.docker(&["ps", "-aq"]).stdout);
         for id in ids.split_whitespace() {
             let _ = self.docker(&["rm", "-f", id]);
         }
-        if let Some(pid) = self.pid() {
-            // SIGTERM: dockerd stops containerd and unmounts what it mounted.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            wait_for(Duration::from_secs(20), || {
-                !Path::new(&format!("/proc/{pid}")).exists()
-            });
-        }
-        drop(self.daemon.take()); // kills what is left and reaps it
+        self.stop();
         unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -497,3 +497,41 @@ fn connect_and_disconnect(s: &Sandbox, d: &Dockerd, driver: &str) {
             .success()
     );
 }
+
+/// dockerd stopped and started again with `--live-restore`: the container serves throughout
+/// (the datapath needs neither dockerd nor the driver), and is removed cleanly afterwards.
+#[test]
+fn live_restore_keeps_containers_serving() {
+    let s = Sandbox::with_weir(rig::control_binary(), &[]);
+    let mut d = Dockerd::start_with(&s.host, &["--live-restore"]);
+    let drv = Driver::start(&s);
+    let image = d.busybox();
+    d.must(&words(&format!(
+        "network create -d {} --subnet 10.82.0.0/24 lr",
+        drv.name
+    )));
+    let run = "run -d --name lr1 --network lr -p 8090:81";
+    d.must(&[&words(run)[..], &[image], &words(ECHO)[..]].concat());
+    assert!(echo_once(&s.ext, UPLINK_IP, 8090), "before the restart");
+    let session = s
+        .ext
+        .spawn_piped(&["python3", "-c", SESSION, UPLINK_IP, "8090", "6"]);
+    d.stop();
+    assert!(echo_once(&s.ext, UPLINK_IP, 8090), "with dockerd stopped");
+    d.start_again();
+    assert_eq!(
+        d.must(&["inspect", "--format", "{{.State.Running}}", "lr1"]),
+        "true"
+    );
+    let out = session.finish_within(Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "the session broke: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(net::nstat(&s.ext, "TcpEstabResets"), 0);
+    assert!(echo_once(&s.ext, UPLINK_IP, 8090), "after the restart");
+    d.must(&["rm", "-f", "lr1"]);
+    nothing_left(&s, &format!("http://{UPLINK_IP}:8090/"));
+    d.must(&["network", "rm", "lr"]);
+}
