@@ -3,7 +3,7 @@
 use clap::{Args, ValueEnum};
 use control::{
     Error, Result,
-    ops::{Ctx, lifecycle},
+    ops::{Ctx, lifecycle, restore},
     output::json,
     state::XdpMode,
     validate,
@@ -18,7 +18,12 @@ Examples:
 
 Running it again upgrades the programs in place (same or newer build): established
 connections, published ports and rules survive. Run it again, too, after changing the uplink's
-MTU (containers take it) or the host's net.ipv4.ip_local_port_range (SNAT moves clear of it).";
+MTU (containers take it) or the host's net.ipv4.ip_local_port_range (SNAT moves clear of it).
+
+At boot (after a reboot the pins, namespaces and links are gone, the state dir is not) it
+brings back networks, rules and published ports, and recreates the containers `control
+container create` made (`--missing forget` drops them instead). Containers of a runtime
+(CNI, Docker) are forgotten: their runtime attaches them again when it restarts them.";
 
 #[derive(Args)]
 #[command(after_help = INIT_EXAMPLES)]
@@ -30,6 +35,10 @@ pub struct InitArgs {
     /// veth, where it would turn TSO off on the peer); `on` forces it; `off` never.
     #[arg(long, value_enum)]
     xdp: Option<XdpArg>,
+    /// CLI containers whose namespace or veth is gone (after a reboot): recreate them
+    /// (default) or forget them with their published ports and rules.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    missing: Option<MissingArg>,
     /// Conntrack map size in entries (two per flow; fixed until `control down`).
     #[arg(long, value_name = "N")]
     conntrack_max: Option<u32>,
@@ -46,6 +55,12 @@ pub struct InitArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MissingArg {
+    Recreate,
+    Forget,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,6 +114,10 @@ pub async fn init(ctx: &Ctx, a: InitArgs, host_netns: Option<String>) -> Result<
             .as_deref()
             .map(validate::port_range)
             .transpose()?,
+        missing: match a.missing {
+            Some(MissingArg::Forget) => restore::Missing::Forget,
+            Some(MissingArg::Recreate) | None => restore::Missing::Recreate,
+        },
     };
     let r = lifecycle::init(ctx, opts).await?;
     if a.json {
@@ -126,6 +145,7 @@ pub async fn init(ctx: &Ctx, a: InitArgs, host_netns: Option<String>) -> Result<
     if let Some(n) = r.snat_note {
         println!("{n}");
     }
+    report_restored(&r.restored);
     if r.mtu_resynced > 0 {
         println!(
             "{} container link(s) took the uplink's new MTU",
@@ -133,6 +153,24 @@ pub async fn init(ctx: &Ctx, a: InitArgs, host_netns: Option<String>) -> Result<
         );
     }
     Ok(())
+}
+
+fn report_restored(r: &restore::Restored) {
+    for (names, what) in [
+        (&r.recreated, "recreated (its links were gone)"),
+        (
+            &r.forgotten,
+            "forgotten (its links were gone; --missing forget)",
+        ),
+        (
+            &r.left_to_runtime,
+            "forgotten (its links were gone): its runtime attaches it again",
+        ),
+    ] {
+        for n in names {
+            println!("container {n} {what}");
+        }
+    }
 }
 
 pub async fn down(ctx: &Ctx, a: DownArgs) -> Result<()> {

@@ -273,6 +273,17 @@ pub async fn attach(ctx: &Ctx, st: &mut State, spec: AttachSpec) -> Result<Conta
     Ok(info(st, &book.of(name)?, name))
 }
 
+/// Wires again a CLI container whose links are gone (after a reboot): its namespace, made
+/// again if it is gone too, gets a new veth, addresses, routes and endpoint, as at create.
+pub async fn replumb(ctx: &Ctx, st: &mut State, name: &str) -> Result<()> {
+    let ns = if netns::exists(name) {
+        netns::path(name)
+    } else {
+        netns::create(name)?
+    };
+    plumb(ctx, st, name, &ns, "eth0", Peer::MoveIntoNetns).await
+}
+
 /// The new record of what `spec` asks for, at `ip`.
 fn record(st: &mut State, spec: &AttachSpec, ip: Ipv4Addr) -> Container {
     let mut rec = new_record(st, &spec.network, ip);

@@ -6,7 +6,7 @@ use aya::programs::TcAttachType;
 use serde::Serialize;
 use weir_common::{SCHEMA_VERSION, config::Timeouts, maps as names};
 
-use super::{Ctx, container, mtu, reconcile, tx};
+use super::{Ctx, container, mtu, reconcile, restore, tx};
 use crate::{
     cgroup,
     datapath::{self, links, maps},
@@ -30,6 +30,8 @@ pub struct InitOpts {
     pub conntrack_max: Option<u32>,
     pub timeouts: Vec<(String, u32)>,
     pub snat_ports: Option<(u16, u16)>,
+    /// CLI containers whose links are gone (a reboot): recreated or forgotten.
+    pub missing: restore::Missing,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +50,8 @@ pub struct InitReport {
     pub snat_note: Option<String>,
     /// Containers whose MTU followed a changed uplink MTU.
     pub mtu_resynced: usize,
+    /// Containers whose links were gone (after a reboot), and what became of them.
+    pub restored: restore::Restored,
 }
 
 /// Refuses a host namespace another instance (another state dir) already serves: two would
@@ -109,20 +113,9 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
             .or(prev.as_ref().map(|p| p.uplink.name.as_str())),
     )
     .await?;
-    let mut st = prev.clone().unwrap_or_else(|| State {
-        version: state::STATE_VERSION,
-        schema: SCHEMA_VERSION,
-        instance: ctx.inst.id.clone(),
-        host_netns: opts.host_netns.clone(),
-        uplink: uplink.clone(),
-        settings: settings.clone(),
-        cgroup2: String::new(),
-        next_identity: weir_common::policy::IDENTITY_FIRST_CONTAINER,
-        next_network_id: 1,
-        networks: BTreeMap::new(),
-        net_links: Vec::new(),
-        containers: BTreeMap::new(),
-    });
+    let mut st = prev
+        .clone()
+        .unwrap_or_else(|| fresh_state(ctx, &opts, &uplink, &settings));
     // Names the uplink: an interrupted init is finished by running it again (see Ctx::begin).
     // The state is saved only once everything is in place: until then the journal alone says
     // that init has to run again.
@@ -145,6 +138,10 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
             .map_or(0, |c| c.flags & weir_common::config::flags::EVENTS);
         let cfg = desired::config(&uplink, &settings, netns::cookie()?, listening);
         maps::write_config(&ctx.inst, &cfg)?;
+        // Before anything attaches to them: links a reboot took are made again (or their
+        // containers forgotten), so attach_all finds every ready container's veth.
+        ensure_gateway_dev(ctx, &st).await?;
+        let restored = restore::missing_containers(ctx, &mut st, opts.missing).await?;
         let attached = attach_all(ctx, &mut st, &uplink, &settings.xdp).await?;
         // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
         reconcile::sync_maps(ctx, &st)?;
@@ -162,9 +159,28 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
             snat_ports: settings.snat_ports,
             snat_note,
             mtu_resynced,
+            restored,
         })
     })
     .await
+}
+
+/// The state of an instance initialised for the first time.
+fn fresh_state(ctx: &Ctx, opts: &InitOpts, uplink: &Uplink, settings: &Settings) -> State {
+    State {
+        version: state::STATE_VERSION,
+        schema: SCHEMA_VERSION,
+        instance: ctx.inst.id.clone(),
+        host_netns: opts.host_netns.clone(),
+        uplink: uplink.clone(),
+        settings: settings.clone(),
+        cgroup2: String::new(),
+        next_identity: weir_common::policy::IDENTITY_FIRST_CONTAINER,
+        next_network_id: 1,
+        networks: BTreeMap::new(),
+        net_links: Vec::new(),
+        containers: BTreeMap::new(),
+    }
 }
 
 /// The settings of an init: explicit flags, else what the instance already had (`prev`),

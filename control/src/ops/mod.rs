@@ -11,6 +11,7 @@ pub mod network;
 pub mod policy;
 pub mod publish;
 pub mod reconcile;
+pub mod restore;
 pub mod tx;
 
 use rtnetlink::Handle;

@@ -22,6 +22,7 @@ mod metrics;
 mod monitor;
 mod policy;
 mod publish;
+mod reboot;
 mod repair;
 mod session;
 mod upgrade;
