@@ -2,6 +2,8 @@
 //! `control init` (as the boot unit runs it) brings back networks, rules and published ports,
 //! and recreates the CLI's containers — or forgets them, if the user says so.
 
+use std::time::Duration;
+
 use rig::{EXT_IP, Netns, Sandbox, UPLINK_IP, net};
 
 use crate::CONTROL;
