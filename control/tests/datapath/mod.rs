@@ -11,6 +11,7 @@ mod arp;
 mod checksums;
 mod fragments;
 mod from_container;
+mod fuzz;
 mod icmp_errors;
 mod malformed;
 mod policy;

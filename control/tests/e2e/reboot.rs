@@ -20,11 +20,13 @@ fn reboot(s: &Sandbox, containers: &[&Netns]) {
     s.host.must(&["ip", "-4", "addr", "flush", "dev", "lo"]);
     s.host
         .must(&["ip", "addr", "add", "127.0.0.1/8", "dev", "lo"]);
+    // The kernel tears a deleted namespace down asynchronously (once its killed processes
+    // are gone), and its veths with it.
+    let gone = rig::wait_for(Duration::from_secs(20), || {
+        !s.host.must(&["ip", "-o", "link", "show"]).contains("wr-")
+    });
     let links = s.host.must(&["ip", "-o", "link", "show"]);
-    assert!(
-        !links.contains("wr-"),
-        "a veth survived the reboot: {links}"
-    );
+    assert!(gone, "a veth survived the reboot: {links}");
 }
 
 #[test]
