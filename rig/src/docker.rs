@@ -183,23 +183,7 @@ impl Drop for Dockerd {
             let _ = self.docker(&["rm", "-f", id]);
         }
         self.stop();
-        unmount_under(&self.dir);
+        crate::unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Lazily unmounts every mount point under `dir` (deepest first): overlay layers, netns
-/// bind mounts, shm.
-fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = dir.display().to_string();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = Command::new("umount").args(["-l", p]).status();
     }
 }

@@ -76,6 +76,16 @@ impl Drop for Driver {
     }
 }
 
+/// A sandbox with Weir, a dockerd (with `flags`) in its host namespace, the driver serving
+/// it, and the image.
+fn docker_on_weir(flags: &[&str]) -> (Sandbox, Dockerd, Driver, &'static str) {
+    let s = Sandbox::with_weir(rig::control_binary(), &[]);
+    let d = Dockerd::start_with(&s.host, flags);
+    let drv = Driver::start(&s);
+    let image = d.busybox();
+    (s, d, drv, image)
+}
+
 /// The Weir container of a Docker container (by its endpoint on `network`).
 fn weir_container(s: &Sandbox, d: &Dockerd, ctr: &str, network: &str) -> Value {
     let eid = d.must(&[
@@ -102,10 +112,7 @@ fn wget(d: &Dockerd, from: &str, url: &str) -> Option<String> {
 
 #[test]
 fn docker_containers_run_on_a_weir_network() {
-    let s = Sandbox::with_weir(rig::control_binary(), &[]);
-    let d = Dockerd::start(&s.host);
-    let drv = Driver::start(&s);
-    let image = d.busybox();
+    let (s, d, drv, image) = docker_on_weir(&[]);
     let net_id = d.must(&[
         "network",
         "create",
@@ -246,10 +253,7 @@ fn only_weirs_datapath(s: &Sandbox) {
 
 #[test]
 fn what_weir_refuses_docker_shows() {
-    let s = Sandbox::with_weir(rig::control_binary(), &[]);
-    let d = Dockerd::start(&s.host);
-    let drv = Driver::start(&s);
-    let image = d.busybox();
+    let (s, d, drv, image) = docker_on_weir(&[]);
     let e = d.fails(&[
         "network",
         "create",
@@ -364,10 +368,7 @@ fn published(c: &Value) -> Vec<String> {
 
 #[test]
 fn docker_port_forms_addresses_and_a_driver_restart() {
-    let s = Sandbox::with_weir(rig::control_binary(), &[]);
-    let d = Dockerd::start(&s.host);
-    let mut drv = Driver::start(&s);
-    let image = d.busybox();
+    let (s, d, mut drv, image) = docker_on_weir(&[]);
     let create = format!("network create -d {} --subnet 10.79.0.0/24 n", drv.name);
     d.must(&words(&create));
     let serve = "echo e1 > /www/index.html && httpd -p 80 -h /www && nc -ll -p 81 -e cat";
@@ -502,10 +503,7 @@ fn connect_and_disconnect(s: &Sandbox, d: &Dockerd, driver: &str) {
 /// (the datapath needs neither dockerd nor the driver), and is removed cleanly afterwards.
 #[test]
 fn live_restore_keeps_containers_serving() {
-    let s = Sandbox::with_weir(rig::control_binary(), &[]);
-    let mut d = Dockerd::start_with(&s.host, &["--live-restore"]);
-    let drv = Driver::start(&s);
-    let image = d.busybox();
+    let (s, mut d, drv, image) = docker_on_weir(&["--live-restore"]);
     d.must(&words(&format!(
         "network create -d {} --subnet 10.82.0.0/24 lr",
         drv.name

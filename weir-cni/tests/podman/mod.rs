@@ -229,17 +229,7 @@ impl Drop for Podman {
         let _ = self.run(&["rm", "--all", "--force", "--time", "0"]);
         let _ = self.run(&["rmi", "--all", "--force"]);
         // Whatever podman left mounted under the work dir (overlay layers, shm) goes first.
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let work = self.work.display().to_string();
-        let mut under: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&work))
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let _ = rig::run(&["umount", "-l", m]);
-        }
+        rig::unmount_under(&self.work);
         let _ = fs::remove_dir_all(&self.work);
         // Only what we made, and only when empty once our part is gone: another runtime may
         // have started using them meanwhile.
