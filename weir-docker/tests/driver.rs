@@ -113,15 +113,10 @@ fn wget(d: &Dockerd, from: &str, url: &str) -> Option<String> {
 #[test]
 fn docker_containers_run_on_a_weir_network() {
     let (s, d, drv, image) = docker_on_weir(&[]);
-    let net_id = d.must(&[
-        "network",
-        "create",
-        "-d",
-        &drv.name,
-        "--subnet",
-        "10.77.0.0/24",
-        "web",
-    ]);
+    let net_id = d.must(&words(&format!(
+        "network create -d {} --subnet 10.77.0.0/24 web",
+        drv.name
+    )));
     let weir_net = format!("docker-{}", &net_id[..12]);
     let nets = s.json(&["network", "ls"]);
     let n = nets
@@ -254,38 +249,20 @@ fn only_weirs_datapath(s: &Sandbox) {
 #[test]
 fn what_weir_refuses_docker_shows() {
     let (s, d, drv, image) = docker_on_weir(&[]);
-    let e = d.fails(&[
-        "network",
-        "create",
-        "-d",
-        &drv.name,
-        "--ipv6",
-        "--subnet",
-        "fd77::/64",
-        "v6",
-    ]);
+    let e = d.fails(&words(&format!(
+        "network create -d {} --ipv6 --subnet fd77::/64 v6",
+        drv.name
+    )));
     assert!(e.contains("IPv4-only"), "{e}");
-    let e = d.fails(&[
-        "network",
-        "create",
-        "-d",
-        &drv.name,
-        "--subnet",
-        "10.78.0.0/24",
-        "-o",
-        "foo=bar",
-        "o",
-    ]);
+    let e = d.fails(&words(&format!(
+        "network create -d {} --subnet 10.78.0.0/24 -o foo=bar o",
+        drv.name
+    )));
     assert!(e.contains("\"foo\""), "{e}");
-    d.must(&[
-        "network",
-        "create",
-        "-d",
-        &drv.name,
-        "--subnet",
-        "10.78.0.0/24",
-        "ok",
-    ]);
+    d.must(&words(&format!(
+        "network create -d {} --subnet 10.78.0.0/24 ok",
+        drv.name
+    )));
     let e = d.fails(&[
         "run",
         "--rm",
