@@ -94,19 +94,15 @@ pub fn proto(s: &str) -> Result<Proto> {
     }
 }
 
-/// `HOSTPORT:PORT[/tcp|/udp]`.
+/// `HOSTPORT:PORT[/tcp|/udp]`: [`publish_form`] with a fixed host port.
 pub fn publish_spec(s: &str) -> Result<(u16, u16, Proto)> {
-    let (ports, pr) = match s.split_once('/') {
-        Some((p, pr)) => (p, proto(pr)?),
-        None => (s, Proto::Tcp),
-    };
-    let Some((h, c)) = ports.split_once(':') else {
-        return Err(Error::invalid(format!(
+    match publish_form(s)? {
+        (HostPorts::Exactly(h), c, pr) => Ok((h, c, pr)),
+        _ => Err(Error::invalid(format!(
             "invalid port mapping {:?}: expected HOSTPORT:PORT[/tcp|/udp], e.g. 8080:80 or 5353:53/udp",
             truncate(s)
-        )));
-    };
-    Ok((port("host port", h)?, port("container port", c)?, pr))
+        ))),
+    }
 }
 
 /// `control publish`'s mapping: `HOSTPORT:PORT`, `LO-HI:PORT` (the first free host port of

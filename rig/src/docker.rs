@@ -27,12 +27,8 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
-    /// Starts dockerd in `ns` and waits until it answers.
-    pub fn start(ns: &Netns) -> Self {
-        Self::start_with(ns, &[])
-    }
-
-    /// The same, with more dockerd flags (`--live-restore`).
+    /// Starts dockerd in `ns` with these extra flags (`--live-restore`) and waits until it
+    /// answers.
     pub fn start_with(ns: &Netns, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("weir-dockerd-"));
         std::fs::create_dir_all(&dir).expect("dockerd dir");

@@ -274,7 +274,6 @@ async fn attach_all(ctx: &Ctx, st: &mut State, uplink: &Uplink, xdp: &XdpMode) -
         links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
         containers += 1;
     }
-    ensure_gateway_dev(ctx, st).await?;
     let gateways: Vec<Ipv4Addr> = st.networks.values().map(|n| n.gateway).collect();
     let host_addrs = netlink::ipv4_addrs(&ctx.nl, None)
         .await?
