@@ -149,6 +149,8 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
     let cfg = config().ok_or(DropReason::NotInitialised)?;
     // Before anything measures the packet: lengths are the IP header's, never the frame's.
     packet::trim_to_datagram(ctx)?;
+    // What the paths count is the datagram routed, not the padding cut off.
+    let len = ctx.packet_len();
     let pkt = packet::parse_ipv4_tc(ctx)?;
     let key = pkt.flow();
     sender(ctx, &pkt, ifindex)?;

@@ -11,13 +11,19 @@ pub fn live(ns: &Netns, dev: &str, filter: &str, secs: u32) -> Bg {
     let mut argv = vec!["timeout", secs.as_str(), "tcpdump", "-l", "-n", "-i", dev];
     argv.extend(filter.split_whitespace());
     let bg = ns.spawn_piped(&argv);
+    capturing(ns);
+    bg
+}
+
+/// Waits until a tcpdump in `ns` captures. A fixed sleep is not enough: under load tcpdump
+/// took longer than 700 ms to open its socket, and the packets sent meanwhile went uncounted.
+fn capturing(ns: &Netns) {
     let up = wait_for(Duration::from_secs(5), || {
         text(&ns.run(&["ss", "-H", "-0", "-p"]).stdout).contains("tcpdump")
     });
     assert!(up, "tcpdump did not start in {}", ns.name);
     // The socket exists; give libpcap a moment to attach its filter and ring.
     std::thread::sleep(Duration::from_millis(300));
-    bg
 }
 
 /// Captures on `dev` in `ns` while `f` runs; returns how many packets matched `filter`.
@@ -25,8 +31,7 @@ pub fn count_while(ns: &Netns, dev: &str, filter: &str, f: impl FnOnce()) -> usi
     let pcap = std::env::temp_dir().join(crate::unique("weir-cap-"));
     let pcap_s = pcap.to_str().unwrap().to_string();
     let cap = ns.spawn(&["tcpdump", "-i", dev, "-n", "-U", "-w", &pcap_s, filter]);
-    // tcpdump needs a moment before it captures.
-    std::thread::sleep(Duration::from_millis(700));
+    capturing(ns);
     f();
     std::thread::sleep(Duration::from_millis(500));
     drop(cap.finish_within(Duration::from_millis(1)));

@@ -96,6 +96,8 @@ pub struct Run {
     pub meta: Vec<u8>,
     /// Counters that moved: WEIR_STATS index -> packets.
     pub moved: BTreeMap<u32, u64>,
+    /// The same counters' bytes: WEIR_STATS index -> bytes.
+    pub moved_bytes: BTreeMap<u32, u64>,
 }
 
 impl Run {
@@ -118,6 +120,12 @@ impl Run {
             .filter(|&&i| (PATH_BASE..EVENT_BASE).contains(&i))
             .map(|&i| Path::from_u32(i - PATH_BASE).expect("path"))
             .collect()
+    }
+
+    /// The bytes this run counted on `path`.
+    pub fn path_bytes(&self, path: Path) -> u64 {
+        let i = PATH_BASE + path as u32;
+        self.moved_bytes.get(&i).copied().unwrap_or(0)
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -408,10 +416,17 @@ impl Datapath {
         self.clear::<FlowKey, CtEntry>(names::CONNTRACK);
     }
 
-    fn stats(&mut self) -> Vec<u64> {
+    /// Every counter as (packets, bytes), summed over the CPUs.
+    fn stats(&mut self) -> Vec<(u64, u64)> {
         let s: PerCpuArray<_, Counter> = self.map(names::STATS);
         (0..STATS_ENTRIES)
-            .map(|i| s.get(&i, 0).unwrap().iter().map(|c| c.packets).sum())
+            .map(|i| {
+                let per_cpu = s.get(&i, 0).unwrap();
+                (
+                    per_cpu.iter().map(|c| c.packets).sum(),
+                    per_cpu.iter().map(|c| c.bytes).sum(),
+                )
+            })
             .collect()
     }
 
@@ -445,18 +460,21 @@ impl Datapath {
             Vec::new()
         };
         let after = self.stats();
-        let moved = before
-            .iter()
-            .zip(&after)
-            .enumerate()
-            .filter(|(_, (b, a))| a != b)
-            .map(|(i, (b, a))| (i as u32, a - b))
-            .collect();
+        let delta = |part: fn(&(u64, u64)) -> u64| -> BTreeMap<u32, u64> {
+            before
+                .iter()
+                .zip(&after)
+                .enumerate()
+                .filter(|(_, (b, a))| part(a) != part(b))
+                .map(|(i, (b, a))| (i as u32, part(a) - part(b)))
+                .collect()
+        };
         Ok(Run {
             verdict: res.return_value,
             frame: out,
             meta,
-            moved,
+            moved: delta(|c| c.0),
+            moved_bytes: delta(|c| c.1),
         })
     }
 

@@ -4,7 +4,7 @@
 //! every length, Ethernet padding, long TCP headers) are forwarded and translated at the
 //! right offsets.
 
-use weir_common::stats::{DropReason, Hook};
+use weir_common::stats::{DropReason, Hook, Path};
 
 use super::{
     assert_delivered, assert_to_uplink,
@@ -274,6 +274,24 @@ fn padding_and_long_tcp_headers_are_valid() {
         f[14 + ip_len..],
         "trailer untouched"
     );
+
+    // From a container, padded past the frame it needs: the padding is cut off before the
+    // route is judged, for the new flow and again once it is established, and what the path
+    // counts is the datagram that leaves.
+    let ip = Ip::udp(A.ip, 40001, WORLD, 5353).payload(b"x");
+    let mut f = ip_frame(A.host_mac, A.mac, &ip.bytes());
+    let frame_len = f.len();
+    f.resize(1400, 0);
+    for round in ["new", "established"] {
+        let r = dp.from_container(&A, &f);
+        let o = assert_to_uplink(&r, &format!("padded, {round}"));
+        assert_eq!((o.ip.src, r.frame.len()), (UPLINK_IP, frame_len), "{round}");
+        assert_eq!(
+            r.path_bytes(Path::Egress),
+            frame_len as u64,
+            "{round}: bytes counted"
+        );
+    }
 
     // A TCP header with 40 bytes of options (data offset 15).
     let ip = Ip::tcp(A.ip, 40000, WORLD, 443, SYN);
