@@ -18,7 +18,7 @@ use crate::{
     ops::{container, policy},
     published::Publish,
     rules::Rule,
-    state::{Network, Settings, State, Uplink},
+    state::{Network, Phase, Settings, State, Uplink},
 };
 
 /// The `WEIR_ENDPOINTS` entry of container `name`.
@@ -29,11 +29,12 @@ pub fn endpoint(st: &State, name: &str) -> Result<(u32, Endpoint)> {
     ))
 }
 
-/// Every container's endpoint.
+/// Every container's endpoint (none for a container awaiting its name: it is kept dark).
 pub fn endpoints(st: &State) -> HashMap<u32, Endpoint> {
     st.containers
-        .keys()
-        .filter_map(|n| endpoint(st, n).ok())
+        .iter()
+        .filter(|(_, c)| c.phase != Phase::AwaitingName)
+        .filter_map(|(n, _)| endpoint(st, n).ok())
         .collect()
 }
 

@@ -53,6 +53,16 @@ pub enum Phase {
     Ready,
     /// A command was removing it and may not have finished.
     Removing,
+    /// Wired, but without its endpoint entry (it neither sends nor receives) until its front
+    /// end learns the name rules may know it by (see [`Container::alias`]).
+    AwaitingName,
+}
+
+impl Phase {
+    /// Whether the container's links and namespace are complete (a command is not midway).
+    pub fn is_wired(self) -> bool {
+        matches!(self, Phase::Ready | Phase::AwaitingName)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,6 +85,33 @@ pub struct Container {
     /// (a DEL for another interface of the same container is not about this one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_ifname: Option<String>,
+    /// Another name this attachment answers to in rules, `ports` and `conntrack`: Docker's
+    /// container name (the record is named after Docker's endpoint), or for a CLI container's
+    /// further network, that container's name. Several records may share one: a container on
+    /// several networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The container end's name when it is not `eth0` (a CLI container's further networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+}
+
+impl Container {
+    /// The /run/netns name of the namespace Weir made for this CLI attachment: the
+    /// container's own name, which is the alias of its further networks' records. None when
+    /// a runtime owns the namespace.
+    pub fn weir_netns<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        match self.external_netns {
+            Some(_) => None,
+            None => Some(self.alias.as_deref().unwrap_or(name)),
+        }
+    }
+
+    /// Whether removing this record removes its namespace: a CLI container's own record
+    /// only, never a further network's (the namespace is the container's).
+    pub fn owns_netns(&self) -> bool {
+        self.external_netns.is_none() && self.alias.is_none()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,6 +188,50 @@ impl State {
                 "no container named {name:?}: see `control container ls`"
             ))
         })
+    }
+
+    /// The records `name` selects: the one named so, and every one with it as alias.
+    pub fn answering(&self, name: &str) -> Vec<&str> {
+        self.containers
+            .iter()
+            .filter(|(n, c)| n.as_str() == name || c.alias.as_deref() == Some(name))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// The identities `name` selects: one per attachment (a container on several networks has
+    /// one per network).
+    pub fn identities(&self, name: &str) -> Vec<u32> {
+        self.answering(name)
+            .into_iter()
+            .filter_map(|n| self.containers.get(n).map(|c| c.identity))
+            .collect()
+    }
+
+    /// Like [`answering`](Self::answering), but an error when `name` selects nothing.
+    pub fn answering_some(&self, name: &str) -> Result<Vec<&str>> {
+        let found = self.answering(name);
+        if found.is_empty() {
+            return Err(Error::not_found(format!(
+                "no container named {name:?}: see `control container ls`"
+            )));
+        }
+        Ok(found)
+    }
+
+    /// The one record `name` selects for a change made on one attachment (publishing): the
+    /// record of that name, else the only one with it as alias.
+    pub fn one_answering(&self, name: &str) -> Result<&str> {
+        if let Some((n, _)) = self.containers.get_key_value(name) {
+            return Ok(n.as_str());
+        }
+        match self.answering_some(name)?.as_slice() {
+            [one] => Ok(one),
+            many => Err(Error::invalid(format!(
+                "{name:?} is on several networks ({}): name one of them",
+                many.join(", ")
+            ))),
+        }
     }
 
     pub fn container_by_ip(&self, ip: Ipv4Addr) -> Option<(&String, &Container)> {

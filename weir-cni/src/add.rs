@@ -78,6 +78,8 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
         ports,
         // The runtime (conmon) holds the host port itself: no "in use" check.
         host_ports: HostPort::HeldByRuntime,
+        alias: None,
+        admit: container::Admit::Now,
     };
     let c = container::attach(ctx, &mut st, spec).await?;
     let a = Attached {

@@ -7,26 +7,34 @@
 //! is held in memory: Docker sends its address at CreateEndpoint and the interface is made at
 //! Join, when the sandbox key is known.
 
-use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf};
+use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use control::{
     Error, Result, netlink,
     ops::{
         Ctx,
-        container::{self, AttachSpec, NetnsOwner, Origin, Peer},
+        container::{self, Admit, AttachSpec, NetnsOwner, Origin, Peer},
         network::{self, NetworkSpec, Reach},
+        policy,
         publish::{self, HostPort},
     },
-    state::{self, Proto},
+    state::{self, Container, Proto, State},
     validate,
 };
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::{
     api::{self, CreateEndpoint, CreateNetwork, EndpointRef, InterfaceName, JoinReply, NetworkRef},
+    names::{EngineApi, News},
     ports,
 };
+
+/// How long a new endpoint's container is looked for in Docker's list: while rules wait for
+/// a name (it is dark meanwhile), and otherwise.
+const PATIENCE_DARK: Duration = Duration::from_secs(10);
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The Weir name of a Docker object (network or endpoint) by its id.
 pub fn weir_name(docker_id: &str) -> String {
@@ -58,17 +66,116 @@ struct Pending {
     mac: [u8; 6],
 }
 
+/// Whether record `name` is one of weir-docker's (an endpoint's).
+fn is_docker(name: &str, c: &Container) -> bool {
+    name.starts_with("docker-") && c.external_netns.is_some() && c.cni_id.is_none()
+}
+
 pub struct Driver {
     ctx: Ctx,
     pending: HashMap<String, Pending>,
+    /// The Engine API, when Docker can be asked for names.
+    api: Option<EngineApi>,
+    /// When each endpoint kept dark until named joined (how long it waited is logged).
+    dark_since: HashMap<String, std::time::Instant>,
+    news: mpsc::Sender<News>,
 }
 
 impl Driver {
-    pub fn new(ctx: Ctx) -> Self {
+    pub fn new(ctx: Ctx, api: Option<EngineApi>, news: mpsc::Sender<News>) -> Self {
         Self {
             ctx,
             pending: HashMap::new(),
+            api,
+            dark_since: HashMap::new(),
+            news,
         }
+    }
+
+    /// After a start: names what was left unnamed (admitting what waits), follows Docker's
+    /// events, and forgets the rules of containers removed while the driver was down.
+    pub async fn resync(&mut self) -> Result<()> {
+        let st = state::load_required(&self.ctx.inst)?;
+        let unnamed: Vec<(String, Duration)> = st
+            .containers
+            .iter()
+            .filter(|(n, c)| is_docker(n, c) && (c.alias.is_none() || !c.phase.is_wired()))
+            .filter_map(|(n, _)| n.strip_prefix("docker-").map(str::to_string))
+            .map(|short| (short, PATIENCE_DARK))
+            .collect();
+        let Some(api) = self.api.clone() else {
+            for (short, _) in unnamed {
+                self.hear(News::Named {
+                    endpoint_id: short,
+                    name: None,
+                })
+                .await;
+            }
+            return Ok(());
+        };
+        tokio::spawn(api.clone().follow(self.news.clone()));
+        for (short, patience) in unnamed {
+            tokio::spawn(api.clone().find(short, patience, self.news.clone()));
+        }
+        // Docker may not be up yet (the driver starts first): those rules wait for next time.
+        let Ok(known) = api.container_names().await else {
+            return Ok(());
+        };
+        for name in policy::waiting_names(&self.ctx, &st)? {
+            if !known.contains(&name) {
+                policy::forget_name(&self.ctx, &name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on what the Engine API told (see [`News`]); errors are logged, not answered.
+    pub async fn hear(&mut self, news: News) {
+        let r = match news {
+            News::Named { endpoint_id, name } => self.named(&endpoint_id, name).await,
+            News::Renamed { from, to } => self.renamed(&from, &to).await,
+            News::Destroyed { name } => policy::forget_name(&self.ctx, &name).await.map(drop),
+        };
+        if let Err(e) = r {
+            eprintln!("weir-docker: {e}");
+        }
+    }
+
+    async fn named(&mut self, endpoint_id: &str, name: Option<String>) -> Result<()> {
+        let record = weir_name(endpoint_id);
+        let (_lock, mut st) = self.ctx.begin().await?;
+        let Some(c) = st.containers.get(&record) else {
+            return Ok(()); // gone meanwhile
+        };
+        if name.is_none() && c.phase == state::Phase::AwaitingName {
+            eprintln!(
+                "weir-docker: Docker did not name endpoint {endpoint_id}'s container: it runs as {record}, and rules by its Docker name do not hold for it"
+            );
+        }
+        let alias = name.or_else(|| c.alias.clone());
+        container::name(&self.ctx, &mut st, &record, alias.as_deref()).await?;
+        if let Some(t) = self.dark_since.remove(&record) {
+            eprintln!(
+                "weir-docker: {record} ({}) admitted after {} ms",
+                alias.as_deref().unwrap_or("unnamed"),
+                t.elapsed().as_millis()
+            );
+        }
+        Ok(())
+    }
+
+    async fn renamed(&mut self, from: &str, to: &str) -> Result<()> {
+        let (_lock, mut st) = self.ctx.begin().await?;
+        let records: Vec<String> = st
+            .containers
+            .iter()
+            .filter(|(n, c)| is_docker(n, c) && c.alias.as_deref() == Some(from))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for r in records {
+            container::name(&self.ctx, &mut st, &r, Some(to)).await?;
+        }
+        Ok(())
     }
 
     /// Answers one call (`method` is the URL path without its leading slash).
@@ -174,6 +281,7 @@ impl Driver {
         let name = weir_name(&req.endpoint_id);
         let (_lock, mut st) = self.ctx.begin().await?;
         if !st.containers.contains_key(&name) {
+            let (alias, admit) = self.naming_at_join(&st, &req.sandbox_key)?;
             let p = self.pending.get(&req.endpoint_id).ok_or_else(|| {
                 Error::not_found(format!(
                     "endpoint {} was created before weir-docker restarted and never joined: remove the container and run it again",
@@ -193,9 +301,18 @@ impl Driver {
                 mac: Some(p.mac),
                 ports: Vec::new(),
                 host_ports: HostPort::CheckFree,
+                alias: alias.clone(),
+                admit,
             };
             container::attach(&self.ctx, &mut st, spec).await?;
             self.pending.remove(&req.endpoint_id);
+            if alias.is_none() {
+                self.look_up(&req.endpoint_id, admit);
+            }
+            if admit == Admit::WhenNamed {
+                self.dark_since
+                    .insert(name.clone(), std::time::Instant::now());
+            }
         }
         let c = st.container(&name)?;
         let net = st.network(&c.network)?;
@@ -212,6 +329,46 @@ impl Driver {
             disable_gateway_service: net.internal,
         })
         .expect("plain struct"))
+    }
+
+    /// The name a joining endpoint's container has, and when it may send: a further network
+    /// of a container Weir knows (its sandbox is another endpoint's) has that one's name at
+    /// once; otherwise, while rules wait for names no container answers to (a stopped Docker
+    /// container's), it stays dark until Docker names it, for those rules may be its.
+    fn naming_at_join(&self, st: &State, sandbox: &str) -> Result<(Option<String>, Admit)> {
+        let sibling = st
+            .containers
+            .iter()
+            .find(|(n, c)| is_docker(n, c) && c.external_netns.as_deref() == Some(sandbox));
+        if let Some((_, c)) = sibling
+            && let Some(alias) = &c.alias
+        {
+            return Ok((Some(alias.clone()), Admit::Now));
+        }
+        let waiting = self.api.is_some() && !policy::waiting_names(&self.ctx, st)?.is_empty();
+        Ok((
+            None,
+            if waiting {
+                Admit::WhenNamed
+            } else {
+                Admit::Now
+            },
+        ))
+    }
+
+    /// Starts looking for the endpoint's container name (heard by this same worker once the
+    /// call it is in is answered).
+    fn look_up(&self, endpoint_id: &str, admit: Admit) {
+        let patience = match admit {
+            Admit::WhenNamed => PATIENCE_DARK,
+            Admit::Now => PATIENCE,
+        };
+        if let Some(api) = &self.api {
+            let find = api
+                .clone()
+                .find(endpoint_id.to_string(), patience, self.news.clone());
+            tokio::spawn(find);
+        }
     }
 
     /// Publishes the endpoint's `-p` mappings: all of them or none.

@@ -6,5 +6,6 @@
 
 pub mod api;
 pub mod driver;
+pub mod names;
 pub mod ports;
 pub mod server;

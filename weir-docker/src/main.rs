@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use control::{Error, Result, datapath::maps, instance::Instance, netns, ops::Ctx, state};
-use weir_docker::{driver::Driver, server};
+use weir_docker::{driver::Driver, names::EngineApi, server};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -35,6 +35,10 @@ struct Cli {
         value_name = "DIR"
     )]
     state_dir: PathBuf,
+    /// dockerd's Engine API socket, asked for container names (`control container ls`, rules
+    /// by Docker name).
+    #[arg(long, default_value = "/var/run/docker.sock", value_name = "PATH")]
+    docker_socket: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,8 @@ fn run(cli: Cli) -> Result<()> {
         .map_err(|e| Error::Other(e.into()))?;
     rt.block_on(async {
         let ctx = Ctx::new(inst)?.with_notes(|n| eprintln!("weir-docker: note: {n}"));
-        server::serve(Driver::new(ctx), &socket).await
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let api = EngineApi::new(&cli.docker_socket);
+        server::serve(Driver::new(ctx, Some(api), tx), &socket, rx).await
     })
 }

@@ -17,15 +17,20 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::driver::Driver;
+use crate::{driver::Driver, names::News};
 
 type Call = (String, Bytes, oneshot::Sender<Value>);
 
 /// Docker's plugin media type: it accepts plain JSON too, but this is what it sends.
 const PLUGIN_JSON: &str = "application/vnd.docker.plugins.v1.2+json";
 
-/// Listens on `socket` (replacing a stale one) and serves until SIGINT/SIGTERM.
-pub async fn serve(mut driver: Driver, socket: &Path) -> Result<()> {
+/// Listens on `socket` (replacing a stale one) and serves until SIGINT/SIGTERM; between calls
+/// the driver hears what the Engine API told (`news`).
+pub async fn serve(
+    mut driver: Driver,
+    socket: &Path,
+    mut news: mpsc::Receiver<News>,
+) -> Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
     }
@@ -37,6 +42,9 @@ pub async fn serve(mut driver: Driver, socket: &Path) -> Result<()> {
         ))
     })?;
     eprintln!("weir-docker: serving {}", socket.display());
+    if let Err(e) = driver.resync().await {
+        eprintln!("weir-docker: {e}");
+    }
     let (tx, mut rx) = mpsc::channel::<Call>(64);
     let app = Router::new().fallback(move |uri: Uri, body: Bytes| forward(tx.clone(), uri, body));
     let server = axum::serve(listener, app)
@@ -49,6 +57,7 @@ pub async fn serve(mut driver: Driver, socket: &Path) -> Result<()> {
             Some((method, body, reply)) = rx.recv() => {
                 let _ = reply.send(driver.call(&method, &body).await);
             }
+            Some(n) = news.recv() => driver.hear(n).await,
         }
     };
     let _ = std::fs::remove_file(socket);

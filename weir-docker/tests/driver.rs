@@ -2,113 +2,12 @@
 //! its own roots and no iptables, bridge or forwarding): `docker network create -d`, `docker
 //! run --network` and `-p` on Weir's datapath, and what Docker shows when Weir refuses.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+mod support;
 
-use rig::{Bg, EXT_IP, Sandbox, UPLINK_IP, docker::Dockerd, net, text, unique};
-use serde_json::Value;
+use std::time::Duration;
 
-const DRIVER: &str = env!("CARGO_BIN_EXE_weir-docker");
-
-/// weir-docker serving `s`'s instance under a plugin name of its own (/run/docker/plugins is
-/// shared by every dockerd on the machine); its socket goes with it.
-struct Driver {
-    name: String,
-    socket: PathBuf,
-    state_dir: PathBuf,
-    process: Option<Bg>,
-}
-
-impl Driver {
-    fn start(s: &Sandbox) -> Self {
-        let name = unique("weirt");
-        let mut d = Self {
-            socket: PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
-            name,
-            state_dir: s.state_dir.clone(),
-            process: None,
-        };
-        d.restart();
-        d
-    }
-
-    /// Starts the daemon (again) and waits for its socket.
-    fn restart(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new(DRIVER)
-            .args(["--name", &self.name, "--state-dir"])
-            .arg(&self.state_dir)
-            .spawn()
-            .expect("starting weir-docker");
-        self.process = Some(Bg::from_child(child));
-        assert!(
-            rig::wait_for(Duration::from_secs(10), || self.socket.exists()),
-            "weir-docker did not listen on {}",
-            self.socket.display()
-        );
-    }
-
-    /// SIGKILL: no chance to clean up, as in a crash. The socket is left behind, dead.
-    fn kill(&mut self) {
-        drop(self.process.take());
-    }
-
-    /// POSTs `body` to `/method` on the plugin socket, as Docker does.
-    fn call(&self, method: &str, body: &str) -> Value {
-        let out = rig::must(&[
-            "curl",
-            "-s",
-            "--unix-socket",
-            self.socket.to_str().unwrap(),
-            "-X",
-            "POST",
-            "--data-binary",
-            body,
-            &format!("http://plugin/{method}"),
-        ]);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: {e}: {out}"))
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-/// A sandbox with Weir, a dockerd (with `flags`) in its host namespace, the driver serving
-/// it, and the image.
-fn docker_on_weir(flags: &[&str]) -> (Sandbox, Dockerd, Driver, &'static str) {
-    let s = Sandbox::with_weir(rig::control_binary(), &[]);
-    let d = Dockerd::start_with(&s.host, flags);
-    let drv = Driver::start(&s);
-    let image = d.busybox();
-    (s, d, drv, image)
-}
-
-/// The Weir container of a Docker container (by its endpoint on `network`).
-fn weir_container(s: &Sandbox, d: &Dockerd, ctr: &str, network: &str) -> Value {
-    let eid = d.must(&[
-        "inspect",
-        "--format",
-        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").EndpointID}}}}"),
-        ctr,
-    ]);
-    let name = format!("docker-{}", &eid[..12]);
-    let all = s.json(&["container", "ls"]);
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("{ctr} ({name}) is not a Weir container: {all}"))
-}
-
-fn wget(d: &Dockerd, from: &str, url: &str) -> Option<String> {
-    // `timeout`, not wget's -T: busybox-static 1.35's wget segfaults on -T.
-    let o = d.docker(&["exec", from, "timeout", "5", "wget", "-q", "-O-", url]);
-    o.status.success().then(|| text(&o.stdout))
-}
+use rig::{EXT_IP, Sandbox, UPLINK_IP, docker::Dockerd, net, text};
+use support::*;
 
 #[test]
 fn docker_containers_run_on_a_weir_network() {
@@ -183,15 +82,6 @@ fn docker_containers_run_on_a_weir_network() {
     d.must(&["network", "rm", "web"]);
     assert_eq!(s.json(&["network", "ls"]), serde_json::json!([]));
     assert!(s.problems().is_empty(), "{:?}", s.problems());
-}
-
-/// No Weir container, port, veth (host side or Docker's peer) or reachable port is left.
-fn nothing_left(s: &Sandbox, url: &str) {
-    assert_eq!(s.json(&["container", "ls"]), serde_json::json!([]));
-    assert_eq!(s.json(&["ports"]), serde_json::json!([]));
-    let links = s.host.must(&["ip", "-o", "link", "show"]);
-    assert!(!links.contains("wr-") && !links.contains("wd"), "{links}");
-    assert!(net::curl(&s.ext, url, 2).is_none());
 }
 
 /// c2 reaches web1 (at `ip1`, serving its page on 80, published at `url`) by address and by
@@ -298,49 +188,6 @@ fn what_weir_refuses_docker_shows() {
         "NetworkDriver"
     );
     d.must(&["network", "rm", "ok"]);
-}
-
-/// Echoes over one TCP connection from `ns` to `addr:port` every 50 ms for `secs` seconds;
-/// prints the round trips made, or fails at the first one that breaks.
-const SESSION: &str = r#"
-import socket, sys, time
-addr, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-s = socket.create_connection((addr, port), timeout=3)
-end, n = time.time() + secs, 0
-while time.time() < end:
-    s.sendall(b"ping\n")
-    got = b""
-    while not got.endswith(b"\n"):
-        chunk = s.recv(64)
-        if not chunk:
-            sys.exit("closed by the peer after %d round trips" % n)
-        got += chunk
-    n += 1
-    time.sleep(0.05)
-print(n)
-"#;
-
-fn echo_once(ns: &rig::Netns, addr: &str, port: u16) -> bool {
-    let o = ns.run(&["python3", "-c", SESSION, addr, &port.to_string(), "0.2"]);
-    o.status.success()
-}
-
-/// A command line without quoting, as docker's arguments.
-fn words(s: &str) -> Vec<&str> {
-    s.split_whitespace().collect()
-}
-
-/// A TCP echo server on 81 in busybox.
-const ECHO: &str = "nc -ll -p 81 -e cat";
-
-/// The published ports of Weir container `c`, as `control container ls` describes them.
-fn published(c: &Value) -> Vec<String> {
-    c["published"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -32,6 +32,9 @@ pub struct ConntrackArgs {
     /// Include expired entries.
     #[arg(long)]
     all: bool,
+    /// Only flows to or from this container (every network it is on).
+    #[arg(long, value_name = "NAME")]
+    container: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -176,13 +179,18 @@ pub async fn conntrack(ctx: &Ctx, a: ConntrackArgs) -> Result<()> {
         println!("cut {n} flow(s)");
         return Ok(());
     }
-    state::load_required(&ctx.inst)?;
+    let st = state::load_required(&ctx.inst)?;
     let which = if a.all {
         inspect::Flows::WithExpired
     } else {
         inspect::Flows::Live
     };
-    let flows = inspect::conntrack(ctx, which)?;
+    let mut flows = inspect::conntrack(ctx, which)?;
+    if let Some(name) = &a.container {
+        st.answering_some(name)?;
+        let ids = st.identities(name);
+        flows.retain(|f| ids.contains(&f.src_identity) || ids.contains(&f.dst_identity));
+    }
     if a.json {
         json(&flows);
         return Ok(());

@@ -86,7 +86,7 @@ pub enum Cmd {
     /// on every address the container has it on; a port it does not publish is a no-op.
     Unpublish(publish::UnpublishArgs),
     /// List published ports.
-    Ports(JsonArg),
+    Ports(publish::PortsArgs),
     /// Block new connections between A and B (both directions), or, with A alone, every new
     /// connection from other containers to A.
     Isolate(policy::IsolateArgs),

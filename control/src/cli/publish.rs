@@ -12,8 +12,6 @@ use control::{
     state, validate,
 };
 
-use super::JsonArg;
-
 #[derive(Args)]
 #[command(after_help = "\
 Examples:
@@ -53,6 +51,22 @@ pub struct UnpublishArgs {
     host_ip: Option<String>,
 }
 
+#[derive(Args)]
+pub struct PortsArgs {
+    /// Only this container's (every network it is on).
+    container: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The record a publish command acts on: `name` is a container's own name, or the name it
+/// answers to (Docker's container name); one on several networks publishes on its first.
+fn record_of(ctx: &Ctx, name: &str) -> Result<String> {
+    let st = state::load_required(&ctx.inst)?;
+    st.one_answering(name).map(str::to_string)
+}
+
 fn host_ip(s: Option<&str>) -> Result<Option<std::net::Ipv4Addr>> {
     s.map(|s| validate::ipv4("host IP", s)).transpose()
 }
@@ -69,7 +83,8 @@ pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
         container_port,
         proto,
     };
-    let p = publish::publish_on(ctx, &a.container, port, host_ports).await?;
+    let record = record_of(ctx, &a.container)?;
+    let p = publish::publish_on(ctx, &record, port, host_ports).await?;
     if a.json {
         json(&p);
     } else {
@@ -89,7 +104,8 @@ pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
 pub async fn unpublish(ctx: &Ctx, a: UnpublishArgs) -> Result<()> {
     let port = validate::host_port_spec(&a.port)?;
     let ip = host_ip(a.host_ip.as_deref())?;
-    match publish::unpublish(ctx, &a.container, port, ip).await? {
+    let record = record_of(ctx, &a.container)?;
+    match publish::unpublish(ctx, &record, port, ip).await? {
         Unpublished::Removed(ps) => {
             for p in ps {
                 println!(
@@ -126,9 +142,13 @@ pub async fn unpublish(ctx: &Ctx, a: UnpublishArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn ports(ctx: &Ctx, a: JsonArg) -> Result<()> {
+pub fn ports(ctx: &Ctx, a: PortsArgs) -> Result<()> {
     let st = state::load_required(&ctx.inst)?;
-    let l = publish::list(&st, &PublishBook::open(&ctx.inst)?.items()?);
+    let mut l = publish::list(&st, &PublishBook::open(&ctx.inst)?.items()?);
+    if let Some(name) = &a.container {
+        let records = st.answering_some(name)?;
+        l.retain(|p| records.contains(&p.container.as_str()));
+    }
     if a.json {
         json(&l);
         return Ok(());
@@ -139,7 +159,10 @@ pub fn ports(ctx: &Ctx, a: JsonArg) -> Result<()> {
             vec![
                 format!("{}:{}", host(p.host_ip), p.host_port),
                 p.proto.name().into(),
-                p.container.clone(),
+                st.containers
+                    .get(&p.container)
+                    .and_then(|c| c.alias.clone())
+                    .unwrap_or_else(|| p.container.clone()),
                 format!("{}:{}", p.container_ip, p.container_port),
             ]
         })

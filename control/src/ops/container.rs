@@ -53,6 +53,8 @@ pub enum NetnsOwner {
     Weir,
     /// The runtime made it and deletes it: Weir only uses it.
     Runtime(PathBuf),
+    /// The one Weir made for the CLI container of this name (a further network of it).
+    Of(String),
 }
 
 /// Who puts the container end of the veth into the namespace and configures it.
@@ -64,6 +66,17 @@ pub enum Peer {
     /// namespace under `ifname` (which must then be free there), and the runtime moves and
     /// configures it from the address, gateway and MAC Weir reports.
     LeaveInHost,
+}
+
+/// When a new container's endpoint entry goes in, letting its traffic through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Once wired: every rule that can name it is in force by then.
+    Now,
+    /// Once its front end names it ([`name`]): rules may name it by a name the front end
+    /// learns only after the runtime started it (Docker's container names). Until then it
+    /// neither sends nor receives.
+    WhenNamed,
 }
 
 /// Everything [`attach`] needs, parsed and validated by the front end.
@@ -83,11 +96,17 @@ pub struct AttachSpec {
     pub ports: Vec<Port>,
     /// Who holds the published host ports.
     pub host_ports: HostPort,
+    /// Another name rules and commands may select it by ([`Container::alias`]).
+    pub alias: Option<String>,
+    pub admit: Admit,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ContainerInfo {
     pub name: String,
+    /// The name it answers to besides its own (Docker's container name, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
     pub network: String,
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
@@ -109,6 +128,7 @@ pub fn info(st: &State, pubs: &[Publish], name: &str) -> ContainerInfo {
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
     ContainerInfo {
         name: name.to_string(),
+        alias: c.alias.clone(),
         network: c.network.clone(),
         ip: c.ip,
         gateway: gw,
@@ -130,10 +150,10 @@ pub fn list(st: &State, pubs: &[Publish]) -> Vec<ContainerInfo> {
 }
 
 pub fn netns_path(name: &str, c: &Container) -> PathBuf {
-    c.external_netns
-        .as_ref()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| netns::path(name))
+    match (&c.external_netns, c.weir_netns(name)) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, ns) => netns::path(ns.unwrap_or(name)),
+    }
 }
 
 /// The endpoint map value for a container.
@@ -217,6 +237,8 @@ pub fn new_record(st: &mut State, network: &str, ip: Ipv4Addr) -> Container {
         external_netns: None,
         cni_id: None,
         cni_ifname: None,
+        alias: None,
+        ifname: None,
     }
 }
 
@@ -256,12 +278,16 @@ pub async fn attach(ctx: &Ctx, st: &mut State, spec: AttachSpec) -> Result<Conta
             let ns = match &spec.netns {
                 NetnsOwner::Weir => netns::create(name)?,
                 NetnsOwner::Runtime(p) => p.clone(),
+                NetnsOwner::Of(owner) => netns::path(owner),
             };
-            plumb(ctx, st, name, &ns, &spec.ifname, spec.peer).await?;
+            plumb(ctx, st, name, &ns, &spec.ifname, spec.peer, spec.admit).await?;
             for p in &spec.ports {
                 publish::add(ctx, st, &mut book, name, *p, spec.host_ports).await?;
             }
-            st.containers.get_mut(name).expect("just inserted").phase = Phase::Ready;
+            st.containers.get_mut(name).expect("just inserted").phase = match spec.admit {
+                Admit::Now => Phase::Ready,
+                Admit::WhenNamed => Phase::AwaitingName,
+            };
             Ok(())
         },
         async |st: &mut State| {
@@ -276,12 +302,45 @@ pub async fn attach(ctx: &Ctx, st: &mut State, spec: AttachSpec) -> Result<Conta
 /// Wires again a CLI container whose links are gone (after a reboot): its namespace, made
 /// again if it is gone too, gets a new veth, addresses, routes and endpoint, as at create.
 pub async fn replumb(ctx: &Ctx, st: &mut State, name: &str) -> Result<()> {
-    let ns = if netns::exists(name) {
-        netns::path(name)
+    let c = st.container(name)?;
+    let ns_name = c.weir_netns(name).unwrap_or(name).to_string();
+    let ifname = c.ifname.clone().unwrap_or_else(|| "eth0".into());
+    let ns = if netns::exists(&ns_name) {
+        netns::path(&ns_name)
     } else {
-        netns::create(name)?
+        netns::create(&ns_name)?
     };
-    plumb(ctx, st, name, &ns, "eth0", Peer::MoveIntoNetns).await
+    plumb(ctx, st, name, &ns, &ifname, Peer::MoveIntoNetns, Admit::Now).await
+}
+
+/// Gives record `name` the alias its front end learned (or takes it away with `None`), puts
+/// the rules naming that alias in force for it, and admits it if it was waiting for its name.
+/// Idempotent.
+pub async fn name(ctx: &Ctx, st: &mut State, name: &str, alias: Option<&str>) -> Result<()> {
+    let c = st.container(name)?;
+    let waiting = c.phase == Phase::AwaitingName;
+    if c.alias.as_deref() == alias && !waiting {
+        return Ok(());
+    }
+    if let Some(a) = alias {
+        crate::validate::name("container", a)?;
+    }
+    let what = format!("name {name} {}", alias.unwrap_or("-"));
+    tx::run(ctx, &what, st, async |st: &mut State| {
+        // The old alias's rules stop holding for it, the new one's start to.
+        policy::remove_for(ctx, st, name)?;
+        let c = st.containers.get_mut(name).expect("checked");
+        c.alias = alias.map(str::to_string);
+        if waiting {
+            c.phase = Phase::Ready;
+        }
+        policy::apply_for(ctx, st, name)?;
+        let (key, ep) = crate::desired::endpoint(st, name)?;
+        maps::endpoints(&ctx.inst)?
+            .insert(key, ep, 0)
+            .ctx(|| "adding the endpoint".into())
+    })
+    .await
 }
 
 /// The new record of what `spec` asks for, at `ip`.
@@ -289,6 +348,9 @@ fn record(st: &mut State, spec: &AttachSpec, ip: Ipv4Addr) -> Container {
     let mut rec = new_record(st, &spec.network, ip);
     if let NetnsOwner::Runtime(p) = &spec.netns {
         rec.external_netns = Some(p.display().to_string());
+    }
+    if spec.ifname != "eth0" && spec.peer == Peer::MoveIntoNetns {
+        rec.ifname = Some(spec.ifname.clone());
     }
     if let Origin::Cni {
         container_id,
@@ -301,6 +363,7 @@ fn record(st: &mut State, spec: &AttachSpec, ip: Ipv4Addr) -> Container {
     if let Some(m) = spec.mac {
         rec.mac = netlink::mac_string(&m);
     }
+    rec.alias.clone_from(&spec.alias);
     rec
 }
 
@@ -314,6 +377,7 @@ async fn plumb(
     ns: &Path,
     ifname: &str,
     peer: Peer,
+    admit: Admit,
 ) -> Result<()> {
     let c = st.container(name)?.clone();
     let net = st.network(&c.network)?.clone();
@@ -356,6 +420,8 @@ async fn plumb(
 
     let (ip, prefix, gw) = (c.ip, net.subnet.prefix_len(), net.gateway);
     if peer == Peer::MoveIntoNetns {
+        // The default route is the first network's; a further one's subnet is on its link.
+        let gw = c.alias.is_none().then_some(gw);
         configure_inside(ns, ifname, ip, prefix, gw)?;
     }
     netlink::add_host_route(&ctx.nl, ip, host.index, gw).await?;
@@ -363,17 +429,25 @@ async fn plumb(
     // Rules may name this container already (a CNI container re-added under its old name):
     // they are in force before the endpoint lets its first packet through.
     policy::apply_for(ctx, st, name)?;
-    let (key, ep) = crate::desired::endpoint(st, name)?;
-    maps::endpoints(&ctx.inst)?
-        .insert(key, ep, 0)
-        .ctx(|| "adding the endpoint".into())?;
+    if admit == Admit::Now {
+        let (key, ep) = crate::desired::endpoint(st, name)?;
+        maps::endpoints(&ctx.inst)?
+            .insert(key, ep, 0)
+            .ctx(|| "adding the endpoint".into())?;
+    }
     sysctl::enable_forwarding(&c.host_if)?;
     Ok(())
 }
 
 /// Inside the container's namespace: loopback up, `ifname` addressed and up, the default
-/// route via the gateway.
-fn configure_inside(ns: &Path, ifname: &str, ip: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> Result<()> {
+/// route via the gateway if given.
+fn configure_inside(
+    ns: &Path,
+    ifname: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gw: Option<Ipv4Addr>,
+) -> Result<()> {
     let ifname_owned = ifname.to_string();
     netns::run_async_in(ns, move || async move {
         let h = netlink::connect()?;
@@ -390,8 +464,95 @@ fn configure_inside(ns: &Path, ifname: &str, ip: Ipv4Addr, prefix: u8, gw: Ipv4A
             })?;
         netlink::add_addr(&h, eth.index, ip, prefix).await?;
         netlink::set_up(&h, eth.index).await?;
-        netlink::add_default_route(&h, gw).await
+        match gw {
+            Some(gw) => netlink::add_default_route(&h, gw).await,
+            None => Ok(()),
+        }
     })
+}
+
+/// The record of CLI container `name`'s attachment to a further `network`. `@` is in no name
+/// a user can give, so it never collides with a container's.
+pub fn attachment_name(name: &str, network: &str) -> String {
+    format!("{name}@{network}")
+}
+
+/// `control container connect`: CLI container `name` joins a further `network` with an
+/// interface `ethN` in its namespace (record [`attachment_name`], alias `name`: rules naming
+/// `name` cover it). The default route stays on the first network.
+pub async fn connect(
+    ctx: &Ctx,
+    st: &mut State,
+    name: &str,
+    network: &str,
+    ip: Option<Ipv4Addr>,
+) -> Result<ContainerInfo> {
+    let c = st.container(name)?;
+    if !c.owns_netns() || c.cni_id.is_some() {
+        return Err(Error::invalid(format!(
+            "{name:?} was not made by `control container create`: its runtime connects it to networks"
+        )));
+    }
+    let record = attachment_name(name, network);
+    if c.network == network || st.containers.contains_key(&record) {
+        return Err(Error::conflict(format!(
+            "container {name:?} is already on network {network:?}"
+        )));
+    }
+    let used: Vec<&str> = st
+        .containers
+        .values()
+        .filter(|x| x.alias.as_deref() == Some(name))
+        .filter_map(|x| x.ifname.as_deref())
+        .collect();
+    let ifname = (1..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !used.contains(&n.as_str()))
+        .expect("a free ethN");
+    let spec = AttachSpec {
+        name: record,
+        network: network.to_string(),
+        origin: Origin::Cli,
+        netns: NetnsOwner::Of(name.to_string()),
+        peer: Peer::MoveIntoNetns,
+        ifname,
+        ip,
+        mac: None,
+        ports: Vec::new(),
+        host_ports: HostPort::CheckFree,
+        alias: Some(name.to_string()),
+        admit: Admit::Now,
+    };
+    attach(ctx, st, spec).await
+}
+
+/// `control container disconnect`: takes CLI container `name` off a further `network`.
+pub async fn disconnect(ctx: &Ctx, st: &mut State, name: &str, network: &str) -> Result<()> {
+    if st.container(name)?.network == network {
+        return Err(Error::invalid(format!(
+            "{network:?} is {name:?}'s first network: `control container rm {name}` removes the container"
+        )));
+    }
+    let record = attachment_name(name, network);
+    if !st.containers.contains_key(&record) {
+        return Err(Error::not_found(format!(
+            "container {name:?} is not on network {network:?}: see `control container ls`"
+        )));
+    }
+    let what = format!("container disconnect {name} {network}");
+    detach(ctx, st, std::slice::from_ref(&record), &what).await
+}
+
+/// The records `container rm NAME` removes: every one answering to `name`, the one that owns
+/// the namespace last (its further networks' interfaces live there).
+pub fn removal_order(st: &State, name: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = st
+        .answering_some(name)?
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    names.sort_by_key(|n| st.containers.get(n).is_some_and(Container::owns_netns));
+    Ok(names)
 }
 
 /// Removes the containers `names` (marked, unplumbed, then forgotten) as the change `what`.
@@ -445,7 +606,7 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     }
     let _ = policy::remove_for(ctx, st, name);
     let _ = purge_conntrack(ctx, |k, _| k.saddr == ip || k.daddr == ip);
-    if c.external_netns.is_none() {
+    if c.owns_netns() {
         let _ = netns::delete(name);
     }
 }

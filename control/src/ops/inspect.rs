@@ -510,8 +510,14 @@ pub fn flush(ctx: &Ctx, st: &State, container: Option<&str>) -> Result<usize> {
     match container {
         None => container::purge_conntrack(ctx, |_, _| true),
         Some(n) => {
-            let ip = weir_common::addr::from_std(st.container(n)?.ip);
-            container::purge_conntrack(ctx, move |k, _| k.saddr == ip || k.daddr == ip)
+            let ips: Vec<u32> = st
+                .answering_some(n)?
+                .into_iter()
+                .map(|r| weir_common::addr::from_std(st.containers[r].ip))
+                .collect();
+            container::purge_conntrack(ctx, move |k, _| {
+                ips.contains(&k.saddr) || ips.contains(&k.daddr)
+            })
         }
     }
 }

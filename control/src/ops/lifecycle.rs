@@ -14,7 +14,7 @@ use crate::{
     error::{Error, Result},
     instance::Instance,
     netlink, netns, snat_ports,
-    state::{self, Phase, Settings, State, Uplink, XdpMode},
+    state::{self, Settings, State, Uplink, XdpMode},
 };
 
 /// Where every network's gateway address lives (as a /32) so the host owns those addresses
@@ -270,7 +270,7 @@ async fn attach_all(ctx: &Ctx, st: &mut State, uplink: &Uplink, xdp: &XdpMode) -
     }
     st.cgroup2 = cg.display().to_string();
     let mut containers = 0;
-    for c in st.containers.values().filter(|c| c.phase == Phase::Ready) {
+    for c in st.containers.values().filter(|c| c.phase.is_wired()) {
         links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
         containers += 1;
     }

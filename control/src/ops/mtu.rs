@@ -10,7 +10,7 @@ use super::{Ctx, container};
 use crate::{
     error::Result,
     netlink, netns,
-    state::{Container, Phase, State},
+    state::{Container, State},
 };
 
 /// The uplink's MTU and the ready containers whose host end differs from it (name, container,
@@ -26,11 +26,7 @@ pub async fn out_of_step<'a>(
         return Ok((0, Vec::new()));
     };
     let mut stale = Vec::new();
-    for (name, c) in st
-        .containers
-        .iter()
-        .filter(|(_, c)| c.phase == Phase::Ready)
-    {
+    for (name, c) in st.containers.iter().filter(|(_, c)| c.phase.is_wired()) {
         if let Some(host) = netlink::link_by_name(&ctx.nl, &c.host_if).await?
             && host.mtu != Some(mtu)
         {

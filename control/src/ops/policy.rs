@@ -24,26 +24,29 @@ use crate::{
 
 /// The map keys a rule speaks for (empty while a container it names does not exist).
 pub fn keys_of(st: &State, r: &Rule) -> Vec<PolicyKey> {
-    let id = |n: &str| st.containers.get(n).map(|c| c.identity);
-    let Some(a) = id(&r.a) else { return vec![] };
-    match (&r.kind, &r.b) {
-        (RuleKind::Isolate, None) => vec![PolicyKey::new(IDENTITY_ANY, a, 0, 0)],
-        (RuleKind::Isolate, Some(b)) => match id(b) {
-            Some(b) => vec![PolicyKey::new(a, b, 0, 0), PolicyKey::new(b, a, 0, 0)],
-            None => vec![],
-        },
-        (RuleKind::Allow, Some(b)) => match id(b) {
-            Some(b) => {
-                let (proto, port) = r
-                    .port
-                    .map(|(p, n)| (p.number(), port_be(n)))
-                    .unwrap_or((0, 0));
-                vec![PolicyKey::new(a, b, proto, port)]
+    // A container on several networks has an identity per network: a rule covers them all.
+    let a_ids = st.identities(&r.a);
+    let b_ids = r.b.as_deref().map(|b| st.identities(b)).unwrap_or_default();
+    let port = r
+        .port
+        .map(|(p, n)| (p.number(), port_be(n)))
+        .unwrap_or((0, 0));
+    let mut keys = Vec::new();
+    for &a in &a_ids {
+        match (&r.kind, &r.b) {
+            (RuleKind::Isolate, None) => keys.push(PolicyKey::new(IDENTITY_ANY, a, 0, 0)),
+            (RuleKind::Isolate, Some(_)) => {
+                for &b in &b_ids {
+                    keys.extend([PolicyKey::new(a, b, 0, 0), PolicyKey::new(b, a, 0, 0)]);
+                }
             }
-            None => vec![],
-        },
-        (RuleKind::Allow, None) => vec![],
+            (RuleKind::Allow, Some(_)) => {
+                keys.extend(b_ids.iter().map(|&b| PolicyKey::new(a, b, port.0, port.1)));
+            }
+            (RuleKind::Allow, None) => {}
+        }
     }
+    keys
 }
 
 fn verdict(r: &Rule) -> u32 {
@@ -102,23 +105,78 @@ fn write_keys(ctx: &Ctx, st: &State, book: &RuleBook, changed: &[Rule]) -> Resul
     Ok(())
 }
 
-/// Installs the entries of every rule naming `name` (after the container got its identity).
+/// The rules naming record `name`, by its own name or by its alias.
+fn naming_record(st: &State, book: &RuleBook, name: &str) -> Result<Vec<Rule>> {
+    let mut rules = book.naming(name)?;
+    if let Some(alias) = st.containers.get(name).and_then(|c| c.alias.as_deref()) {
+        rules.extend(book.naming(alias)?);
+    }
+    Ok(rules)
+}
+
+/// Installs the entries of every rule naming record `name` or its alias (after the container
+/// got its identity, or its alias).
 pub fn apply_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
     let book = RuleBook::open(&ctx.inst)?;
-    let mine = book.naming(name)?;
+    let mine = naming_record(st, &book, name)?;
     write_keys(ctx, st, &book, &mine)
 }
 
-/// Removes the entries of every rule naming `name` (before the container goes away).
+/// Removes the entries that record `name` (before it goes away) contributes to rules naming
+/// it or its alias: its own identity's keys only, so a rule naming a container on several
+/// networks keeps holding for the attachments that stay.
 pub fn remove_for(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
+    let Some(id) = st.containers.get(name).map(|c| c.identity) else {
+        return Ok(());
+    };
     let book = RuleBook::open(&ctx.inst)?;
     let mut m = maps::policy(&ctx.inst)?;
-    for r in book.naming(name)? {
-        for k in keys_of(st, &r) {
+    for r in naming_record(st, &book, name)? {
+        for k in keys_of(st, &r)
+            .into_iter()
+            .filter(|k| k.src == id || k.dst == id)
+        {
             let _ = m.remove(&k);
         }
     }
     Ok(())
+}
+
+/// The names rules give that no container answers to now: a runtime's containers that are
+/// stopped (their rules wait for them), or not yet named.
+pub fn waiting_names(ctx: &Ctx, st: &State) -> Result<Vec<String>> {
+    let mut names: Vec<String> = RuleBook::open(&ctx.inst)?
+        .items()?
+        .into_iter()
+        .flat_map(|r| [Some(r.a), r.b])
+        .flatten()
+        .filter(|n| st.answering(n).is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Forgets the rules naming `name` once no container answers to it: a front end whose
+/// containers are named by their runtime (weir-docker) calls this when the runtime's
+/// container is gone for good, not when it merely stops (its rules then wait for it).
+pub async fn forget_name(ctx: &Ctx, name: &str) -> Result<usize> {
+    let (_lock, st) = ctx.begin().await?;
+    if !st.answering(name).is_empty() {
+        return Ok(0);
+    }
+    let mut book = RuleBook::open(&ctx.inst)?;
+    if book.naming(name)?.is_empty() {
+        return Ok(0);
+    }
+    // No container answers: the rules hold no map entries to take away.
+    tx::run(
+        ctx,
+        &format!("forget rules of {name}"),
+        &mut (),
+        async |_| book.forget(name),
+    )
+    .await
 }
 
 #[derive(Debug, Serialize)]
@@ -146,12 +204,14 @@ pub fn list(book: &RuleBook) -> Result<Vec<RuleInfo>> {
 
 /// Checks that the containers a rule names exist and that it makes sense.
 pub fn check(st: &State, r: &Rule) -> Result<()> {
-    st.container(&r.a)?;
+    let a = st.answering_some(&r.a)?;
     if let Some(b) = &r.b {
-        st.container(b)?;
-        if r.a == *b {
+        let b = st.answering_some(b)?;
+        if a.iter().any(|n| b.contains(n)) {
             return Err(Error::invalid(format!(
-                "{b:?} twice: a container always reaches itself"
+                "{:?} and {:?} are one container: a container always reaches itself",
+                r.a,
+                r.b.as_deref().unwrap_or_default()
             )));
         }
     }

@@ -4,7 +4,7 @@ use super::{Ctx, container, tx};
 use crate::{
     drift::{self, MapDrift},
     error::Result,
-    state::{Phase, State},
+    state::State,
 };
 
 /// Removes containers a command left half-created or half-removed and rewrites every map
@@ -13,7 +13,7 @@ pub async fn repair(ctx: &Ctx, st: &mut State) -> Result<()> {
     let broken: Vec<String> = st
         .containers
         .iter()
-        .filter(|(_, c)| c.phase != Phase::Ready)
+        .filter(|(_, c)| !c.phase.is_wired())
         .map(|(n, _)| n.clone())
         .collect();
     for name in broken {
