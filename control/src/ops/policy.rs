@@ -206,12 +206,15 @@ pub fn list(book: &RuleBook) -> Result<Vec<RuleInfo>> {
 pub fn check(st: &State, r: &Rule) -> Result<()> {
     let a = st.answering_some(&r.a)?;
     if let Some(b) = &r.b {
-        let b = st.answering_some(b)?;
-        if a.iter().any(|n| b.contains(n)) {
+        if r.a == *b {
             return Err(Error::invalid(format!(
-                "{:?} and {:?} are one container: a container always reaches itself",
-                r.a,
-                r.b.as_deref().unwrap_or_default()
+                "{b:?} twice: a container always reaches itself"
+            )));
+        }
+        if st.answering_some(b)?.iter().any(|n| a.contains(n)) {
+            return Err(Error::invalid(format!(
+                "{:?} and {b:?} are one container: a container always reaches itself",
+                r.a
             )));
         }
     }

@@ -20,6 +20,7 @@ mod live_flows;
 mod masquerade;
 mod metrics;
 mod monitor;
+mod multinet;
 mod policy;
 mod publish;
 mod reboot;

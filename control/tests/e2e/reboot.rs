@@ -35,6 +35,9 @@ fn init_after_a_reboot_brings_everything_back() {
     let n = s.network("n", "10.94.0.0/24", &[]);
     let web = s.container("web", &n, &["--publish", "8080:80"]);
     let db = s.container("db", &n, &[]);
+    // db is on a second network too: its eth1 comes back in its namespace.
+    let n2 = s.network("n2", "10.93.0.0/24", &[]);
+    s.ok(&["container", "connect", &db.name, &n2, "--ip", "10.93.0.9"]);
     s.ok(&["isolate", &db.name]);
     let before = [
         s.json(&["container", "ls"]),
@@ -77,6 +80,12 @@ fn init_after_a_reboot_brings_everything_back() {
         "isolation lost in the reboot"
     );
     assert_eq!(net::curl(&s.host, &db_url, 5).as_deref(), Some("db"));
+    let eth1 = db.must(&["ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(eth1.contains("10.93.0.9/24"), "{eth1}");
+    assert!(
+        net::ping(&db, "10.93.0.1", 2),
+        "db's second network after the reboot"
+    );
     assert!(s.problems().is_empty(), "{:?}", s.problems());
     // A second init finds nothing missing.
     let again = s.init(&[]);
