@@ -99,7 +99,7 @@ impl Driver {
         let unnamed: Vec<(String, Duration)> = st
             .containers
             .iter()
-            .filter(|(n, c)| is_docker(n, c) && (c.alias.is_none() || !c.phase.is_wired()))
+            .filter(|(n, c)| is_docker(n, c) && c.alias.is_none())
             .filter_map(|(n, _)| n.strip_prefix("docker-").map(str::to_string))
             .map(|short| (short, PATIENCE_DARK))
             .collect();

@@ -14,9 +14,10 @@ Examples:
   docker network create -d weir --subnet 10.88.0.0/24 web
   docker run --network web -p 8080:80 nginx
 
-Networks and endpoints are Weir's own (`control network ls`, `control container ls` show them
-as docker-<id>); traffic keeps flowing while weir-docker is down, and a restarted weir-docker
-picks up from Weir's state.";
+Networks and endpoints are Weir's own (`control network ls` shows networks as docker-<id>,
+`control container ls` containers under their Docker names, asked of --docker-socket); rules
+by Docker name hold across `docker restart`. Traffic keeps flowing while weir-docker is down,
+and a restarted weir-docker picks up from Weir's state.";
 
 #[derive(Parser)]
 #[command(name = "weir-docker", version, about, after_help = EXAMPLES)]
