@@ -335,10 +335,7 @@ pub async fn name(ctx: &Ctx, st: &mut State, name: &str, alias: Option<&str>) ->
             c.phase = Phase::Ready;
         }
         policy::apply_for(ctx, st, name)?;
-        let (key, ep) = crate::desired::endpoint(st, name)?;
-        maps::endpoints(&ctx.inst)?
-            .insert(key, ep, 0)
-            .ctx(|| "adding the endpoint".into())
+        admit_endpoint(ctx, st, name)
     })
     .await
 }
@@ -430,13 +427,18 @@ async fn plumb(
     // they are in force before the endpoint lets its first packet through.
     policy::apply_for(ctx, st, name)?;
     if admit == Admit::Now {
-        let (key, ep) = crate::desired::endpoint(st, name)?;
-        maps::endpoints(&ctx.inst)?
-            .insert(key, ep, 0)
-            .ctx(|| "adding the endpoint".into())?;
+        admit_endpoint(ctx, st, name)?;
     }
     sysctl::enable_forwarding(&c.host_if)?;
     Ok(())
+}
+
+/// Writes container `name`'s endpoint entry: from then on its traffic passes.
+fn admit_endpoint(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
+    let (key, ep) = crate::desired::endpoint(st, name)?;
+    maps::endpoints(&ctx.inst)?
+        .insert(key, ep, 0)
+        .ctx(|| "adding the endpoint".into())
 }
 
 /// Inside the container's namespace: loopback up, `ifname` addressed and up, the default

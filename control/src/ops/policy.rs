@@ -24,9 +24,15 @@ use crate::{
 
 /// The map keys a rule speaks for (empty while a container it names does not exist).
 pub fn keys_of(st: &State, r: &Rule) -> Vec<PolicyKey> {
+    keys_with(|n| st.identities(n), r)
+}
+
+/// [`keys_of`] with the identities of each name from `ids`: compiling every rule looks them
+/// up in an index built once, not by a scan of every container per rule.
+fn keys_with(ids: impl Fn(&str) -> Vec<u32>, r: &Rule) -> Vec<PolicyKey> {
     // A container on several networks has an identity per network: a rule covers them all.
-    let a_ids = st.identities(&r.a);
-    let b_ids = r.b.as_deref().map(|b| st.identities(b)).unwrap_or_default();
+    let a_ids = ids(&r.a);
+    let b_ids = r.b.as_deref().map(&ids).unwrap_or_default();
     let port = r
         .port
         .map(|(p, n)| (p.number(), port_be(n)))
@@ -61,10 +67,18 @@ pub fn compile<'a>(
     st: &State,
     rules: impl IntoIterator<Item = &'a Rule>,
 ) -> HashMap<PolicyKey, u32> {
+    let mut by_name: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (n, c) in &st.containers {
+        by_name.entry(n.as_str()).or_default().push(c.identity);
+        if let Some(a) = c.alias.as_deref() {
+            by_name.entry(a).or_default().push(c.identity);
+        }
+    }
+    let ids = |n: &str| by_name.get(n).cloned().unwrap_or_default();
     let mut out = HashMap::new();
     for r in rules {
         let v = verdict(r);
-        for k in keys_of(st, r) {
+        for k in keys_with(ids, r) {
             let e = out.entry(k).or_insert(v);
             if v == VERDICT_ALLOW {
                 *e = VERDICT_ALLOW;
