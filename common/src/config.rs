@@ -3,8 +3,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::{
-    addr::Ipv4Be,
-    conntrack::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, state},
+    addr::{Ipv4Be, Ipv6Be},
+    conntrack::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, state},
 };
 
 /// Conntrack timeouts in seconds, per protocol and state. Defaults follow the kernel's
@@ -97,7 +97,7 @@ impl Timeouts {
             } else {
                 udp
             }
-        } else if proto == IPPROTO_ICMP {
+        } else if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 {
             icmp
         } else {
             other
@@ -159,4 +159,17 @@ impl Default for Config {
     }
 }
 
-crate::user_pod!(Config, Timeouts);
+/// IPv6 settings (array map `WEIR_CONFIG6`, one entry): a map of its own, so that adding IPv6
+/// changed no pinned layout and `control init` upgrades a live IPv4 instance in place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Config6 {
+    /// The uplink's global IPv6 address NAT66 falls back on when the kernel cannot say which
+    /// source it would pick for a destination (`BPF_FIB_LOOKUP_SRC`, Linux 6.7); all zeros
+    /// when the uplink has none (containers then reach no IPv6 world).
+    pub uplink_ip6: Ipv6Be,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+crate::user_pod!(Config, Timeouts, Config6);

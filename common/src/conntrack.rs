@@ -9,37 +9,38 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::{
-    addr::{Ipv4Be, PortBe},
+    addr::{Ipv4Be, Ipv6Be, PortBe},
     config::Timeouts,
 };
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// A flow 5-tuple in packet orientation. For ICMP echo the identifier stands in for a port:
-/// requests carry it as `sport` (with `dport` 0), replies as `dport`, so `reversed()` of a
-/// request is its reply.
+/// A flow 5-tuple in packet orientation, for either family (`A` is [`Ipv4Be`] or
+/// [`Ipv6Be`]: one definition, so both families share every piece of flow logic). For ICMP
+/// echo the identifier stands in for a port: requests carry it as `sport` (with `dport` 0),
+/// replies as `dport`, so `reversed()` of a request is its reply.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct FlowKey {
-    pub saddr: Ipv4Be,
-    pub daddr: Ipv4Be,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKeyOf<A> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: PortBe,
     pub dport: PortBe,
     pub proto: u8,
     pub _pad: [u8; 3],
 }
 
-impl FlowKey {
+/// An IPv4 flow (16 bytes: the layout pinned in `WEIR_CT`).
+pub type FlowKey = FlowKeyOf<Ipv4Be>;
+/// An IPv6 flow (40 bytes, in `WEIR_CT6`).
+pub type FlowKey6 = FlowKeyOf<Ipv6Be>;
+
+impl<A: Copy> FlowKeyOf<A> {
     #[inline(always)]
-    pub const fn new(
-        saddr: Ipv4Be,
-        daddr: Ipv4Be,
-        sport: PortBe,
-        dport: PortBe,
-        proto: u8,
-    ) -> Self {
+    pub const fn new(saddr: A, daddr: A, sport: PortBe, dport: PortBe, proto: u8) -> Self {
         Self {
             saddr,
             daddr,
@@ -122,14 +123,14 @@ pub mod tcp {
     }
 }
 
-/// One direction of a tracked flow.
+/// One direction of a tracked flow, for either family.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct CtEntry {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntryOf<A> {
     /// The tuple packets matching the key leave with.
-    pub rewrite: FlowKey,
+    pub rewrite: FlowKeyOf<A>,
     /// The key of the other direction's entry.
-    pub twin: FlowKey,
+    pub twin: FlowKeyOf<A>,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last refresh.
     pub last_seen: u64,
     /// When the flow was created (same clock).
@@ -143,7 +144,12 @@ pub struct CtEntry {
     pub _pad: [u8; 5],
 }
 
-impl CtEntry {
+/// An IPv4 entry (64 bytes, pinned in `WEIR_CT`).
+pub type CtEntry = CtEntryOf<Ipv4Be>;
+/// An IPv6 entry (112 bytes).
+pub type CtEntry6 = CtEntryOf<Ipv6Be>;
+
+impl<A: Copy> CtEntryOf<A> {
     pub const fn is_reply(&self) -> bool {
         self.flags & flags::REPLY != 0
     }
@@ -155,6 +161,21 @@ impl CtEntry {
         now_ns.saturating_sub(self.last_seen) > limit
     }
 }
+
+// SAFETY: #[repr(C)] with every field a plain integer (array), and no padding: the sizes
+// below are the sums of the fields' sizes (a padded layout would fail to compile here).
+unsafe impl Zeroable for FlowKey {}
+unsafe impl Pod for FlowKey {}
+unsafe impl Zeroable for FlowKey6 {}
+unsafe impl Pod for FlowKey6 {}
+unsafe impl Zeroable for CtEntry {}
+unsafe impl Pod for CtEntry {}
+unsafe impl Zeroable for CtEntry6 {}
+unsafe impl Pod for CtEntry6 {}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 4 + 4 + 2 + 2 + 1 + 3);
+const _: () = assert!(core::mem::size_of::<FlowKey6>() == 16 + 16 + 2 + 2 + 1 + 3);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 16 * 2 + 8 * 2 + 4 * 2 + 2 + 1 + 5);
+const _: () = assert!(core::mem::size_of::<CtEntry6>() == 40 * 2 + 8 * 2 + 4 * 2 + 2 + 1 + 5);
 
 /// What a packet does to a TCP flow's state. `this_fin`/`twin_fin` say whether each
 /// direction has already sent a FIN. Returns the new shared state and whether this
@@ -451,4 +472,4 @@ mod tests {
         assert!(tcp::is_syn_only(tcp::SYN | 0x40 | 0x80)); // SYN + ECE + CWR
     }
 }
-crate::user_pod!(FlowKey, CtEntry);
+crate::user_pod!(FlowKey, CtEntry, FlowKey6, CtEntry6);

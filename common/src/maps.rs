@@ -8,8 +8,9 @@
 use core::mem::size_of;
 
 use crate::{
-    config::Config,
-    conntrack::{CtEntry, FlowKey},
+    addr::Ipv6Be,
+    config::{Config, Config6},
+    conntrack::{CtEntry, CtEntry6, FlowKey, FlowKey6},
     endpoint::{Endpoint, HostAddr},
     policy::{NetPair, PolicyKey},
     publish::{PublishKey, PublishTarget},
@@ -126,10 +127,30 @@ maps! {
     /// container. Written only when a packet is dropped; an LRU, so links that are gone age out
     /// and it never fills.
     LinkDrops LINK_DROPS = WEIR_LINK_DROPS: LruPerCpuHash<u32, Counter>, LINK_DROPS_MAX;
+    // IPv6: maps of their own beside the IPv4 ones (whose pinned layouts stay as they were,
+    // so `control init` adds these to a live instance). Policy and network links are keyed
+    // by identity and network, so they serve both families.
+    Config6 CONFIG6 = WEIR_CONFIG6: Array<u32, Config6>, 1;
+    /// Containers by IPv6 address: the same value as their `WEIR_ENDPOINTS` entry.
+    Endpoints6 ENDPOINTS6 = WEIR_ENDPOINTS6: Hash<Ipv6Be, Endpoint>, ENDPOINTS_MAX;
+    /// Host-side veth ifindex → its container's IPv6 address: what neighbour discovery is
+    /// judged by (a solicitation comes from a link-local address, or from `::`).
+    Links6 LINKS6 = WEIR_LINKS6: Hash<u32, Ipv6Be>, ENDPOINTS_MAX;
+    /// The host's IPv6 addresses: gateways and the uplink's global ones (never link-local).
+    HostAddrs6 HOST_ADDRS6 = WEIR_HOST_ADDRS6: Hash<Ipv6Be, HostAddr>, HOST_ADDRS_MAX;
+    Subnets6 SUBNETS6 = WEIR_SUBNETS6: LpmTrie<Ipv6Be, u32>, SUBNETS_MAX;
+    /// `control init --conntrack-max` sizes it like `WEIR_CT`.
+    Conntrack6 CONNTRACK6 = WEIR_CT6: Hash<FlowKey6, CtEntry6>, CONNTRACK_MAX;
 }
 
 /// Slot of `from_container_new`, the new-flow half of `from_container`.
 pub const TAIL_NEW_FLOW: u32 = 0;
+/// Slot of `from_container6`: every IPv6 packet a container sends.
+pub const TAIL_FROM_CONTAINER6: u32 = 1;
+/// Slot of `uplink_tc6`: every IPv6 packet the uplink receives.
+pub const TAIL_UPLINK6: u32 = 2;
+/// Slot of `from_container6_new`, the new-flow half of `from_container6`.
+pub const TAIL_FROM_CONTAINER6_NEW: u32 = 3;
 pub const TAILS_MAX: u32 = 4;
 
 pub const ENDPOINTS_MAX: u32 = 16_384;
@@ -216,6 +237,12 @@ mod tests {
             ("WEIR_EVENTS", 27, 0, 0),
             ("WEIR_TAILS", 3, 4, 4),
             ("WEIR_LINK_DROPS", 10, 4, size_of::<Counter>() as u32),
+            ("WEIR_CONFIG6", 2, 4, 24),
+            ("WEIR_ENDPOINTS6", 1, 16, size_of::<Endpoint>() as u32),
+            ("WEIR_LINKS6", 1, 4, 16),
+            ("WEIR_HOST_ADDRS6", 1, 16, size_of::<HostAddr>() as u32),
+            ("WEIR_SUBNETS6", 11, 20, 4),
+            ("WEIR_CT6", 1, 40, 112),
         ];
         assert_eq!(got, want);
         assert_eq!(ALL.len(), TABLE.len());

@@ -67,6 +67,8 @@ named_enum!(
         IcmpError = 9 => "icmp-error-translated",
         /// Uplink traffic for the host itself, left to the host stack.
         UplinkToHost = 10 => "uplink-to-host",
+        /// IPv6 neighbour solicitations answered by the datapath.
+        NdpReply = 11 => "ndp-reply",
     }
 );
 
@@ -130,6 +132,15 @@ named_enum!(
         NotInitialised = 27 => "not-initialised",
         /// A helper that patches a checksum (`bpf_l3/l4_csum_replace`) failed.
         ChecksumFailed = 28 => "checksum-failed",
+        /// A data packet from or to a link-local (or unspecified) IPv6 address: those are
+        /// legal only for neighbour discovery, and routed they would reach the host.
+        LinkLocal = 29 => "link-local",
+        /// Neighbour discovery a container may not send (router solicitations and
+        /// advertisements, advertisements, redirects) or a malformed solicitation.
+        NdpInvalid = 30 => "ndp-invalid",
+        /// An IPv6 extension-header chain Weir does not follow: a routing header with segments
+        /// left (a source route), hop-by-hop options not first, or a chain too long.
+        ExtHeader = 31 => "ipv6-ext-header",
     }
 );
 pub const DROP_REASONS: u32 = 32;

@@ -10,17 +10,24 @@ use aya_ebpf::{
 use weir_common::{
     config::{Config, Timeouts},
     conntrack::{
-        CtEntry, FlowKey, IPPROTO_TCP, REFRESH_NS, datagram_transition, flags, reopens, state, tcp,
-        tcp_transition,
+        CtEntryOf, FlowKeyOf, IPPROTO_TCP, REFRESH_NS, datagram_transition, flags, reopens, state,
+        tcp, tcp_transition,
     },
     stats::{DropReason, Event},
 };
 
 use crate::{
-    maps::{SCRATCH_ORIG, SCRATCH_REPLY, WEIR_CT, WEIR_CT_SCRATCH, WEIR_CT_SWEEP},
+    family::{Family, same_flow},
+    maps::{SCRATCH_ORIG, SCRATCH_REPLY, WEIR_CT_SWEEP},
     metrics,
-    packet::Ipv4,
 };
+
+/// What conntrack reads of a packet: its protocol and, for TCP, its flags.
+#[derive(Clone, Copy)]
+pub struct Seg {
+    pub proto: u8,
+    pub tcp_flags: u8,
+}
 
 #[inline(always)]
 pub fn now() -> u64 {
@@ -30,8 +37,8 @@ pub fn now() -> u64 {
 
 /// The live entry for `key`, if any.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, cfg: &Config, now: u64) -> Option<*mut CtEntry> {
-    let e = WEIR_CT.get_ptr_mut(key)?;
+pub fn lookup<A: Family>(key: &FlowKeyOf<A>, cfg: &Config, now: u64) -> Option<*mut CtEntryOf<A>> {
+    let e = A::ct().get_ptr_mut(key)?;
     // SAFETY: map value pointer valid for this program run.
     if unsafe { (*e).expired(now, &cfg.timeouts) } {
         return None;
@@ -40,9 +47,9 @@ pub fn lookup(key: &FlowKey, cfg: &Config, now: u64) -> Option<*mut CtEntry> {
 }
 
 /// What a hit on an entry means for the packet.
-pub enum Hit {
+pub enum Hit<A> {
     /// Translate to this tuple and forward; `flags` are the entry's.
-    Forward { rewrite: FlowKey, flags: u16 },
+    Forward { rewrite: FlowKeyOf<A>, flags: u16 },
     /// A new connection reuses the tuple of a closed one: handle it as a new flow.
     Reopen,
 }
@@ -50,15 +57,16 @@ pub enum Hit {
 /// Updates state and freshness of the entry a packet matched (and of its twin when the
 /// state changes or a refresh is due).
 #[inline(always)]
-pub fn on_hit(key: &FlowKey, e: *mut CtEntry, pkt: &Ipv4, now: u64) -> Hit {
+pub fn on_hit<A: Family>(key: &FlowKeyOf<A>, e: *mut CtEntryOf<A>, pkt: Seg, now: u64) -> Hit<A> {
+    let ct = A::ct();
     // SAFETY: map value pointers stay valid for this program run; concurrent updates of these
     // plain fields are benign (last writer wins, all values valid).
     unsafe {
         let st = (*e).state;
         if reopens(st, pkt.proto, pkt.tcp_flags) {
             let twin = (*e).twin;
-            let _ = WEIR_CT.remove(&twin);
-            let _ = WEIR_CT.remove(key);
+            let _ = ct.remove(&twin);
+            let _ = ct.remove(key);
             metrics::event(Event::CtReopened);
             return Hit::Reopen;
         }
@@ -72,7 +80,7 @@ pub fn on_hit(key: &FlowKey, e: *mut CtEntry, pkt: &Ipv4, now: u64) -> Hit {
             st == state::NEW && is_reply
         };
         if refresh || may_change {
-            let twin = WEIR_CT.get_ptr_mut(&(*e).twin);
+            let twin = ct.get_ptr_mut(&(*e).twin);
             let twin_fin = match twin {
                 Some(t) => (*t).flags & flags::FIN != 0,
                 None => false,
@@ -113,7 +121,7 @@ pub fn on_hit(key: &FlowKey, e: *mut CtEntry, pkt: &Ipv4, now: u64) -> Hit {
 /// a TCP segment without SYN. Such a flow starts new like any other and is established only
 /// once both sides have spoken, so a flood of bare ACKs cannot fill the table for five days.
 #[inline(always)]
-pub fn picked_up(pkt: &Ipv4) -> bool {
+pub fn picked_up(pkt: Seg) -> bool {
     pkt.proto == IPPROTO_TCP && pkt.tcp_flags & tcp::SYN == 0
 }
 
@@ -128,20 +136,54 @@ pub struct NewFlow {
 /// Builds an entry in scratch slot `slot` (see `WEIR_CT_SCRATCH`), field by field so that no
 /// copy of it lands on the stack.
 #[inline(always)]
-fn entry(
+fn entry<A: Family>(
     slot: u32,
-    rewrite: &FlowKey,
-    twin: &FlowKey,
+    rewrite: &FlowKeyOf<A>,
+    twin: &FlowKeyOf<A>,
     f: &NewFlow,
     flags: u16,
     now: u64,
-) -> Result<&'static CtEntry, DropReason> {
-    let e = WEIR_CT_SCRATCH
+) -> Result<&'static CtEntryOf<A>, DropReason> {
+    let e = fill(slot, twin, f, flags, now)?;
+    e.rewrite = *rewrite;
+    Ok(e)
+}
+
+/// [`entry`] for a reply entry, whose rewrite is its twin reversed: written field by field,
+/// with no reversed copy on the stack (an IPv6 key is 40 bytes).
+#[inline(always)]
+fn reply_entry<A: Family>(
+    slot: u32,
+    twin: &FlowKeyOf<A>,
+    f: &NewFlow,
+    flags: u16,
+    now: u64,
+) -> Result<&'static CtEntryOf<A>, DropReason> {
+    let e = fill(slot, twin, f, flags, now)?;
+    let r = &mut e.rewrite;
+    r.saddr = twin.daddr;
+    r.daddr = twin.saddr;
+    r.sport = twin.dport;
+    r.dport = twin.sport;
+    r.proto = twin.proto;
+    r._pad = [0; 3];
+    Ok(e)
+}
+
+/// Scratch slot `slot` with everything of an entry but its rewrite.
+#[inline(always)]
+fn fill<A: Family>(
+    slot: u32,
+    twin: &FlowKeyOf<A>,
+    f: &NewFlow,
+    flags: u16,
+    now: u64,
+) -> Result<&'static mut CtEntryOf<A>, DropReason> {
+    let e = A::scratch()
         .get_ptr_mut(slot)
         .ok_or(DropReason::CtInsertFailed)?;
     // SAFETY: per-CPU slot, no other program uses it on this CPU while we run.
     unsafe {
-        (*e).rewrite = *rewrite;
         (*e).twin = *twin;
         (*e).last_seen = now;
         (*e).created = now;
@@ -150,7 +192,7 @@ fn entry(
         (*e).flags = flags;
         (*e).state = state::NEW;
         (*e)._pad = [0; 5];
-        Ok(&*e)
+        Ok(&mut *e)
     }
 }
 
@@ -162,11 +204,11 @@ const E2BIG: i32 = 7;
 /// it is full the insert fails (the flow is refused and counted) and a sweep of expired
 /// entries is requested for the next new flow (see [`maybe_sweep`]).
 #[inline(always)]
-fn insert(key: &FlowKey, e: &CtEntry, flags: u64) -> Result<(), i32> {
-    let r = WEIR_CT.insert(key, e, flags);
+fn insert<A: Family>(key: &FlowKeyOf<A>, e: &CtEntryOf<A>, flags: u64) -> Result<(), i32> {
+    let r = A::ct().insert(key, e, flags);
     if let Err(err) = r
         && err == -E2BIG
-        && let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(SWEEP_WANTED)
+        && let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(A::SWEEP + SWEEP_WANTED)
     {
         // SAFETY: array slot pointer valid for this run.
         unsafe { *want = 1 };
@@ -194,10 +236,10 @@ const UNCONFIRMED_UNDER_PRESSURE_NS: u64 = 5_000_000_000;
 
 /// `bpf_for_each_map_elem` callback: deletes the entry if it has expired, or if it is
 /// unconfirmed and idle (the sweep only runs when the table is full).
-extern "C" fn sweep_entry(
+extern "C" fn sweep_entry<A: Family>(
     _map: *mut c_void,
-    key: *mut FlowKey,
-    e: *mut CtEntry,
+    key: *mut FlowKeyOf<A>,
+    e: *mut CtEntryOf<A>,
     ctx: *mut Sweep,
 ) -> i64 {
     // SAFETY: the kernel passes valid key, value and our context for each element.
@@ -207,7 +249,7 @@ extern "C" fn sweep_entry(
             && now.saturating_sub((*e).last_seen) > UNCONFIRMED_UNDER_PRESSURE_NS;
         if idle_unconfirmed || (*e).expired(now, &(*ctx).timeouts) {
             let k = *key;
-            if WEIR_CT.remove(&k).is_ok() {
+            if A::ct().remove(&k).is_ok() {
                 (*ctx).freed += 1;
             }
         }
@@ -221,20 +263,26 @@ extern "C" fn sweep_entry(
 /// is wanted): this is what keeps a full map recovering with no process alive.
 #[inline(always)]
 pub fn maybe_sweep() {
-    let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(SWEEP_WANTED) else {
+    maybe_sweep_of::<weir_common::addr::Ipv4Be>();
+    maybe_sweep_of::<weir_common::addr::Ipv6Be>();
+}
+
+#[inline(always)]
+fn maybe_sweep_of<A: Family>() {
+    let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(A::SWEEP + SWEEP_WANTED) else {
         return;
     };
     // SAFETY: array slot pointer valid for this run.
     if unsafe { *want } != 0 {
-        sweep();
+        sweep::<A>();
     }
 }
 
 #[inline(never)]
-fn sweep() {
+fn sweep<A: Family>() {
     let (Some(last), Some(want), Some(cfg)) = (
-        WEIR_CT_SWEEP.get_ptr_mut(SWEEP_LAST),
-        WEIR_CT_SWEEP.get_ptr_mut(SWEEP_WANTED),
+        WEIR_CT_SWEEP.get_ptr_mut(A::SWEEP + SWEEP_LAST),
+        WEIR_CT_SWEEP.get_ptr_mut(A::SWEEP + SWEEP_WANTED),
         crate::maps::config(),
     ) else {
         return;
@@ -256,8 +304,8 @@ fn sweep() {
     // SAFETY: the map static, a callback with the helper's signature, and a stack context.
     unsafe {
         bpf_for_each_map_elem(
-            &WEIR_CT as *const _ as *mut c_void,
-            sweep_entry as *mut c_void,
+            A::ct() as *const _ as *mut c_void,
+            sweep_entry::<A> as *mut c_void,
             &mut s as *mut Sweep as *mut c_void,
             0,
         );
@@ -278,21 +326,14 @@ pub enum Insert {
 /// Inserts the reply entry of a pair unless a live entry of another flow holds its key.
 /// Expired holders are reclaimed (and their stale twins dropped).
 #[inline(always)]
-pub fn insert_reply(
-    reply_key: &FlowKey,
-    orig_key: &FlowKey,
+pub fn insert_reply<A: Family>(
+    reply_key: &FlowKeyOf<A>,
+    orig_key: &FlowKeyOf<A>,
     f: &NewFlow,
     cfg: &Config,
     now: u64,
 ) -> Insert {
-    let Ok(reply) = entry(
-        SCRATCH_REPLY,
-        &orig_key.reversed(),
-        orig_key,
-        f,
-        f.flags | flags::REPLY,
-        now,
-    ) else {
+    let Ok(reply) = reply_entry(SCRATCH_REPLY, orig_key, f, f.flags | flags::REPLY, now) else {
         return Insert::Full;
     };
     match insert(reply_key, reply, BPF_NOEXIST as u64) {
@@ -300,7 +341,7 @@ pub fn insert_reply(
         Err(r) if r == -E2BIG => return Insert::Full,
         Err(_) => {}
     }
-    let Some(old) = WEIR_CT.get_ptr_mut(reply_key) else {
+    let Some(old) = A::ct().get_ptr_mut(reply_key) else {
         // Deleted in between: try once more.
         return match insert(reply_key, reply, BPF_NOEXIST as u64) {
             Ok(()) => Insert::Done,
@@ -308,19 +349,23 @@ pub fn insert_reply(
             Err(_) => Insert::Taken,
         };
     };
-    // SAFETY: map value pointer valid for this run.
-    let (old_twin, reclaim) = unsafe {
-        let same_flow = (*old).twin == *orig_key;
-        ((*old).twin, same_flow || (*old).expired(now, &cfg.timeouts))
+    // SAFETY: map value pointer valid for this run (the twin's key is read in place: an
+    // IPv6 key is 40 bytes of stack).
+    let (same, expired) = unsafe {
+        (
+            same_flow(&(*old).twin, orig_key),
+            (*old).expired(now, &cfg.timeouts),
+        )
     };
-    if !reclaim {
+    if !same && !expired {
         return Insert::Taken;
     }
-    if old_twin != *orig_key {
-        let _ = WEIR_CT.remove(&old_twin);
+    if !same {
+        // SAFETY: as above.
+        let _ = A::ct().remove(unsafe { &(*old).twin });
     }
     metrics::event(Event::CtReclaimed);
-    if WEIR_CT.insert(reply_key, reply, 0).is_ok() {
+    if A::ct().insert(reply_key, reply, 0).is_ok() {
         Insert::Done
     } else {
         Insert::Full
@@ -331,9 +376,9 @@ pub fn insert_reply(
 /// `orig_rewrite`. Replies then enter as `orig_rewrite.reversed()` and leave as
 /// `orig_key.reversed()`.
 #[inline(always)]
-pub fn create_pair(
-    orig_key: &FlowKey,
-    orig_rewrite: &FlowKey,
+pub fn create_pair<A: Family>(
+    orig_key: &FlowKeyOf<A>,
+    orig_rewrite: &FlowKeyOf<A>,
     f: &NewFlow,
     cfg: &Config,
     now: u64,
@@ -347,16 +392,16 @@ pub fn create_pair(
 
 /// Inserts the original-direction entry; on failure removes the reply entry inserted before it.
 #[inline(always)]
-pub fn insert_orig(
-    orig_key: &FlowKey,
-    orig_rewrite: &FlowKey,
-    reply_key: &FlowKey,
+pub fn insert_orig<A: Family>(
+    orig_key: &FlowKeyOf<A>,
+    orig_rewrite: &FlowKeyOf<A>,
+    reply_key: &FlowKeyOf<A>,
     f: &NewFlow,
     now: u64,
 ) -> Result<(), DropReason> {
     let orig = entry(SCRATCH_ORIG, orig_rewrite, reply_key, f, f.flags, now)?;
     if insert(orig_key, orig, 0).is_err() {
-        let _ = WEIR_CT.remove(reply_key);
+        let _ = A::ct().remove(reply_key);
         return Err(DropReason::CtInsertFailed);
     }
     metrics::event(Event::CtCreated);

@@ -10,11 +10,17 @@ use aya_ebpf::{
     helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use weir_common::{conntrack::IPPROTO_ICMP, endpoint::Endpoint, stats::DropReason};
+use weir_common::{
+    addr::Ipv6Be,
+    conntrack::{IPPROTO_ICMP, IPPROTO_ICMPV6},
+    endpoint::Endpoint,
+    stats::DropReason,
+};
 
-use crate::{maps::WEIR_FIB_SCRATCH, nat, packet::Ipv4};
+use crate::{family::Family, maps::WEIR_FIB_SCRATCH, nat, nat6, packet::Ipv4, packet6::Ipv6};
 
-const AF_INET: u8 = 2;
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
 
 /// Delivers into the container behind `ep`: it sees a frame from its gateway MAC to its own.
 #[inline(always)]
@@ -33,8 +39,8 @@ pub fn to_endpoint(ctx: &TcContext, ep: &Endpoint) -> Result<i32, DropReason> {
     }
 }
 
-/// Result of routing a packet that is not for a container.
-pub enum Route {
+/// Result of routing a packet that is not for a container (`A`: the family's address).
+pub enum Route<A = u32> {
     /// The destination is an address of the host: hand the packet to the host stack.
     Local,
     /// Forward out of `ifindex` (MACs resolved when `neigh` is false).
@@ -42,7 +48,7 @@ pub enum Route {
         ifindex: u32,
         smac: [u8; 6],
         dmac: [u8; 6],
-        nexthop: u32,
+        nexthop: A,
         neigh: bool,
     },
     /// Routed out of `ifindex`, but larger than its MTU (see [`too_big`]).
@@ -138,33 +144,42 @@ fn fits(ctx: &TcContext, ifindex: u32) -> bool {
 /// Sends a routed packet out of the device `route` chose, decrementing its TTL.
 #[inline(always)]
 pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
-    let Route::Out {
-        ifindex,
-        smac,
-        dmac,
-        nexthop,
-        neigh,
-    } = *r
-    else {
+    if !matches!(r, Route::Out { .. }) {
         return match r {
             Route::TooBig { .. } => too_big(pkt),
             _ => Ok(TC_ACT_OK as i32),
         };
-    };
+    }
     if pkt.ttl <= 1 {
         // Never route an expiring packet (nor wrap a TTL of 0 to 255). Callers hand those to
         // the host stack before translating; this catches the rest (translated ICMP errors).
         return Err(DropReason::TtlExceeded);
     }
     nat::dec_ttl(ctx, pkt.ttl)?;
-    if neigh {
+    send(ctx, r)
+}
+
+/// Redirects a packet out of the device of `r` (a [`Route::Out`]), to the next hop's MAC, or
+/// through the neighbour subsystem when it is not resolved yet. Both families.
+#[inline(always)]
+pub fn send<A: Family>(ctx: &TcContext, r: &Route<A>) -> Result<i32, DropReason> {
+    let Route::Out {
+        ifindex,
+        smac,
+        dmac,
+        nexthop,
+        neigh,
+    } = r
+    else {
+        return Err(DropReason::NoRoute);
+    };
+    if *neigh {
         let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-        nh.nh_family = AF_INET as u32;
-        nh.__bindgen_anon_1.ipv4_nh = nexthop;
+        A::set_nexthop(&mut nh, nexthop);
         // SAFETY: `nh` lives on our stack for the call.
         let rc = unsafe {
             bpf_redirect_neigh(
-                ifindex,
+                *ifindex,
                 &mut nh,
                 core::mem::size_of::<bpf_redir_neigh>() as i32,
                 0,
@@ -177,15 +192,100 @@ pub fn out(ctx: &TcContext, pkt: &Ipv4, r: &Route) -> Result<i32, DropReason> {
         };
     }
     let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&dmac);
-    macs[6..].copy_from_slice(&smac);
+    macs[..6].copy_from_slice(dmac);
+    macs[6..].copy_from_slice(smac);
     ctx.store(0, &macs, 0)
         .map_err(|_| DropReason::WriteFailed)?;
     // SAFETY: helper without memory arguments.
-    let rc = unsafe { bpf_redirect(ifindex, 0) } as i32;
+    let rc = unsafe { bpf_redirect(*ifindex, 0) } as i32;
     if rc == TC_ACT_REDIRECT as i32 {
         Ok(rc)
     } else {
         Err(DropReason::RedirectFailed)
     }
+}
+
+/// `bpf_fib_lookup`'s flag asking for the source address the kernel would pick (Linux 6.7).
+const BPF_FIB_LOOKUP_SRC: u32 = 16;
+
+/// [`route`] for IPv6: the lookup as the kernel would make it for a packet from `pkt.saddr`
+/// arriving on `in_ifindex`. Link-local and multicast addresses must be refused before: the
+/// lookup answers "not forwarded" for them too, which reads as "local". `chosen` gets the
+/// source the kernel would pick towards `daddr` (all zeros where it cannot say: before Linux
+/// 6.7, whose lookup refuses the flag and is asked again without it).
+#[inline(never)]
+pub fn route6(
+    ctx: &TcContext,
+    pkt: &Ipv6,
+    daddr: &Ipv6Be,
+    chosen: &mut Ipv6Be,
+) -> Result<Route<Ipv6Be>, DropReason> {
+    let p = WEIR_FIB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::NoRoute)?;
+    let mut rc = fib6(ctx, p, pkt, daddr, BPF_FIB_LOOKUP_SRC);
+    let with_src = rc >= 0;
+    if !with_src {
+        rc = fib6(ctx, p, pkt, daddr, 0);
+    }
+    let rc = rc as u32;
+    // SAFETY: the slot, written by the lookup.
+    let p = unsafe { &*p };
+    if with_src && (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+        // SAFETY: with BPF_FIB_LOOKUP_SRC the kernel wrote the source it picked.
+        *chosen = unsafe { p.__bindgen_anon_3.ipv6_src };
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH && !fits(ctx, p.ifindex) {
+        return Ok(Route::TooBig { ifindex: p.ifindex });
+    }
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::Out {
+            ifindex: p.ifindex,
+            smac: p.smac,
+            dmac: p.dmac,
+            // SAFETY: the kernel sets ipv6_dst to the next hop.
+            nexthop: unsafe { p.__bindgen_anon_4.ipv6_dst },
+            neigh: rc == BPF_FIB_LKUP_RET_NO_NEIGH,
+        }),
+        BPF_FIB_LKUP_RET_NOT_FWDED => Ok(Route::Local),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig { ifindex: p.ifindex }),
+        _ => Err(DropReason::NoRoute),
+    }
+}
+
+/// One IPv6 FIB lookup into the scratch slot `p`, as arriving on the program's device.
+#[inline(never)]
+fn fib6(ctx: &TcContext, p: *mut bpf_fib_lookup, pkt: &Ipv6, daddr: &Ipv6Be, flags: u32) -> i64 {
+    // SAFETY: a per-CPU slot (see `route`); every field the lookup reads is set.
+    unsafe {
+        core::ptr::write_bytes(p, 0, 1);
+        let q = &mut *p;
+        q.family = AF_INET6;
+        q.l4_protocol = pkt.proto;
+        if pkt.proto != IPPROTO_ICMPV6 {
+            q.sport = pkt.sport;
+            q.dport = pkt.dport;
+        }
+        q.ifindex = crate::context::ifindex(ctx);
+        q.__bindgen_anon_3.ipv6_src = pkt.saddr;
+        q.__bindgen_anon_4.ipv6_dst = *daddr;
+        aya_ebpf::helpers::bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            flags,
+        )
+    }
+}
+
+/// Sends a routed IPv6 packet out, decrementing its hop limit.
+#[inline(always)]
+pub fn out6(ctx: &TcContext, pkt: &Ipv6, r: &Route<Ipv6Be>) -> Result<i32, DropReason> {
+    match r {
+        Route::Out { .. } => {}
+        // IPv6 routers never fragment, and the host stack answers nothing Weir hands it (its
+        // forwarding is off): too big is dropped and counted.
+        Route::TooBig { .. } => return Err(DropReason::TooBig),
+        Route::Local => return Ok(TC_ACT_OK as i32),
+    }
+    nat6::dec_hop_limit(ctx, pkt.hop_limit)?;
+    send(ctx, r)
 }

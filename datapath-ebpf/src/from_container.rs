@@ -18,7 +18,7 @@ use weir_common::{
     config::Config,
     conntrack::{FlowKey, IPPROTO_ICMP, flags},
     endpoint::{Endpoint, flags as ep_flags},
-    maps::TAIL_NEW_FLOW,
+    maps::{TAIL_FROM_CONTAINER6, TAIL_NEW_FLOW},
     publish::PublishTarget,
     stats::{DropReason, Event, Hook, Path},
 };
@@ -33,6 +33,7 @@ use crate::{
     metrics::{self, Drop},
     nat,
     packet::{self, ETH_P_ARP, ETH_P_IP, ICMP_ECHO, Ipv4},
+    packet6::ETH_P_IPV6,
     policy, publish,
 };
 
@@ -49,6 +50,8 @@ enum Step {
     Verdict(i32),
     /// No flow knows the packet: `from_container_new` decides.
     NewFlow,
+    /// IPv6: `from_container6` decides.
+    Ipv6,
 }
 
 #[classifier]
@@ -59,9 +62,13 @@ pub fn from_container(ctx: TcContext) -> i32 {
     let len = ctx.packet_len();
     let d = match try_from_container(&ctx, ifindex, len) {
         Ok(Step::Verdict(v)) => return v,
-        Ok(Step::NewFlow) => {
+        Ok(step @ (Step::NewFlow | Step::Ipv6)) => {
+            let slot = match step {
+                Step::Ipv6 => TAIL_FROM_CONTAINER6,
+                _ => TAIL_NEW_FLOW,
+            };
             // SAFETY: the context is this program's; on success control never returns here.
-            unsafe { WEIR_TAILS.tail_call(&ctx, TAIL_NEW_FLOW) };
+            unsafe { WEIR_TAILS.tail_call(&ctx, slot) };
             // The slot is empty only while `control init` loads the programs.
             Drop::new(DropReason::TailCallFailed)
         }
@@ -143,6 +150,9 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
         metrics::path(Path::ArpReply, len);
         return Ok(Step::Verdict(v));
     }
+    if ethertype == ETH_P_IPV6 {
+        return Ok(Step::Ipv6);
+    }
     if ethertype != ETH_P_IP {
         return Err(DropReason::UnsupportedL3.into());
     }
@@ -181,7 +191,7 @@ fn try_from_container(ctx: &TcContext, ifindex: u32, len: u32) -> Result<Step, D
     if pkt.tracked()
         && let Some(e) = conntrack::lookup(&key, cfg, now)
     {
-        if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, &pkt, now) {
+        if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, pkt.seg(), now) {
             // Looked up once: the endpoint found here is the one delivered to.
             let next = match endpoint(rewrite.daddr) {
                 Some(ep) => Next::Container(ep),
@@ -259,25 +269,7 @@ fn open_local(
     dst: &Endpoint,
     cfg: &Config,
 ) -> Result<i32, DropReason> {
-    let key = pkt.flow();
-    policy::check(src, dst, pkt.proto, pkt.dport)?;
-    if pkt.tracked() {
-        // (Untracked ICMP — errors, echo with identifier 0, the other port-less messages — is
-        // allowed packet by packet, never as a flow: see Ipv4::tracked.)
-        if conntrack::picked_up(pkt) {
-            // A TCP flow picked up mid-stream (its entries were cut or lost): either side may
-            // have opened it, so both must be allowed to. Otherwise the first segment of the
-            // side a cut was meant to protect would reopen, as its own flow, the connection
-            // `isolate --cut` had just ended.
-            policy::check(dst, src, pkt.proto, pkt.sport)?;
-        }
-        let f = NewFlow {
-            flags: 0,
-            src_identity: src.identity,
-            dst_identity: dst.identity,
-        };
-        conntrack::create_pair(&key, &key, &f, cfg, conntrack::now())?;
-    }
+    policy::open_local(&pkt.flow(), pkt.seg(), pkt.tracked(), src, dst, cfg)?;
     metrics::path(Path::ContainerToContainer, ctx.packet_len());
     deliver::to_endpoint(ctx, dst)
 }
@@ -358,7 +350,7 @@ fn open_outside(
         src_identity: src.identity,
         dst_identity: weir_common::policy::IDENTITY_WORLD,
     };
-    let new = nat::masquerade(ctx, &pkt.flow(), &f, cfg, conntrack::now())?;
+    let new = nat::masquerade(ctx, &pkt.flow(), cfg.uplink_ip, &f, cfg, conntrack::now())?;
     nat::rewrite(ctx, pkt, &new)?;
     metrics::path(Path::Egress, len);
     deliver::out(ctx, pkt, &r)

@@ -6,17 +6,23 @@ mod arp;
 mod conntrack;
 mod context;
 mod deliver;
+mod family;
 mod from_container;
+mod from_container6;
 mod icmp;
 mod maps;
 mod metrics;
 mod nat;
+mod nat6;
+mod ndp;
 mod packet;
+mod packet6;
 mod policy;
 mod publish;
 mod sock;
 mod to_container;
 mod uplink;
+mod uplink6;
 
 #[cfg(not(test))]
 #[panic_handler]

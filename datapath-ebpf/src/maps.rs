@@ -11,8 +11,9 @@ use aya_ebpf::{
     },
 };
 use weir_common::{
-    config::Config,
-    conntrack::CtEntry,
+    addr::Ipv6Be,
+    config::{Config, Config6},
+    conntrack::{CtEntry, CtEntry6},
     endpoint::Endpoint,
     maps::{KeyOf as K, MapDef, ValueOf as V, def},
 };
@@ -51,10 +52,10 @@ pub static WEIR_NET_LINKS: HashMap<K<def::NetLinks>, V<def::NetLinks>> =
 pub static WEIR_CT: HashMap<K<def::Conntrack>, V<def::Conntrack>> =
     HashMap::pinned(max::<def::Conntrack>(), 0);
 
-/// Conntrack sweep bookkeeping: [0] when it last ran, [1] whether an insert found the map
-/// full (not pinned: a rate limit, nothing to keep).
+/// Conntrack sweep bookkeeping, two slots per family (IPv4 first): when it last ran, and
+/// whether an insert found the map full (not pinned: a rate limit, nothing to keep).
 #[map]
-pub static WEIR_CT_SWEEP: Array<u64> = Array::with_max_entries(2, 0);
+pub static WEIR_CT_SWEEP: Array<u64> = Array::with_max_entries(4, 0);
 
 /// Per-CPU scratch space for the two entries a new flow inserts ([`SCRATCH_REPLY`],
 /// [`SCRATCH_ORIG`]): built here rather than on the stack, which the verifier bounds to 512
@@ -63,6 +64,20 @@ pub static WEIR_CT_SWEEP: Array<u64> = Array::with_max_entries(2, 0);
 pub static WEIR_CT_SCRATCH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(2, 0);
 pub const SCRATCH_REPLY: u32 = 0;
 pub const SCRATCH_ORIG: u32 = 1;
+
+/// The same for IPv6 entries (112 bytes each).
+#[map]
+pub static WEIR_CT6_SCRATCH: PerCpuArray<CtEntry6> = PerCpuArray::with_max_entries(2, 0);
+
+/// Per-CPU scratch space for the parsed IPv6 packet (see `packet6::parse`).
+#[map]
+pub static WEIR_PKT6_SCRATCH: PerCpuArray<crate::packet6::Ipv6> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch space for a NAT66 decision (see `nat6::Snat6`).
+#[map]
+pub static WEIR_SNAT6_SCRATCH: PerCpuArray<crate::nat6::Snat6> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU scratch space for `bpf_fib_lookup`'s parameters (64 bytes), for the same reason.
 #[map]
@@ -93,6 +108,29 @@ pub static WEIR_LINK_DROPS: LruPerCpuHashMap<K<def::LinkDrops>, V<def::LinkDrops
 #[map]
 pub static WEIR_TAILS: ProgramArray = ProgramArray::pinned(max::<def::Tails>(), 0);
 
+#[map]
+pub static WEIR_CONFIG6: Array<V<def::Config6>> = Array::pinned(max::<def::Config6>(), 0);
+
+#[map]
+pub static WEIR_ENDPOINTS6: HashMap<K<def::Endpoints6>, V<def::Endpoints6>> =
+    HashMap::pinned(max::<def::Endpoints6>(), 0);
+
+#[map]
+pub static WEIR_LINKS6: HashMap<K<def::Links6>, V<def::Links6>> =
+    HashMap::pinned(max::<def::Links6>(), 0);
+
+#[map]
+pub static WEIR_HOST_ADDRS6: HashMap<K<def::HostAddrs6>, V<def::HostAddrs6>> =
+    HashMap::pinned(max::<def::HostAddrs6>(), 0);
+
+#[map]
+pub static WEIR_SUBNETS6: LpmTrie<K<def::Subnets6>, V<def::Subnets6>> =
+    LpmTrie::pinned(max::<def::Subnets6>(), 0);
+
+#[map]
+pub static WEIR_CT6: HashMap<K<def::Conntrack6>, V<def::Conntrack6>> =
+    HashMap::pinned(max::<def::Conntrack6>(), 0);
+
 /// The configuration, `None` until `control init` has written it (the array's one slot is
 /// all zeros until then, and a written one always carries its schema).
 #[inline(always)]
@@ -116,4 +154,33 @@ pub fn is_host_addr(addr: u32) -> bool {
 #[inline(always)]
 pub fn in_weir_subnet(addr: u32) -> bool {
     WEIR_SUBNETS.get(Key::new(32, addr)).is_some()
+}
+
+#[inline(always)]
+pub fn config6() -> Option<&'static Config6> {
+    WEIR_CONFIG6.get(0)
+}
+
+#[inline(always)]
+pub fn endpoint6(addr: &Ipv6Be) -> Option<&'static Endpoint> {
+    // SAFETY: as for `endpoint`.
+    unsafe { WEIR_ENDPOINTS6.get(addr) }
+}
+
+/// The IPv6 address of the container behind host-side veth `ifindex`.
+#[inline(always)]
+pub fn link6(ifindex: u32) -> Option<Ipv6Be> {
+    // SAFETY: plain value read.
+    unsafe { WEIR_LINKS6.get(&ifindex).copied() }
+}
+
+#[inline(always)]
+pub fn is_host_addr6(addr: &Ipv6Be) -> bool {
+    WEIR_HOST_ADDRS6.get_ptr(addr).is_some()
+}
+
+/// The Weir network `addr` lies in, if any.
+#[inline(always)]
+pub fn subnet6(addr: &Ipv6Be) -> Option<u32> {
+    WEIR_SUBNETS6.get(Key::new(128, *addr)).copied()
 }

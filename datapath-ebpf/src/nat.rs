@@ -14,16 +14,18 @@ use aya_ebpf::{
 };
 use weir_common::{
     config::Config,
-    conntrack::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, flags},
+    conntrack::{
+        FlowKey, FlowKeyOf, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, flags,
+    },
     ports::{SNAT_RETRIES, candidate},
     stats::{DropReason, Event},
 };
 
 use crate::{
     conntrack::{Insert, NewFlow, insert_orig, insert_reply},
+    family::Family,
     metrics,
     packet::{Frag, ICMP_ECHO, ICMP_ECHO_REPLY, Ipv4, L3_OFF},
-    publish,
 };
 
 const IP_CSUM_OFF: usize = L3_OFF + 10;
@@ -31,13 +33,13 @@ const IP_SRC_OFF: usize = L3_OFF + 12;
 const IP_DST_OFF: usize = L3_OFF + 16;
 const IP_TTL_OFF: usize = L3_OFF + 8;
 
-/// Offset of the L4 checksum field and the extra csum flags for `proto`, if it has one
-/// covering the pseudo-header.
+/// Offset of the L4 checksum field and the extra csum flags for TCP and UDP, whose checksums
+/// cover the pseudo-header.
 #[inline(always)]
-fn l4_csum(pkt: &Ipv4) -> Option<(usize, u64)> {
-    match pkt.proto {
-        IPPROTO_TCP => Some((pkt.l4_off + 16, 0)),
-        IPPROTO_UDP => Some((pkt.l4_off + 6, BPF_F_MARK_MANGLED_0 as u64)),
+pub fn l4_csum(proto: u8, l4_off: usize) -> Option<(usize, u64)> {
+    match proto {
+        IPPROTO_TCP => Some((l4_off + 16, 0)),
+        IPPROTO_UDP => Some((l4_off + 6, BPF_F_MARK_MANGLED_0 as u64)),
         _ => None,
     }
 }
@@ -48,7 +50,7 @@ fn set_addr(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u32, new: u32) -> Resu
         return Ok(());
     }
     if pkt.frag != Frag::Later {
-        if let Some((csum_off, extra)) = l4_csum(pkt) {
+        if let Some((csum_off, extra)) = l4_csum(pkt.proto, pkt.l4_off) {
             ctx.l4_csum_replace(
                 csum_off,
                 old as u64,
@@ -63,15 +65,25 @@ fn set_addr(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u32, new: u32) -> Resu
     ctx.store(off, &new, 0).map_err(|_| DropReason::WriteFailed)
 }
 
+/// Rewrites a port (or echo identifier) at `off` of a packet whose upper layer is `proto` at
+/// `l4_off`, with its checksum. Both families: ports and identifiers sit at the same offsets,
+/// and neither ICMP checksum covers a pseudo-header for them.
 #[inline(always)]
-fn set_port(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u16, new: u16) -> Result<(), DropReason> {
-    if old == new || pkt.frag == Frag::Later {
+pub fn set_port(
+    ctx: &TcContext,
+    proto: u8,
+    l4_off: usize,
+    later_fragment: bool,
+    off: usize,
+    old: u16,
+    new: u16,
+) -> Result<(), DropReason> {
+    if old == new || later_fragment {
         return Ok(());
     }
-    let (csum_off, extra) = match pkt.proto {
-        // The ICMP checksum covers the echo identifier but no pseudo-header.
-        IPPROTO_ICMP => (pkt.l4_off + 2, 0),
-        _ => match l4_csum(pkt) {
+    let (csum_off, extra) = match proto {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => (l4_off + 2, 0),
+        _ => match l4_csum(proto, l4_off) {
             Some(c) => c,
             None => return Ok(()),
         },
@@ -86,17 +98,20 @@ fn set_port(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u16, new: u16) -> Resu
 pub fn rewrite(ctx: &TcContext, pkt: &Ipv4, new: &FlowKey) -> Result<(), DropReason> {
     set_addr(ctx, pkt, IP_SRC_OFF, pkt.saddr, new.saddr)?;
     set_addr(ctx, pkt, IP_DST_OFF, pkt.daddr, new.daddr)?;
+    let later = pkt.frag == Frag::Later;
+    let port =
+        |off: usize, old: u16, new: u16| set_port(ctx, pkt.proto, pkt.l4_off, later, off, old, new);
     match pkt.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            set_port(ctx, pkt, pkt.l4_off, pkt.sport, new.sport)?;
-            set_port(ctx, pkt, pkt.l4_off + 2, pkt.dport, new.dport)?;
+            port(pkt.l4_off, pkt.sport, new.sport)?;
+            port(pkt.l4_off + 2, pkt.dport, new.dport)?;
         }
         IPPROTO_ICMP => {
             // The identifier sits in `sport` for requests and `dport` for replies.
             if pkt.icmp_type == ICMP_ECHO {
-                set_port(ctx, pkt, pkt.l4_off + 4, pkt.sport, new.sport)?;
+                port(pkt.l4_off + 4, pkt.sport, new.sport)?;
             } else if pkt.icmp_type == ICMP_ECHO_REPLY {
-                set_port(ctx, pkt, pkt.l4_off + 4, pkt.dport, new.dport)?;
+                port(pkt.l4_off + 4, pkt.dport, new.dport)?;
             }
         }
         _ => {}
@@ -126,10 +141,9 @@ struct SockTuple4 {
 }
 
 /// Whether a socket of the host (its namespace) would receive the replies of a flow leaving as
-/// `out`: a connected socket on exactly that tuple, or one bound or listening on its port. Not
-/// inlined: a BPF function of its own, with the socket reference confined to it.
-#[inline(never)]
-fn host_socket_holds(ctx: &TcContext, out: &FlowKey) -> bool {
+/// `out`: a connected socket on exactly that tuple, or one bound or listening on its port.
+#[inline(always)]
+pub fn host_socket_holds(ctx: &TcContext, out: &FlowKey) -> bool {
     // Seen as the reply arrives: from the remote end to the uplink address.
     let mut t = SockTuple4 {
         saddr: out.daddr,
@@ -137,13 +151,21 @@ fn host_socket_holds(ctx: &TcContext, out: &FlowKey) -> bool {
         sport: out.dport,
         dport: out.sport,
     };
-    let tuple = &mut t as *mut SockTuple4 as *mut bpf_sock_tuple;
-    let size = core::mem::size_of::<SockTuple4>() as u32;
+    socket_found(ctx, &mut t, out.proto)
+}
+
+/// Looks a socket of the host's namespace up by `tuple` (whose size tells the kernel its
+/// family: 12 bytes IPv4, 36 IPv6). Not inlined: a BPF function of its own, with the socket
+/// reference confined to it.
+#[inline(never)]
+pub fn socket_found<T>(ctx: &TcContext, tuple: &mut T, proto: u8) -> bool {
+    let size = core::mem::size_of::<T>() as u32;
+    let tuple = tuple as *mut T as *mut bpf_sock_tuple;
     let netns = BPF_F_CURRENT_NETNS as u64;
     let skb = ctx.skb.skb as *mut c_void;
     // SAFETY: a tuple of the size given on our stack; the returned reference is released.
     unsafe {
-        let sk = match out.proto {
+        let sk = match proto {
             IPPROTO_TCP => bpf_skc_lookup_tcp(skb, tuple, size, netns, 0),
             IPPROTO_UDP => bpf_sk_lookup_udp(skb, tuple, size, netns, 0),
             _ => return false,
@@ -163,6 +185,32 @@ fn hosts_ephemeral(cfg: &Config, port: u16) -> bool {
     p >= cfg.host_port_min && p <= cfg.host_port_max
 }
 
+/// The source port SNAT tries at `attempt`: the flow's own first, then random ones of the
+/// SNAT range. Both families.
+#[inline(always)]
+pub fn probe_port(seed: u32, attempt: u32, own: u16, cfg: &Config) -> u16 {
+    if attempt == 0 {
+        return own;
+    }
+    metrics::event(Event::SnatPortRetry);
+    candidate(seed, attempt, cfg.snat_port_min, cfg.snat_port_max).to_be()
+}
+
+/// Whether the source port of `new` is not a masqueraded flow's to take (see [`masquerade`]).
+/// Both families.
+#[inline(always)]
+pub fn port_blocked<A: Family>(ctx: &TcContext, new: &FlowKeyOf<A>, cfg: &Config) -> bool {
+    // Never a published port: the replies' tuple would then shadow that port for this
+    // remote, and its clients' packets would reach this container instead.
+    // (The host's ephemeral range can hold only the container's own port, tried first:
+    // the SNAT range lies outside it.)
+    new.proto != IPPROTO_ICMP
+        && new.proto != IPPROTO_ICMPV6
+        && (hosts_ephemeral(cfg, new.sport)
+            || A::is_published(&new.saddr, new.proto, new.sport)
+            || A::socket_holds(ctx, new))
+}
+
 /// Picks a source port on `uplink_ip` for a masqueraded flow and creates its conntrack pair.
 /// No flow may hold a port of the host's ephemeral range (`Config::host_port_*`): the host's
 /// stack picks its own flows' source ports there later, without seeing Weir's table, and a
@@ -176,36 +224,25 @@ fn hosts_ephemeral(cfg: &Config, port: u16) -> bool {
 /// kernel's ping sockets pick theirs from all 65,535, so no range would be safe from them.
 /// Returns the new tuple.
 #[inline(always)]
-pub fn masquerade(
+pub fn masquerade<A: Family>(
     ctx: &TcContext,
-    orig: &FlowKey,
+    orig: &FlowKeyOf<A>,
+    nat_addr: A,
     f: &NewFlow,
     cfg: &Config,
     now: u64,
-) -> Result<FlowKey, DropReason> {
+) -> Result<FlowKeyOf<A>, DropReason> {
     let f = NewFlow {
         flags: f.flags | flags::SNAT,
         ..*f
     };
     // SAFETY: helper without preconditions.
     let seed = unsafe { bpf_get_prandom_u32() };
-    let mut port = orig.sport;
     let mut attempt = 0u32;
     while attempt <= SNAT_RETRIES {
-        if attempt > 0 {
-            port = candidate(seed, attempt, cfg.snat_port_min, cfg.snat_port_max).to_be();
-            metrics::event(Event::SnatPortRetry);
-        }
-        let new = FlowKey::new(cfg.uplink_ip, orig.daddr, port, orig.dport, orig.proto);
-        // Never a published port: the replies' tuple would then shadow that port for this
-        // remote, and its clients' packets would reach this container instead.
-        // (The host's ephemeral range can hold only the container's own port, tried first:
-        // the SNAT range lies outside it.)
-        if orig.proto != IPPROTO_ICMP
-            && (hosts_ephemeral(cfg, port)
-                || publish::is_published(cfg.uplink_ip, orig.proto, port)
-                || host_socket_holds(ctx, &new))
-        {
+        let port = probe_port(seed, attempt, orig.sport, cfg);
+        let new = FlowKeyOf::new(nat_addr, orig.daddr, port, orig.dport, orig.proto);
+        if port_blocked(ctx, &new, cfg) {
             attempt += 1;
             continue;
         }

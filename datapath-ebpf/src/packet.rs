@@ -66,6 +66,14 @@ impl Ipv4 {
         FlowKey::new(self.saddr, self.daddr, self.sport, self.dport, self.proto)
     }
 
+    #[inline(always)]
+    pub const fn seg(&self) -> crate::conntrack::Seg {
+        crate::conntrack::Seg {
+            proto: self.proto,
+            tcp_flags: self.tcp_flags,
+        }
+    }
+
     /// ICMP errors (destination unreachable, time exceeded, parameter problem) quote the
     /// packet they are about; they belong to that packet's flow.
     #[inline(always)]
@@ -136,10 +144,15 @@ pub fn trim_to_datagram(ctx: &TcContext) -> Result<(), DropReason> {
     if tot_len < Ipv4Hdr::LEN as u32 || ctx.len() <= datagram_end {
         return Ok(());
     }
+    cut_after(ctx, datagram_end)
+}
+
+/// Cuts the frame after `end` bytes (both families' trim).
+#[inline(always)]
+pub fn cut_after(ctx: &TcContext, end: u32) -> Result<(), DropReason> {
     // SAFETY: helper on this program's own skb; it invalidates packet pointers, and none is
     // held past this call.
-    let rc =
-        unsafe { aya_ebpf::helpers::bpf_skb_change_tail(ctx.skb.skb as *mut _, datagram_end, 0) };
+    let rc = unsafe { aya_ebpf::helpers::bpf_skb_change_tail(ctx.skb.skb as *mut _, end, 0) };
     if rc == 0 {
         Ok(())
     } else {

@@ -7,7 +7,13 @@ use weir_common::{
     stats::DropReason,
 };
 
-use crate::maps::{WEIR_NET_LINKS, WEIR_POLICY};
+use weir_common::conntrack::FlowKeyOf;
+
+use crate::{
+    conntrack::{self, NewFlow, Seg},
+    family::Family,
+    maps::{WEIR_NET_LINKS, WEIR_POLICY},
+};
 
 struct Maps;
 
@@ -40,4 +46,35 @@ pub fn check(src: &Endpoint, dst: &Endpoint, proto: u8, port: PortBe) -> Result<
         (false, Decided::Network) => Err(DropReason::NetworkDenied),
         (false, _) => Err(DropReason::PolicyDenied),
     }
+}
+
+/// Opens a flow `key` from container `src` to container `dst`, if policy allows it: both
+/// families. Untracked ICMP (errors, echo with identifier 0, the other port-less messages)
+/// is allowed packet by packet, never as a flow (see `Ipv4::tracked`).
+#[inline(always)]
+pub fn open_local<A: Family>(
+    key: &FlowKeyOf<A>,
+    seg: Seg,
+    tracked: bool,
+    src: &Endpoint,
+    dst: &Endpoint,
+    cfg: &weir_common::config::Config,
+) -> Result<(), DropReason> {
+    check(src, dst, key.proto, key.dport)?;
+    if !tracked {
+        return Ok(());
+    }
+    if conntrack::picked_up(seg) {
+        // A TCP flow picked up mid-stream (its entries were cut or lost): either side may
+        // have opened it, so both must be allowed to. Otherwise the first segment of the
+        // side a cut was meant to protect would reopen, as its own flow, the connection
+        // `isolate --cut` had just ended.
+        check(dst, src, key.proto, key.sport)?;
+    }
+    let f = NewFlow {
+        flags: 0,
+        src_identity: src.identity,
+        dst_identity: dst.identity,
+    };
+    conntrack::create_pair(key, key, &f, cfg, conntrack::now())
 }

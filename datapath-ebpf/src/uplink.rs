@@ -13,6 +13,7 @@ use weir_common::{
     addr::is_loopback,
     conntrack::flags,
     endpoint::Endpoint,
+    maps::TAIL_UPLINK6,
     policy::IDENTITY_WORLD,
     stats::{DropReason, Event, Hook, Path},
 };
@@ -23,16 +24,23 @@ use crate::{
         PacketCtx, addresses_passed, ifindex, linearize, mark_addresses_passed, vlan_tagged,
     },
     deliver, icmp,
-    maps::{config, endpoint, in_weir_subnet, is_host_addr},
+    maps::{WEIR_TAILS, config, endpoint, in_weir_subnet, is_host_addr},
     metrics::{self, Drop},
     nat,
     packet::{self, ETH_P_IP, Ipv4},
+    packet6::ETH_P_IPV6,
     publish,
 };
 
 #[classifier]
 pub fn uplink_tc(ctx: TcContext) -> i32 {
     conntrack::maybe_sweep();
+    if !vlan_tagged(&ctx) && packet::ether_type(&ctx) == Some(ETH_P_IPV6) {
+        // SAFETY: the context is this program's; on success control never returns here.
+        unsafe { WEIR_TAILS.tail_call(&ctx, TAIL_UPLINK6) };
+        // Only while `control init` loads the programs: the host's, as before IPv6 was in.
+        return TC_ACT_OK as i32;
+    }
     let len = ctx.packet_len();
     match try_uplink_tc(&ctx, len) {
         Ok(v) => v,
@@ -112,7 +120,7 @@ fn try_uplink_tc(ctx: &TcContext, len: u32) -> Result<i32, Drop> {
     if pkt.tracked()
         && let Some(e) = conntrack::lookup(&key, cfg, now)
     {
-        if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, &pkt, now) {
+        if let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, pkt.seg(), now) {
             nat::rewrite(ctx, &pkt, &rewrite).map_err(|r| Drop::flow(r, key))?;
             let path = if flags & flags::SNAT != 0 {
                 Path::EgressReply

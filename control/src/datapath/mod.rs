@@ -25,6 +25,19 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const FROM_CONTAINER: &str = "from_container";
 /// The new-flow half of from_container, reached by tail call (slot `TAIL_NEW_FLOW`).
 pub const FROM_CONTAINER_NEW: &str = "from_container_new";
+/// IPv6 from containers (slot `TAIL_FROM_CONTAINER6`) and its new-flow half
+/// (`TAIL_FROM_CONTAINER6_NEW`).
+pub const FROM_CONTAINER6: &str = "from_container6";
+pub const FROM_CONTAINER6_NEW: &str = "from_container6_new";
+/// IPv6 from the uplink (slot `TAIL_UPLINK6`).
+pub const UPLINK_TC6: &str = "uplink_tc6";
+/// The tail-called programs and their slots in `WEIR_TAILS`.
+pub const TAILS: [(&str, u32); 4] = [
+    (FROM_CONTAINER_NEW, names::TAIL_NEW_FLOW),
+    (FROM_CONTAINER6, names::TAIL_FROM_CONTAINER6),
+    (FROM_CONTAINER6_NEW, names::TAIL_FROM_CONTAINER6_NEW),
+    (UPLINK_TC6, names::TAIL_UPLINK6),
+];
 pub const TO_CONTAINER: &str = "to_container";
 pub const UPLINK_TC: &str = "uplink_tc";
 pub const UPLINK_XDP: &str = "uplink_xdp";
@@ -36,9 +49,12 @@ pub const SOCK_CONNECT4: &str = "sock_connect4";
 pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
 pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
 pub const SOCK_PROGRAMS: [&str; 3] = [SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4];
-pub const PROGRAMS: [&str; 9] = [
+pub const PROGRAMS: [&str; 12] = [
     FROM_CONTAINER,
     FROM_CONTAINER_NEW,
+    FROM_CONTAINER6,
+    FROM_CONTAINER6_NEW,
+    UPLINK_TC6,
     TO_CONTAINER,
     UPLINK_TC,
     UPLINK_XDP,
@@ -153,8 +169,8 @@ pub fn check_pinned(inst: &Instance, conntrack_max: Option<u32>) -> Result<()> {
         }
         let have_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
         let want_entries = match (spec.name, conntrack_max) {
-            (names::CONNTRACK, Some(n)) => Some(n),
-            (names::CONNTRACK, None) => None,
+            (names::CONNTRACK | names::CONNTRACK6, Some(n)) => Some(n),
+            (names::CONNTRACK | names::CONNTRACK6, None) => None,
             _ => Some(spec.max_entries),
         };
         let want_type = spec.kind.bpf_type();
@@ -182,6 +198,7 @@ pub fn load_and_pin(inst: &Instance, conntrack_max: u32) -> Result<Ebpf> {
     let mut bpf = EbpfLoader::new()
         .default_map_pin_directory(inst.maps_dir())
         .map_max_entries(names::CONNTRACK, conntrack_max)
+        .map_max_entries(names::CONNTRACK6, conntrack_max)
         .load(OBJECT)
         .map_err(|e| Error::NoBpf(format!("loading the eBPF object failed: {e}")))?;
     for name in PROGRAMS {
@@ -214,19 +231,23 @@ pub fn load_and_pin(inst: &Instance, conntrack_max: u32) -> Result<Ebpf> {
 /// array. On re-init this swaps them atomically, like the links. The map stays in the object:
 /// a program array empties itself when its last user reference (fd or pin) goes.
 pub fn fill_tails(bpf: &mut Ebpf) -> Result<()> {
-    let prog: &SchedClassifier = bpf
-        .program(FROM_CONTAINER_NEW)
-        .ok_or_else(|| {
-            Error::Other(anyhow::anyhow!(
-                "program {FROM_CONTAINER_NEW} missing from the eBPF object"
-            ))
-        })?
-        .try_into()
-        .ctx(|| format!("{FROM_CONTAINER_NEW} is not a classifier"))?;
-    let fd = prog
-        .fd()
-        .and_then(|fd| fd.try_clone().map_err(Into::into))
-        .ctx(|| format!("{FROM_CONTAINER_NEW} is not loaded"))?;
+    let mut fds = Vec::new();
+    for (name, slot) in TAILS {
+        let prog: &SchedClassifier = bpf
+            .program(name)
+            .ok_or_else(|| {
+                Error::Other(anyhow::anyhow!(
+                    "program {name} missing from the eBPF object"
+                ))
+            })?
+            .try_into()
+            .ctx(|| format!("{name} is not a classifier"))?;
+        let fd = prog
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .ctx(|| format!("{name} is not loaded"))?;
+        fds.push((slot, fd));
+    }
     let map = bpf.map_mut(names::TAILS).ok_or_else(|| {
         Error::Other(anyhow::anyhow!(
             "map {} missing from the eBPF object",
@@ -234,9 +255,12 @@ pub fn fill_tails(bpf: &mut Ebpf) -> Result<()> {
         ))
     })?;
     let mut tails = ProgramArray::try_from(map).ctx(|| format!("opening {}", names::TAILS))?;
-    tails
-        .set(names::TAIL_NEW_FLOW, &fd, 0)
-        .ctx(|| format!("filling {}", names::TAILS))
+    for (slot, fd) in fds {
+        tails
+            .set(slot, &fd, 0)
+            .ctx(|| format!("filling {}", names::TAILS))?;
+    }
+    Ok(())
 }
 
 fn load_pin<P>(

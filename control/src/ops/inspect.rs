@@ -171,20 +171,20 @@ fn programs(ctx: &Ctx, st: &State) -> Vec<ProgramStatus> {
             datapath::UPLINK_XDP,
         ));
     }
-    programs.push(ProgramStatus {
-        program: datapath::FROM_CONTAINER_NEW.into(),
-        attached_to: format!(
-            "tail call of {} (slot {})",
-            datapath::FROM_CONTAINER,
-            names::TAIL_NEW_FLOW
-        ),
-        program_id: datapath::bpfsys::prog_array_id(
-            &ctx.inst.map_pin(names::TAILS),
-            names::TAIL_NEW_FLOW,
-        )
-        .ok()
-        .flatten(),
-    });
+    for (name, slot) in datapath::TAILS {
+        let caller = match name {
+            datapath::UPLINK_TC6 => datapath::UPLINK_TC,
+            datapath::FROM_CONTAINER6_NEW => datapath::FROM_CONTAINER6,
+            _ => datapath::FROM_CONTAINER,
+        };
+        programs.push(ProgramStatus {
+            program: name.into(),
+            attached_to: format!("tail call of {caller} (slot {slot})"),
+            program_id: datapath::bpfsys::prog_array_id(&ctx.inst.map_pin(names::TAILS), slot)
+                .ok()
+                .flatten(),
+        });
+    }
     for p in datapath::SOCK_PROGRAMS {
         programs.push(at(p, format!("cgroup {}", st.cgroup2), p));
     }

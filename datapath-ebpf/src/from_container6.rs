@@ -1,0 +1,349 @@
+//! `from_container6`: every IPv6 packet a container sends, reached by tail call from
+//! `from_container` (a program of its own: IPv6's 40-byte keys would not fit the IPv4 path's
+//! stack frames, and the IPv4 path stays as it was).
+//!
+//! Order: neighbour discovery first (its sources are link-local or `::`, legal for it alone),
+//! then the source must be the container's own address and MAC, link-local and other
+//! special destinations are refused before any route lookup (the lookup calls them "not
+//! forwarded", which would read as "for the host"), then tracked flows follow their conntrack
+//! entry, and new ones go to another container (policy, the same identity-keyed maps as
+//! IPv4), to the host, or to the world (NAT66 masquerade).
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
+use weir_common::{
+    addr::{Ipv6Be, is_link_local6, is_martian6, is_multicast6, is_unspecified6},
+    config::Config,
+    conntrack::{IPPROTO_ICMPV6, flags},
+    endpoint::{Endpoint, flags as ep_flags},
+    maps::TAIL_FROM_CONTAINER6_NEW,
+    policy::IDENTITY_WORLD,
+    stats::{DropReason, Hook, Path},
+};
+
+use crate::{
+    conntrack::{self, Hit, NewFlow},
+    context::{PacketCtx, ifindex},
+    deliver::{self, Route},
+    maps::{WEIR_TAILS, config, config6, endpoint6, is_host_addr6, subnet6},
+    metrics::{self, Drop},
+    nat6, ndp,
+    packet::{self, Frag},
+    packet6::{self, ICMP6_ECHO_REQUEST, Ipv6},
+    policy,
+};
+
+/// What the first half decided.
+enum Step {
+    Verdict(i32),
+    /// No flow knows the packet: `from_container6_new` decides.
+    NewFlow,
+}
+
+#[classifier]
+pub fn from_container6(ctx: TcContext) -> i32 {
+    let ifindex = ifindex(&ctx);
+    let len = ctx.packet_len();
+    let mut why = DropReason::Malformed;
+    let code = first_half(&ctx, ifindex, &mut why);
+    if code == NEW_FLOW {
+        // SAFETY: the context is this program's; on success control never returns here.
+        unsafe { WEIR_TAILS.tail_call(&ctx, TAIL_FROM_CONTAINER6_NEW) };
+        why = DropReason::TailCallFailed;
+    } else if code != DROPPED {
+        return code;
+    }
+    metrics::dropped(Drop::new(why), Hook::FromContainer, ifindex, len);
+    TC_ACT_SHOT as i32
+}
+
+/// The new-flow half of `from_container6` (reached by tail call only; a program of its own
+/// for a fresh 512-byte stack: masquerading builds three 40-byte tuples).
+#[classifier]
+pub fn from_container6_new(ctx: TcContext) -> i32 {
+    let ifindex = ifindex(&ctx);
+    let len = ctx.packet_len();
+    let mut why = DropReason::Malformed;
+    let code = second_half(&ctx, ifindex, &mut why);
+    if code != DROPPED {
+        return code;
+    }
+    metrics::dropped(Drop::new(why), Hook::FromContainer, ifindex, len);
+    TC_ACT_SHOT as i32
+}
+
+/// Codes of the halves' register-sized returns (a `Result` is returned through a pointer,
+/// which costs an argument of the five BPF allows and stack): a TC verdict, or these.
+const DROPPED: i32 = -1000;
+const NEW_FLOW: i32 = -1001;
+
+#[inline(never)]
+fn first_half(ctx: &TcContext, ifindex: u32, why: &mut DropReason) -> i32 {
+    match try_from_container6(ctx, ifindex) {
+        Ok(Step::Verdict(v)) => v,
+        Ok(Step::NewFlow) => NEW_FLOW,
+        Err(d) => {
+            *why = d;
+            DROPPED
+        }
+    }
+}
+
+#[inline(never)]
+fn second_half(ctx: &TcContext, ifindex: u32, why: &mut DropReason) -> i32 {
+    let r = config().ok_or(DropReason::NotInitialised).and_then(|_| {
+        // What the first half established is established again: this program takes nothing
+        // on trust.
+        let pkt = packet6::parse(ctx)?;
+        let src = sender(ctx, pkt, ifindex)?;
+        new_flow(ctx, pkt, src)
+    });
+    match r {
+        Ok(v) => v,
+        Err(d) => {
+            *why = d;
+            DROPPED
+        }
+    }
+}
+
+#[inline(always)]
+fn try_from_container6(ctx: &TcContext, ifindex: u32) -> Result<Step, DropReason> {
+    let cfg = config().ok_or(DropReason::NotInitialised)?;
+    let pkt = packet6::parse(ctx)?;
+    if ctx.len() > pkt.end {
+        // What follows the datagram goes before anything measures it (see trim_to_datagram).
+        packet::cut_after(ctx, pkt.end)?;
+    }
+    if ndp::is_ndp_or_mld(pkt) {
+        let v = ndp::answer(ctx, pkt, ifindex)?;
+        metrics::path(Path::NdpReply, ctx.packet_len());
+        return Ok(Step::Verdict(v));
+    }
+    sender(ctx, pkt, ifindex)?;
+    if is_multicast6(&pkt.daddr) {
+        return Err(DropReason::Multicast);
+    }
+    if is_link_local6(&pkt.daddr) {
+        return Err(DropReason::LinkLocal);
+    }
+    if is_martian6(&pkt.daddr) {
+        return Err(DropReason::Martian);
+    }
+    if pkt.frag == Frag::Later {
+        // IPv6 fragments are not followed yet: a later one has no ports to match a flow by.
+        return Err(DropReason::Fragment);
+    }
+    if pkt.tracked() && !pkt.is_icmp_error() {
+        let v = tracked(ctx, pkt, ifindex, cfg);
+        if v != NEW_FLOW {
+            return if v == DROPPED {
+                Err(DropReason::Malformed)
+            } else {
+                Ok(Step::Verdict(v))
+            };
+        }
+    }
+    Ok(Step::NewFlow)
+}
+
+/// The container that sent `pkt` on `ifindex`: its source address and MAC must be the
+/// container's own. A link-local or unspecified source is legal only for neighbour
+/// discovery, handled before.
+#[inline(always)]
+fn sender(ctx: &TcContext, pkt: &Ipv6, ifindex: u32) -> Result<&'static Endpoint, DropReason> {
+    if is_link_local6(&pkt.saddr) || is_unspecified6(&pkt.saddr) {
+        return Err(DropReason::LinkLocal);
+    }
+    let src = endpoint6(&pkt.saddr).ok_or(DropReason::SpoofedSource)?;
+    let eth_src: [u8; 6] = packet6::load(ctx, 6)?;
+    if src.ifindex != ifindex || eth_src != src.mac {
+        return Err(DropReason::SpoofedSource);
+    }
+    Ok(src)
+}
+
+/// A packet of a flow conntrack knows, translated and sent on: its verdict, [`NEW_FLOW`] when
+/// no entry holds it (or a closed flow's tuple is reused), [`DROPPED`] when it cannot be sent
+/// (counted here).
+#[inline(never)]
+fn tracked(ctx: &TcContext, pkt: &Ipv6, ifindex: u32, cfg: &Config) -> i32 {
+    match try_tracked(ctx, pkt, cfg) {
+        Ok(Some(v)) => v,
+        Ok(None) => NEW_FLOW,
+        Err(d) => {
+            metrics::dropped(Drop::new(d), Hook::FromContainer, ifindex, ctx.packet_len());
+            DROPPED
+        }
+    }
+}
+
+#[inline(always)]
+fn try_tracked(ctx: &TcContext, pkt: &Ipv6, cfg: &Config) -> Result<Option<i32>, DropReason> {
+    let key = pkt.flow();
+    let now = conntrack::now();
+    let Some(e) = conntrack::lookup(&key, cfg, now) else {
+        return Ok(None);
+    };
+    let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, pkt.seg(), now) else {
+        return Ok(None);
+    };
+    let path = if flags & flags::SNAT != 0 {
+        Path::Egress
+    } else {
+        Path::ContainerToContainer
+    };
+    if let Some(ep) = endpoint6(&rewrite.daddr) {
+        nat6::rewrite(ctx, pkt, &rewrite)?;
+        metrics::path(path, ctx.packet_len());
+        return deliver::to_endpoint(ctx, ep).map(Some);
+    }
+    let mut chosen = [0; 4];
+    let r = deliver::route6(ctx, pkt, &rewrite.daddr, &mut chosen)?;
+    nat6::rewrite(ctx, pkt, &rewrite)?;
+    metrics::path(path, ctx.packet_len());
+    deliver::out6(ctx, pkt, &r).map(Some)
+}
+
+/// Decides a flow no conntrack entry knows.
+#[inline(always)]
+fn new_flow(ctx: &TcContext, pkt: &Ipv6, src: &Endpoint) -> Result<i32, DropReason> {
+    if let Some(dst) = endpoint6(&pkt.daddr) {
+        open_local(pkt, src, dst)?;
+        metrics::path(Path::ContainerToContainer, ctx.packet_len());
+        return deliver::to_endpoint(ctx, dst);
+    }
+    if is_host_addr6(&pkt.daddr) {
+        return to_host(ctx, pkt, src);
+    }
+    if subnet6(&pkt.daddr).is_some() {
+        // An address of a Weir network no container holds exists nowhere: never let it leak
+        // to the world through the default route.
+        return Err(DropReason::UnknownEndpoint);
+    }
+    // Routed and checked first, masqueraded after, each in a function of its own called
+    // from here: nested, their frames would pass the 512 bytes of stack a program has.
+    let s = nat6::scratch().ok_or(DropReason::CtInsertFailed)?;
+    let mut why = DropReason::NoRoute;
+    let v = route_out(ctx, pkt, src, s, &mut why);
+    if v == DROPPED {
+        return Err(why);
+    }
+    if v != TO_WORLD {
+        return Ok(v);
+    }
+    let f = NewFlow {
+        flags: 0,
+        src_identity: src.identity,
+        dst_identity: IDENTITY_WORLD,
+    };
+    s.orig = pkt.flow();
+    let nat_addr = s.nat_addr;
+    nat6::masquerade(ctx, s, &nat_addr, &f)?;
+    nat6::rewrite(ctx, pkt, &s.new)?;
+    metrics::path(Path::Egress, ctx.packet_len());
+    deliver::out6(ctx, pkt, &s.route)
+}
+
+/// [`route_out`]'s "to the world": its route and NAT66 address are in the scratch slot.
+const TO_WORLD: i32 = -1002;
+
+/// Routes a new flow that is for no container: to the host (an address the lookup calls
+/// local, a verdict), or out of the uplink ([`TO_WORLD`], with the route and the address to
+/// masquerade to in `s`); its drop written to `why`.
+#[inline(never)]
+fn route_out(
+    ctx: &TcContext,
+    pkt: &Ipv6,
+    src: &Endpoint,
+    s: &mut nat6::Snat6,
+    why: &mut DropReason,
+) -> i32 {
+    match try_route_out(ctx, pkt, src, s) {
+        Ok(v) => v,
+        Err(d) => {
+            *why = d;
+            DROPPED
+        }
+    }
+}
+
+#[inline(always)]
+fn try_route_out(
+    ctx: &TcContext,
+    pkt: &Ipv6,
+    src: &Endpoint,
+    s: &mut nat6::Snat6,
+) -> Result<i32, DropReason> {
+    let cfg = config().ok_or(DropReason::NotInitialised)?;
+    let mut chosen = [0; 4];
+    s.route = deliver::route6(ctx, pkt, &pkt.daddr, &mut chosen)?;
+    let out_if = match s.route {
+        Route::Out { ifindex, .. } | Route::TooBig { ifindex } => ifindex,
+        Route::Local => return to_host(ctx, pkt, src),
+    };
+    may_leave(pkt, src, out_if, cfg)?;
+    if let Route::TooBig { .. } = s.route {
+        return Err(DropReason::TooBig);
+    }
+    s.nat_addr = nat_source(&chosen).ok_or(DropReason::NoRoute)?;
+    Ok(TO_WORLD)
+}
+
+/// Container to container, under policy: a function of its own, its 40-byte keys off the
+/// caller's frame.
+#[inline(never)]
+fn open_local(pkt: &Ipv6, src: &Endpoint, dst: &Endpoint) -> Result<(), DropReason> {
+    let cfg = config().ok_or(DropReason::NotInitialised)?;
+    policy::open_local(&pkt.flow(), pkt.seg(), pkt.tracked(), src, dst, cfg)
+}
+
+/// The host itself: handed to its stack. An internal network reaches only its own gateway.
+#[inline(always)]
+fn to_host(ctx: &TcContext, pkt: &Ipv6, src: &Endpoint) -> Result<i32, DropReason> {
+    let own_gateway = is_host_addr6(&pkt.daddr) && subnet6(&pkt.daddr) == Some(src.network);
+    if src.flags & ep_flags::INTERNAL != 0 && !own_gateway {
+        return Err(DropReason::InternalNetwork);
+    }
+    metrics::path(Path::ContainerToHost, ctx.packet_len());
+    Ok(TC_ACT_OK as i32)
+}
+
+/// The address NAT66 gives the flow: the source the kernel would pick towards its
+/// destination, else the uplink's global address recorded at init.
+#[inline(always)]
+fn nat_source(chosen: &Ipv6Be) -> Option<Ipv6Be> {
+    if !is_unspecified6(chosen) && !is_link_local6(chosen) {
+        return Some(*chosen);
+    }
+    let fallback = config6()?.uplink_ip6;
+    (!is_unspecified6(&fallback)).then_some(fallback)
+}
+
+/// Every check a new flow to the world passes (as IPv4's `may_leave`; IPv6 hands nothing to
+/// the host stack, whose forwarding is off: expiring packets are dropped and counted).
+#[inline(never)]
+fn may_leave(pkt: &Ipv6, src: &Endpoint, out_if: u32, cfg: &Config) -> Result<(), DropReason> {
+    if out_if != cfg.uplink_ifindex {
+        return Err(DropReason::NoRoute);
+    }
+    if src.flags & ep_flags::INTERNAL != 0 {
+        return Err(DropReason::InternalNetwork);
+    }
+    if pkt.is_icmp_error() {
+        return Err(DropReason::IcmpErrorUnmatched);
+    }
+    if pkt.proto == IPPROTO_ICMPV6 && (pkt.icmp_type != ICMP6_ECHO_REQUEST || !pkt.tracked()) {
+        return Err(DropReason::IcmpUntracked);
+    }
+    if !packet6::has_ports(pkt.proto) {
+        return Err(DropReason::UnsupportedL4);
+    }
+    if pkt.hop_limit <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    Ok(())
+}
