@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use weir_common::{
-    addr::{from_std, port_be},
-    config::Config,
+    addr::{Ipv6Be, from_std, from_std6, port_be},
+    config::{Config, Config6},
     endpoint::{Endpoint, HostAddr},
     policy::{NetPair, PolicyKey},
     publish::{PublishKey, PublishTarget},
@@ -36,6 +36,73 @@ pub fn endpoints(st: &State) -> HashMap<u32, Endpoint> {
         .filter(|(_, c)| c.phase != Phase::AwaitingName)
         .filter_map(|(n, _)| endpoint(st, n).ok())
         .collect()
+}
+
+/// The `WEIR_ENDPOINTS6` entry of container `name`, if it has an IPv6 address: the same value
+/// as its IPv4 entry.
+pub fn endpoint6(st: &State, name: &str) -> Result<Option<(Ipv6Be, Endpoint)>> {
+    let Some(ip6) = st.container(name)?.ip6 else {
+        return Ok(None);
+    };
+    Ok(Some((from_std6(ip6), container::endpoint(st, name)?)))
+}
+
+/// Every dual-stack container's IPv6 endpoint (none while awaiting its name).
+pub fn endpoints6(st: &State) -> HashMap<Ipv6Be, Endpoint> {
+    st.containers
+        .iter()
+        .filter(|(_, c)| c.phase != Phase::AwaitingName)
+        .filter_map(|(n, _)| endpoint6(st, n).ok().flatten())
+        .collect()
+}
+
+/// `WEIR_LINKS6`: each dual-stack container's host-side veth → its IPv6 address.
+pub fn links6(st: &State) -> HashMap<u32, Ipv6Be> {
+    st.containers
+        .values()
+        .filter(|c| c.host_ifindex != 0)
+        .filter_map(|c| Some((c.host_ifindex, from_std6(c.ip6?))))
+        .collect()
+}
+
+/// The `WEIR_HOST_ADDRS6` entry of a network's IPv6 gateway.
+pub fn gateway_addr6(net: &Network) -> Option<(Ipv6Be, HostAddr)> {
+    Some((from_std6(net.gateway6?), HostAddr::default()))
+}
+
+/// The host's own IPv6 addresses: every IPv6 gateway and the global addresses recorded at
+/// init (never link-local ones: see `WEIR_HOST_ADDRS6`).
+pub fn host_addrs6(st: &State) -> HashMap<Ipv6Be, HostAddr> {
+    st.networks
+        .values()
+        .filter_map(gateway_addr6)
+        .chain(
+            st.uplink
+                .host_addrs6
+                .iter()
+                .map(|ip| (from_std6(*ip), HostAddr::default())),
+        )
+        .collect()
+}
+
+/// The `WEIR_SUBNETS6` entries: (prefix length, network address) → network id.
+pub fn subnets6(st: &State) -> HashMap<(u32, Ipv6Be), u32> {
+    st.networks
+        .values()
+        .filter_map(|n| {
+            let s6 = n.subnet6?;
+            Some(((s6.prefix_len() as u32, from_std6(s6.network())), n.id))
+        })
+        .collect()
+}
+
+/// The `WEIR_CONFIG6` entry.
+pub fn config6(uplink: &Uplink) -> Config6 {
+    Config6 {
+        uplink_ip6: uplink.ip6.map(from_std6).unwrap_or_default(),
+        flags: 0,
+        _pad: 0,
+    }
 }
 
 /// The `WEIR_PUBLISH` key of a published port.

@@ -64,7 +64,7 @@ pub fn check(inst: &Instance, st: &State, fix: bool) -> Result<Vec<MapDrift>> {
         netns::cookie()?,
         cfg.map_or(0, |c| c.flags),
     );
-    Ok(vec![
+    Ok([
         one(
             names::ENDPOINTS,
             &mut maps::endpoints(inst)?,
@@ -107,15 +107,60 @@ pub fn check(inst: &Instance, st: &State, fix: bool) -> Result<Vec<MapDrift>> {
             HashMap::from([((), want_cfg)]),
             fix,
         )?,
+    ]
+    .into_iter()
+    .chain(check6(inst, st, fix)?)
+    .collect())
+}
+
+/// [`check`]'s IPv6 maps.
+fn check6(inst: &Instance, st: &State, fix: bool) -> Result<Vec<MapDrift>> {
+    Ok(vec![
+        one(
+            names::ENDPOINTS6,
+            &mut maps::endpoints6(inst)?,
+            desired::endpoints6(st),
+            fix,
+        )?,
+        one(
+            names::LINKS6,
+            &mut maps::links6(inst)?,
+            desired::links6(st),
+            fix,
+        )?,
+        one(
+            names::HOST_ADDRS6,
+            &mut maps::host_addrs6(inst)?,
+            desired::host_addrs6(st),
+            fix,
+        )?,
+        one(
+            names::SUBNETS6,
+            &mut maps::subnets6(inst)?,
+            desired::subnets6(st),
+            fix,
+        )?,
+        one(
+            names::CONFIG6,
+            &mut Config6Map(inst),
+            HashMap::from([((), desired::config6(&st.uplink))]),
+            fix,
+        )?,
     ])
 }
 
-/// Only the derived map `SUBNETS`, rebuilt (networks come and go).
+/// Only the derived maps `SUBNETS` and `SUBNETS6`, rebuilt (networks come and go).
 pub fn sync_subnets(inst: &Instance, st: &State) -> Result<()> {
     one(
         names::SUBNETS,
         &mut maps::subnets(inst)?,
         desired::subnets(st),
+        true,
+    )?;
+    one(
+        names::SUBNETS6,
+        &mut maps::subnets6(inst)?,
+        desired::subnets6(st),
         true,
     )
     .map(drop)
@@ -140,22 +185,42 @@ impl<K: aya::Pod, V: aya::Pod> Entries<K, V> for aya::maps::HashMap<MapData, K, 
     }
 }
 
-/// The subnet trie, keyed (prefix length, address).
-impl Entries<(u32, u32), u32> for aya::maps::LpmTrie<MapData, u32, u32> {
-    fn read(&self) -> Vec<((u32, u32), u32)> {
+/// The subnet tries (either family), keyed (prefix length, address).
+impl<A: aya::Pod> Entries<(u32, A), u32> for aya::maps::LpmTrie<MapData, A, u32> {
+    fn read(&self) -> Vec<((u32, A), u32)> {
         self.iter()
             .filter_map(|e| e.ok())
             .map(|(k, v)| ((k.prefix_len(), k.data()), v))
             .collect()
     }
-    fn put(&mut self, k: &(u32, u32), v: &u32) -> Result<()> {
+    fn put(&mut self, k: &(u32, A), v: &u32) -> Result<()> {
         Ok(self
             .insert(&Key::new(k.0, k.1), v, 0)
             .map_err(anyhow::Error::from)?)
     }
-    fn del(&mut self, k: &(u32, u32)) {
+    fn del(&mut self, k: &(u32, A)) {
         let _ = self.remove(&Key::new(k.0, k.1));
     }
+}
+
+/// The IPv6 config map's one entry.
+struct Config6Map<'a>(&'a Instance);
+
+impl Entries<(), weir_common::config::Config6> for Config6Map<'_> {
+    fn read(&self) -> Vec<((), weir_common::config::Config6)> {
+        maps::config6(self.0)
+            .ok()
+            .and_then(|m| m.get(&0, 0).ok())
+            .map(|c| ((), c))
+            .into_iter()
+            .collect()
+    }
+    fn put(&mut self, _: &(), v: &weir_common::config::Config6) -> Result<()> {
+        Ok(maps::config6(self.0)?
+            .set(0, v, 0)
+            .map_err(anyhow::Error::from)?)
+    }
+    fn del(&mut self, _: &()) {}
 }
 
 /// The config map's one entry (absent until init wrote it).

@@ -8,6 +8,7 @@ pub mod desired;
 pub mod drift;
 pub mod error;
 pub mod instance;
+pub mod ipv6;
 pub mod netlink;
 pub mod netns;
 pub mod ops;

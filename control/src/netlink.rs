@@ -2,13 +2,13 @@
 //! Never shells out to `ip`: every change is one netlink request we can check.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::RawFd,
 };
 
 use futures::TryStreamExt;
 use netlink_packet_route::{
-    address::AddressAttribute,
+    address::{AddressAttribute, AddressFlags},
     link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope},
 };
@@ -309,9 +309,9 @@ pub async fn default_route_ifindex(h: &Handle) -> Result<Option<u32>> {
 }
 
 /// Adds a permanent neighbour entry so the host never ARPs for a container.
-pub async fn add_neigh(h: &Handle, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+pub async fn add_neigh(h: &Handle, index: u32, ip: IpAddr, mac: [u8; 6]) -> Result<()> {
     h.neighbours()
-        .add(index, IpAddr::V4(ip))
+        .add(index, ip)
         .link_layer_address(&mac)
         .replace()
         .execute()
@@ -354,6 +354,107 @@ pub fn is_virtual_kind(kind: &str) -> bool {
             | "tun"
             | "netkit"
     )
+}
+
+/// Adds an IPv6 address usable at once: `IFA_F_NODAD`, so it is never tentative (a container
+/// could otherwise not bind it for a second or so). Present already is fine.
+pub async fn add_addr6(h: &Handle, index: u32, ip: Ipv6Addr, prefix: u8) -> Result<()> {
+    let mut req = h.address().add(index, IpAddr::V6(ip), prefix);
+    req.message_mut()
+        .attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    match req.execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(Error::Other(anyhow::anyhow!(
+            "adding address {ip}/{prefix}: {e}"
+        ))),
+    }
+}
+
+/// Removes an IPv6 address; absent is fine.
+pub async fn del_addr6(h: &Handle, index: u32, ip: Ipv6Addr) -> Result<()> {
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .ctx(|| "listing addresses".into())?;
+    for m in msgs {
+        let has = m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V6(x)) if *x == ip));
+        if has {
+            match h.address().del(m).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+                Err(e) => return Err(Error::Other(anyhow::anyhow!("removing address {ip}: {e}"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The global IPv6 addresses of one link, or of all links when `index` is None: what the
+/// host can be reached at from beyond its links (link-local and loopback left out).
+pub async fn ipv6_global_addrs(h: &Handle, index: Option<u32>) -> Result<Vec<Ipv6Addr>> {
+    let mut req = h.address().get();
+    if let Some(i) = index {
+        req = req.set_link_index_filter(i);
+    }
+    let msgs: Vec<_> = req
+        .execute()
+        .try_collect()
+        .await
+        .ctx(|| "listing addresses".into())?;
+    let mut out = Vec::new();
+    for m in msgs {
+        for a in &m.attributes {
+            if let AddressAttribute::Address(IpAddr::V6(ip)) = a
+                && !ip.is_loopback()
+                && !ip.is_unicast_link_local()
+                && !ip.is_multicast()
+            {
+                out.push(*ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds a host route `ip/128 dev index [src src]` (replacing any previous one).
+pub async fn add_host_route6(
+    h: &Handle,
+    ip: Ipv6Addr,
+    index: u32,
+    src: Option<Ipv6Addr>,
+) -> Result<()> {
+    let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(ip, 128)
+        .output_interface(index);
+    if let Some(s) = src {
+        b = b.pref_source(s);
+    }
+    h.route()
+        .add(b.build())
+        .replace()
+        .execute()
+        .await
+        .ctx(|| format!("adding route to {ip}"))
+}
+
+/// Adds `default via gw` (IPv6) in the calling thread's namespace.
+pub async fn add_default_route6(h: &Handle, gw: Ipv6Addr) -> Result<()> {
+    let msg = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).build();
+    h.route()
+        .add(msg)
+        .replace()
+        .execute()
+        .await
+        .ctx(|| format!("adding default route via {gw}"))
 }
 
 #[cfg(test)]

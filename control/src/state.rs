@@ -3,9 +3,15 @@
 //! (temp file, fsync, rename) so a crash leaves either the old or the new file, and a
 //! journal marks commands in flight so the next command can repair what one left half-done.
 
-use std::{collections::BTreeMap, fs, io::Write, net::Ipv4Addr, path::Path};
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use weir_common::config::Timeouts;
 
@@ -35,6 +41,12 @@ pub struct Uplink {
     /// --host-ip answer on all of them, like Docker's `addrtype LOCAL`).
     #[serde(default)]
     pub host_addrs: Vec<Ipv4Addr>,
+    /// The host namespace's global IPv6 addresses at `control init` (never link-local).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_addrs6: Vec<Ipv6Addr>,
+    /// The uplink's global IPv6 address NAT66 falls back on (see `Config6::uplink_ip6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +55,11 @@ pub struct Network {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub internal: bool,
+    /// Dual stack: the IPv6 subnet and its gateway (`<prefix>::1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,6 +87,9 @@ pub struct Container {
     pub identity: u32,
     pub network: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: String,
     pub host_mac: String,
     pub host_if: String,

@@ -155,6 +155,53 @@ pub fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr> {
 }
 
 /// A gateway for `subnet`: one of its host addresses (not the network or broadcast address).
+/// An IPv6 subnet for a network: a network address with a prefix between /48 and /120, in
+/// unicast space a container may use (not link-local, loopback, multicast or IPv4-mapped).
+pub fn subnet6(s: &str) -> Result<ipnet::Ipv6Net> {
+    let net: ipnet::Ipv6Net = s.parse().map_err(|_| {
+        Error::invalid(format!(
+            "invalid IPv6 subnet {:?}: expected a CIDR like fd00:88::/64",
+            truncate(s)
+        ))
+    })?;
+    if !(48..=120).contains(&net.prefix_len()) {
+        return Err(Error::invalid(format!(
+            "IPv6 subnet {net} has prefix /{}: use a prefix between /48 and /120 (/64 is usual)",
+            net.prefix_len()
+        )));
+    }
+    if net.addr() != net.network() {
+        return Err(Error::invalid(format!(
+            "{s} is not a network address: did you mean {}/{}?",
+            net.network(),
+            net.prefix_len()
+        )));
+    }
+    let a = net.addr();
+    let mapped = a.to_ipv4_mapped().is_some();
+    if a.is_loopback()
+        || a.is_multicast()
+        || a.is_unspecified()
+        || a.is_unicast_link_local()
+        || mapped
+    {
+        return Err(Error::invalid(format!(
+            "{net} is not unicast space a container can use: pick a ULA (fd00::/8) or global prefix"
+        )));
+    }
+    Ok(net)
+}
+
+/// A container's IPv6 address.
+pub fn ipv6(what: &str, s: &str) -> Result<std::net::Ipv6Addr> {
+    s.parse().map_err(|_| {
+        Error::invalid(format!(
+            "invalid {what} {:?}: expected an IPv6 address like fd00:88::10",
+            truncate(s)
+        ))
+    })
+}
+
 pub fn gateway(subnet: Ipv4Net, s: &str) -> Result<Ipv4Addr> {
     let ip = ipv4("gateway", s)?;
     if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {

@@ -91,7 +91,11 @@ pub fn answer(ctx: &TcContext, pkt: &Ipv6, ifindex: u32) -> Result<i32, DropReas
         return Err(DropReason::SpoofedSource);
     }
     let target: Ipv6Be = load(ctx, L4_OFF + 8)?;
-    if is_multicast6(&target) || is_link_local6(&target) || Ipv6Be::same(&target, &own) {
+    if is_link_local6(&target) {
+        // Nobody's: the host-side veth's own included (data to it would never be routed).
+        return Err(DropReason::LinkLocal);
+    }
+    if is_multicast6(&target) || Ipv6Be::same(&target, &own) {
         return Err(DropReason::NdpInvalid);
     }
     let router = is_host_addr6(&target);

@@ -270,6 +270,9 @@ impl Drop for Bg {
 /// Addresses of the sandbox uplink (host side .1, ext side .2).
 pub const UPLINK_IP: &str = "198.18.0.1";
 pub const EXT_IP: &str = "198.18.0.2";
+/// The uplink's and ext's IPv6 addresses, when a test asks for them ([`Sandbox::add_ipv6`]).
+pub const UPLINK_IP6: &str = "2001:db8:18::1";
+pub const EXT_IP6: &str = "2001:db8:18::2";
 
 /// A sandboxed host running its own Weir instance, with an ext namespace behind the uplink.
 /// Dropping it runs `control down`, then removes every namespace it knows of.
@@ -312,6 +315,19 @@ impl Sandbox {
             host,
             ext,
         }
+    }
+
+    /// Gives the uplink and ext IPv6 addresses (no duplicate-address detection: usable at
+    /// once) and the host a default IPv6 route via ext. Before `init`, which records them.
+    pub fn add_ipv6(&self) {
+        let u = format!("{UPLINK_IP6}/64");
+        self.host
+            .must(&["ip", "-6", "addr", "add", &u, "dev", "up0", "nodad"]);
+        let e = format!("{EXT_IP6}/64");
+        self.ext
+            .must(&["ip", "-6", "addr", "add", &e, "dev", "eth0", "nodad"]);
+        self.host
+            .must(&["ip", "-6", "route", "add", "default", "via", EXT_IP6]);
     }
 
     /// A new sandbox with Weir initialised on its uplink (extra `init` flags appended).

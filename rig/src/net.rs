@@ -178,6 +178,25 @@ pub fn nstat(ns: &Netns, name: &str) -> u64 {
         })
 }
 
+/// [`peer_echo`] on IPv6 (`[::]:port`, dual stack): the peer is printed as socat sees it.
+pub fn peer_echo6(ns: &Netns, port: u16) -> Bg {
+    let bg = ns.spawn(&[
+        "socat",
+        &format!("TCP6-LISTEN:{port},fork,reuseaddr"),
+        "SYSTEM:echo $SOCAT_PEERADDR",
+    ]);
+    wait_listening(ns, port, "tcp");
+    bg
+}
+
+/// What a [`peer_echo6`] server at `[addr]:port` answers `ns`.
+pub fn ask_peer6(ns: &Netns, addr: &str, port: u16) -> String {
+    let o = ns.sh(&format!(
+        "timeout 5 socat -T4 - TCP6:[{addr}]:{port} </dev/null | head -1"
+    ));
+    text(&o.stdout).trim().to_string()
+}
+
 /// A TCP server in `ns` answering each connection with the peer address it saw ("ADDR PORT"),
 /// then holding the connection open for `hold_secs`.
 pub fn peer_echo(ns: &Netns, port: u16, hold_secs: u32) -> Bg {

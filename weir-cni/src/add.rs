@@ -74,6 +74,7 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
         peer: Peer::MoveIntoNetns,
         ifname: env.ifname.clone(),
         ip,
+        ip6: None,
         mac,
         ports,
         // The runtime (conmon) holds the host port itself: no "in use" check.

@@ -298,6 +298,7 @@ impl Driver {
                 peer: Peer::LeaveInHost,
                 ifname: peer_name(&req.endpoint_id),
                 ip: Some(p.ip),
+                ip6: None,
                 mac: Some(p.mac),
                 ports: Vec::new(),
                 host_ports: HostPort::CheckFree,
@@ -459,6 +460,7 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
     }
     let internal = req.options.get(api::INTERNAL) == Some(&json!(true));
     Ok(NetworkSpec {
+        ipv6: control::ops::network::Ipv6Choice::Off,
         subnet,
         gateway,
         reach: if internal {

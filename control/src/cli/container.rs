@@ -18,6 +18,7 @@ pub enum ContainerCmd {
     #[command(
         after_help = "Examples:\n  control container create api --network web\n  \
         control container create db --network web --ip 10.88.0.10\n  \
+        control container create v6 --network dual --ip6 fd00:88::10   # dual-stack network\n  \
         control container create front --network web --publish 8080:80 --publish 5353:53/udp\n  \
         control container create proxy --network web --network back"
     )]
@@ -31,6 +32,10 @@ pub enum ContainerCmd {
         /// Address in the first network's subnet (default: the lowest free one).
         #[arg(long, value_name = "ADDR")]
         ip: Option<String>,
+        /// IPv6 address in the first network's IPv6 subnet (default: the lowest free one; a
+        /// dual-stack network only).
+        #[arg(long, value_name = "ADDR6")]
+        ip6: Option<String>,
         /// Publish HOSTPORT:PORT[/tcp|/udp] right away. Repeatable.
         #[arg(long, value_name = "HOSTPORT:PORT")]
         publish: Vec<String>,
@@ -80,9 +85,10 @@ pub async fn run(ctx: &Ctx, c: ContainerCmd) -> Result<()> {
             name,
             network,
             ip,
+            ip6,
             publish,
             json: j,
-        } => create(ctx, name, network, ip, publish, j).await?,
+        } => create(ctx, name, network, (ip, ip6), publish, j).await?,
         ContainerCmd::Connect {
             name,
             network,
@@ -121,7 +127,7 @@ async fn create(
     ctx: &Ctx,
     name: String,
     networks: Vec<String>,
-    ip: Option<String>,
+    (ip, ip6): (Option<String>, Option<String>),
     publish: Vec<String>,
     j: bool,
 ) -> Result<()> {
@@ -131,6 +137,7 @@ async fn create(
         .map(|s| Port::parse(s, None))
         .collect::<Result<Vec<_>>>()?;
     let ip = address(ip)?;
+    let ip6 = ip6.map(|s| validate::ipv6("address", &s)).transpose()?;
     let (first, further) = networks.split_first().expect("clap requires one");
     let spec = container::AttachSpec {
         name: name.clone(),
@@ -140,6 +147,7 @@ async fn create(
         peer: container::Peer::MoveIntoNetns,
         ifname: "eth0".into(),
         ip,
+        ip6,
         mac: None,
         ports,
         host_ports: HostPort::CheckFree,

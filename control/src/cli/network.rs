@@ -15,7 +15,9 @@ pub enum NetworkCmd {
     #[command(
         after_help = "Examples:\n  control network create web --subnet 10.88.0.0/24\n  \
         control network create db --subnet 10.89.0.0/24 --internal   # no egress, no published ports\n  \
-        control network create lan --subnet 10.90.0.0/24 --gateway 10.90.0.254"
+        control network create lan --subnet 10.90.0.0/24 --gateway 10.90.0.254\n  \
+        control network create dual --subnet 10.91.0.0/24 --subnet6 fd00:91::/64   # dual stack\n  \
+        control network create auto6 --subnet 10.92.0.0/24 --ipv6   # a /64 of this host's ULA /48"
     )]
     Create {
         /// Network name (letters, digits, '-', '_', '.').
@@ -32,6 +34,14 @@ pub enum NetworkCmd {
         /// network's own gateway.
         #[arg(long)]
         internal: bool,
+        /// Dual stack: this IPv6 subnet too (/48 to /120, /64 usual; gateway `<prefix>::1`).
+        /// Containers get an address in it, NAT66 to the world, the same rules as IPv4.
+        #[arg(long, value_name = "CIDR6", conflicts_with = "ipv6")]
+        subnet6: Option<String>,
+        /// Dual stack on a /64 of this instance's own ULA /48 (fdXX:XXXX:XXXX::/48, derived
+        /// from the instance, as Docker derives one).
+        #[arg(long)]
+        ipv6: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -70,8 +80,17 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
             subnet,
             gateway,
             internal,
+            subnet6,
+            ipv6,
             json: j,
-        } => create(ctx, &name, &subnet, gateway.as_deref(), internal, j).await?,
+        } => {
+            let v6 = match (subnet6, ipv6) {
+                (Some(s6), _) => network::Ipv6Choice::Subnet(validate::subnet6(&s6)?),
+                (None, true) => network::Ipv6Choice::Derived,
+                (None, false) => network::Ipv6Choice::Off,
+            };
+            create(ctx, &name, &subnet, gateway.as_deref(), internal, v6, j).await?
+        }
         NetworkCmd::Rm { name } => {
             network::remove(ctx, &name).await?;
             println!("removed network {name}");
@@ -133,6 +152,7 @@ async fn create(
     subnet: &str,
     gateway: Option<&str>,
     internal: bool,
+    ipv6: network::Ipv6Choice,
     j: bool,
 ) -> Result<()> {
     let subnet = validate::subnet(subnet)?;
@@ -144,13 +164,18 @@ async fn create(
         } else {
             network::Reach::World
         },
+        ipv6,
     };
     let n = network::create(ctx, name, spec).await?;
     if j {
         json(&n);
     } else {
+        let v6 = match (n.subnet6, n.gateway6) {
+            (Some(s6), Some(g6)) => format!(" {s6} gateway {g6}"),
+            _ => String::new(),
+        };
         println!(
-            "network {} {} gateway {}{}",
+            "network {} {} gateway {}{v6}{}",
             n.name,
             n.subnet,
             n.gateway,

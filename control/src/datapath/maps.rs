@@ -4,8 +4,9 @@
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use weir_common::{
-    config::Config,
-    conntrack::{CtEntry, FlowKey},
+    addr::Ipv6Be,
+    config::{Config, Config6},
+    conntrack::{CtEntry, CtEntry6, FlowKey, FlowKey6},
     endpoint::{Endpoint, HostAddr},
     maps::{KeyOf, Kind, MapDef, ValueOf, def},
     policy::{NetPair, PolicyKey},
@@ -63,6 +64,35 @@ where
 {
     const { assert!(matches!(M::SPEC.kind, Kind::Hash | Kind::LruHash)) };
     hash(inst, M::SPEC.name)
+}
+
+pub fn endpoints6(inst: &Instance) -> Result<HashMap<MapData, Ipv6Be, Endpoint>> {
+    hash_of::<def::Endpoints6>(inst)
+}
+
+pub fn links6(inst: &Instance) -> Result<HashMap<MapData, u32, Ipv6Be>> {
+    hash_of::<def::Links6>(inst)
+}
+
+pub fn host_addrs6(inst: &Instance) -> Result<HashMap<MapData, Ipv6Be, HostAddr>> {
+    hash_of::<def::HostAddrs6>(inst)
+}
+
+pub fn subnets6(inst: &Instance) -> Result<LpmTrie<MapData, Ipv6Be, u32>> {
+    lpm::<KeyOf<def::Subnets6>, ValueOf<def::Subnets6>>(inst, weir_common::maps::SUBNETS6)
+}
+
+pub fn conntrack6(inst: &Instance) -> Result<HashMap<MapData, FlowKey6, CtEntry6>> {
+    hash_of::<def::Conntrack6>(inst)
+}
+
+/// Every IPv6 conntrack entry (see [`conntrack_entries`]).
+pub fn conntrack6_entries(inst: &Instance) -> Result<Vec<(FlowKey6, CtEntry6)>> {
+    super::bpfsys::dump_hash(&inst.map_pin(weir_common::maps::CONNTRACK6))
+}
+
+pub fn config6(inst: &Instance) -> Result<Array<MapData, Config6>> {
+    array::<ValueOf<def::Config6>>(inst, weir_common::maps::CONFIG6)
 }
 
 pub fn endpoints(inst: &Instance) -> Result<HashMap<MapData, u32, Endpoint>> {

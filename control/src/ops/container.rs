@@ -5,14 +5,14 @@
 
 use std::{
     fs::File,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
 use serde::Serialize;
 use weir_common::{
-    conntrack::{CtEntry, FlowKey},
+    conntrack::{CtEntry, CtEntry6, CtEntryOf, FlowKey, FlowKey6, FlowKeyOf},
     endpoint::{Endpoint, flags as ep_flags},
 };
 
@@ -91,6 +91,9 @@ pub struct AttachSpec {
     pub ifname: String,
     /// A fixed address (checked against the network), else the lowest free one.
     pub ip: Option<Ipv4Addr>,
+    /// A fixed IPv6 address on a dual-stack network, else the lowest free one; refused on an
+    /// IPv4-only network.
+    pub ip6: Option<Ipv6Addr>,
     /// A fixed MAC, else one derived from the address.
     pub mac: Option<[u8; 6]>,
     pub ports: Vec<Port>,
@@ -110,6 +113,10 @@ pub struct ContainerInfo {
     pub network: String,
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub mac: String,
     pub host_if: String,
     pub netns: String,
@@ -132,6 +139,8 @@ pub fn info(st: &State, pubs: &[Publish], name: &str) -> ContainerInfo {
         network: c.network.clone(),
         ip: c.ip,
         gateway: gw,
+        ip6: c.ip6,
+        gateway6: st.networks.get(&c.network).and_then(|n| n.gateway6),
         mac: c.mac.clone(),
         host_if: c.host_if.clone(),
         netns: netns_path(name, c).display().to_string(),
@@ -214,6 +223,55 @@ pub fn choose_ip(st: &State, network: &str, want: Option<Ipv4Addr>) -> Result<Ip
         })
 }
 
+/// The IPv6 address of a new container on `network`: the requested one (checked) or the
+/// lowest free one; None on an IPv4-only network.
+pub fn choose_ip6(st: &State, network: &str, want: Option<Ipv6Addr>) -> Result<Option<Ipv6Addr>> {
+    let net = st.network(network)?;
+    let (Some(subnet6), Some(gw6)) = (net.subnet6, net.gateway6) else {
+        return match want {
+            Some(ip) => Err(Error::invalid(format!(
+                "network {network:?} has no IPv6 (cannot give {ip}): create it with --subnet6 or --ipv6"
+            ))),
+            None => Ok(None),
+        };
+    };
+    let used = |ip: Ipv6Addr| {
+        st.containers
+            .iter()
+            .find(|(_, c)| c.network == network && c.ip6 == Some(ip))
+            .map(|(n, _)| n.clone())
+    };
+    if let Some(ip) = want {
+        if !subnet6.contains(&ip) {
+            return Err(Error::invalid(format!(
+                "{ip} is outside network {network:?} ({subnet6}): pick an address inside it"
+            )));
+        }
+        if ip == subnet6.network() || ip == gw6 {
+            return Err(Error::invalid(format!(
+                "{ip} is the network or gateway address of {subnet6}: pick another"
+            )));
+        }
+        if let Some(other) = used(ip) {
+            return Err(Error::conflict(format!(
+                "{ip} is already used by container {other:?}"
+            )));
+        }
+        return Ok(Some(ip));
+    }
+    let base = u128::from(subnet6.network());
+    let size = 1u128 << (128 - subnet6.prefix_len()).min(127);
+    (2..size.min(1 << 20))
+        .map(|i| Ipv6Addr::from(base + i))
+        .find(|ip| *ip != gw6 && used(*ip).is_none())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::conflict(format!(
+                "network {network:?} ({subnet6}) has no free IPv6 address left"
+            ))
+        })
+}
+
 /// The MAC a container at `ip` gets unless one is given: locally administered, derived from
 /// the address like Docker's 02:42:…
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
@@ -233,6 +291,7 @@ pub fn new_record(st: &mut State, network: &str, ip: Ipv4Addr) -> Container {
         host_mac: netlink::mac_string(&[0x02, 0xfe, o[0], o[1], o[2], o[3]]),
         host_if: format!("wr-{identity:x}"),
         host_ifindex: 0,
+        ip6: None,
         phase: Phase::Creating,
         external_netns: None,
         cni_id: None,
@@ -253,6 +312,7 @@ pub async fn attach(ctx: &Ctx, st: &mut State, spec: AttachSpec) -> Result<Conta
         )));
     }
     let ip = choose_ip(st, &spec.network, spec.ip)?;
+    let ip6 = choose_ip6(st, &spec.network, spec.ip6)?;
     let mut book = PublishBook::open(&ctx.inst)?;
     if spec.host_ports == HostPort::CheckFree {
         publish::precheck(st, &book, &spec.network, &spec.ports)?;
@@ -263,7 +323,8 @@ pub async fn attach(ctx: &Ctx, st: &mut State, spec: AttachSpec) -> Result<Conta
             netns::RUN_DIR
         )));
     }
-    let rec = record(st, &spec, ip);
+    let mut rec = record(st, &spec, ip);
+    rec.ip6 = ip6;
     st.containers.insert(name.to_string(), rec);
     let what = match spec.origin {
         Origin::Cli => format!("container create {name}"),
@@ -408,7 +469,10 @@ async fn plumb(
         .await?
         .ok_or_else(|| Error::Other(anyhow::anyhow!("{} vanished after creation", c.host_if)))?;
     st.containers.get_mut(name).expect("exists").host_ifindex = host.index;
-    sysctl::disable_ipv6(&c.host_if)?;
+    match c.ip6 {
+        Some(_) => sysctl::enable_ipv6(&c.host_if)?,
+        None => sysctl::disable_ipv6(&c.host_if)?,
+    }
     // from_container goes on before the link comes up, and forwarding comes on last: a link
     // that forwards without its filter lets the kernel route the container's packets itself.
     // Until the endpoint entry exists, from_container drops everything the container sends.
@@ -419,10 +483,19 @@ async fn plumb(
     if peer == Peer::MoveIntoNetns {
         // The default route is the first network's; a further one's subnet is on its link.
         let gw = c.alias.is_none().then_some(gw);
-        configure_inside(ns, ifname, ip, prefix, gw)?;
+        let v6 = c.ip6.zip(net.subnet6).map(|(ip6, s6)| Inside6 {
+            ip: ip6,
+            prefix: s6.prefix_len(),
+            gateway: net.gateway6.filter(|_| c.alias.is_none()),
+        });
+        configure_inside(ns, ifname, ip, prefix, gw, v6)?;
     }
     netlink::add_host_route(&ctx.nl, ip, host.index, gw).await?;
-    netlink::add_neigh(&ctx.nl, host.index, ip, mac).await?;
+    netlink::add_neigh(&ctx.nl, host.index, ip.into(), mac).await?;
+    if let Some(ip6) = c.ip6 {
+        netlink::add_host_route6(&ctx.nl, ip6, host.index, net.gateway6).await?;
+        netlink::add_neigh(&ctx.nl, host.index, ip6.into(), mac).await?;
+    }
     // Rules may name this container already (a CNI container re-added under its old name):
     // they are in force before the endpoint lets its first packet through.
     policy::apply_for(ctx, st, name)?;
@@ -435,25 +508,47 @@ async fn plumb(
 
 /// Writes container `name`'s endpoint entry: from then on its traffic passes.
 fn admit_endpoint(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
+    if let Some((key, ep)) = crate::desired::endpoint6(st, name)? {
+        maps::links6(&ctx.inst)?
+            .insert(ep.ifindex, key, 0)
+            .ctx(|| "adding the IPv6 link".into())?;
+        maps::endpoints6(&ctx.inst)?
+            .insert(key, ep, 0)
+            .ctx(|| "adding the IPv6 endpoint".into())?;
+    }
     let (key, ep) = crate::desired::endpoint(st, name)?;
     maps::endpoints(&ctx.inst)?
         .insert(key, ep, 0)
         .ctx(|| "adding the endpoint".into())
 }
 
+/// A container's IPv6 side, as its namespace gets it.
+#[derive(Clone, Copy)]
+struct Inside6 {
+    ip: Ipv6Addr,
+    prefix: u8,
+    /// The default route's next hop (the first network's gateway only).
+    gateway: Option<Ipv6Addr>,
+}
+
 /// Inside the container's namespace: loopback up, `ifname` addressed and up, the default
-/// route via the gateway if given.
+/// routes via the gateways if given. IPv6 only on a dual-stack network (otherwise it stays
+/// disabled: no link-local address, no multicast groups, nothing to poison).
 fn configure_inside(
     ns: &Path,
     ifname: &str,
     ip: Ipv4Addr,
     prefix: u8,
     gw: Option<Ipv4Addr>,
+    v6: Option<Inside6>,
 ) -> Result<()> {
     let ifname_owned = ifname.to_string();
     netns::run_async_in(ns, move || async move {
         let h = netlink::connect()?;
-        sysctl::disable_ipv6(&ifname_owned)?;
+        match v6 {
+            Some(_) => sysctl::enable_ipv6_inside(&ifname_owned)?,
+            None => sysctl::disable_ipv6(&ifname_owned)?,
+        }
         if let Some(lo) = netlink::link_by_name(&h, "lo").await? {
             netlink::set_up(&h, lo.index).await?;
         }
@@ -465,9 +560,15 @@ fn configure_inside(
                 ))
             })?;
         netlink::add_addr(&h, eth.index, ip, prefix).await?;
+        if let Some(v6) = v6 {
+            netlink::add_addr6(&h, eth.index, v6.ip, v6.prefix).await?;
+        }
         netlink::set_up(&h, eth.index).await?;
-        match gw {
-            Some(gw) => netlink::add_default_route(&h, gw).await,
+        if let Some(gw) = gw {
+            netlink::add_default_route(&h, gw).await?;
+        }
+        match v6.and_then(|v| v.gateway) {
+            Some(gw6) => netlink::add_default_route6(&h, gw6).await,
             None => Ok(()),
         }
     })
@@ -519,6 +620,7 @@ pub async fn connect(
         peer: Peer::MoveIntoNetns,
         ifname,
         ip,
+        ip6: None,
         mac: None,
         ports: Vec::new(),
         host_ports: HostPort::CheckFree,
@@ -608,6 +710,17 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     }
     let _ = policy::remove_for(ctx, st, name);
     let _ = purge_conntrack(ctx, |k, _| k.saddr == ip || k.daddr == ip);
+    if let Some(ip6) = c.ip6.map(weir_common::addr::from_std6) {
+        if let Ok(mut m) = maps::endpoints6(&ctx.inst)
+            && m.get(&ip6, 0).is_ok_and(|e| e.identity == c.identity)
+        {
+            let _ = m.remove(&ip6);
+        }
+        if let Ok(mut m) = maps::links6(&ctx.inst) {
+            let _ = m.remove(&c.host_ifindex);
+        }
+        let _ = purge_conntrack6(ctx, |k, _| k.saddr == ip6 || k.daddr == ip6);
+    }
     if c.owns_netns() {
         let _ = netns::delete(name);
     }
@@ -621,13 +734,38 @@ pub fn forget(inst: &Instance, st: &mut State, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes conntrack entries (and their twins) matching `pred`; returns how many flows.
+/// Deletes IPv4 conntrack entries (and their twins) matching `pred`; returns how many flows.
 pub fn purge_conntrack(ctx: &Ctx, pred: impl Fn(&FlowKey, &CtEntry) -> bool) -> Result<usize> {
-    let mut ct = maps::conntrack(&ctx.inst)?;
-    let doomed: Vec<(FlowKey, CtEntry)> = maps::conntrack_entries(&ctx.inst)?
+    Ok(purge_in(
+        maps::conntrack(&ctx.inst)?,
+        maps::conntrack_entries(&ctx.inst)?,
+        pred,
+    ))
+}
+
+/// The same for IPv6 flows.
+pub fn purge_conntrack6(ctx: &Ctx, pred: impl Fn(&FlowKey6, &CtEntry6) -> bool) -> Result<usize> {
+    Ok(purge_in(
+        maps::conntrack6(&ctx.inst)?,
+        maps::conntrack6_entries(&ctx.inst)?,
+        pred,
+    ))
+}
+
+/// Deletes, from either family's conntrack map, the entries of `entries` matching `pred` and
+/// their twins.
+fn purge_in<A: Copy>(
+    mut ct: aya::maps::HashMap<aya::maps::MapData, FlowKeyOf<A>, CtEntryOf<A>>,
+    entries: Vec<(FlowKeyOf<A>, CtEntryOf<A>)>,
+    pred: impl Fn(&FlowKeyOf<A>, &CtEntryOf<A>) -> bool,
+) -> usize
+where
+    FlowKeyOf<A>: aya::Pod,
+    CtEntryOf<A>: aya::Pod,
+{
+    let doomed = entries
         .into_iter()
-        .filter(|(k, e)| pred(k, e) || pred(&e.rewrite, e))
-        .collect();
+        .filter(|(k, e)| pred(k, e) || pred(&e.rewrite, e));
     // A flow counts once, whichever of its two entries the walk met first: the pair is gone
     // when the first removal of either entry succeeds.
     let mut flows = 0;
@@ -638,5 +776,5 @@ pub fn purge_conntrack(ctx: &Ctx, pred: impl Fn(&FlowKey, &CtEntry) -> bool) -> 
             flows += 1;
         }
     }
-    Ok(flows)
+    flows
 }

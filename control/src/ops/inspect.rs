@@ -508,16 +508,25 @@ fn listener_lock(ctx: &Ctx) -> Result<std::fs::File> {
 /// Flushes tracked flows, all or those of one container.
 pub fn flush(ctx: &Ctx, st: &State, container: Option<&str>) -> Result<usize> {
     match container {
-        None => container::purge_conntrack(ctx, |_, _| true),
+        None => Ok(container::purge_conntrack(ctx, |_, _| true)?
+            + container::purge_conntrack6(ctx, |_, _| true)?),
         Some(n) => {
-            let ips: Vec<u32> = st
-                .answering_some(n)?
-                .into_iter()
-                .map(|r| weir_common::addr::from_std(st.containers[r].ip))
+            let records = st.answering_some(n)?;
+            let ips: Vec<u32> = records
+                .iter()
+                .map(|r| weir_common::addr::from_std(st.containers[*r].ip))
                 .collect();
-            container::purge_conntrack(ctx, move |k, _| {
+            let ips6: Vec<[u32; 4]> = records
+                .iter()
+                .filter_map(|r| st.containers[*r].ip6.map(weir_common::addr::from_std6))
+                .collect();
+            let v4 = container::purge_conntrack(ctx, |k, _| {
                 ips.contains(&k.saddr) || ips.contains(&k.daddr)
-            })
+            })?;
+            let v6 = container::purge_conntrack6(ctx, |k, _| {
+                ips6.contains(&k.saddr) || ips6.contains(&k.daddr)
+            })?;
+            Ok(v4 + v6)
         }
     }
 }

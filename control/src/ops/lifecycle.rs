@@ -281,9 +281,17 @@ async fn attach_all(ctx: &Ctx, st: &mut State, uplink: &Uplink, xdp: &XdpMode) -
         .map(|(_, ip, _)| ip)
         .filter(|ip| !ip.is_loopback() && !gateways.contains(ip))
         .collect();
+    let gateways6: Vec<std::net::Ipv6Addr> =
+        st.networks.values().filter_map(|n| n.gateway6).collect();
+    let host_addrs6 = netlink::ipv6_global_addrs(&ctx.nl, None)
+        .await?
+        .into_iter()
+        .filter(|ip| !gateways6.contains(ip))
+        .collect();
     st.uplink = Uplink {
         xdp,
         host_addrs,
+        host_addrs6,
         ..uplink.clone()
     };
     Ok(Attached {
@@ -320,12 +328,18 @@ async fn resolve_uplink(ctx: &Ctx, name: Option<&str>) -> Result<Uplink> {
             link.name
         ))
     })?;
+    let ip6 = netlink::ipv6_global_addrs(&ctx.nl, Some(link.index))
+        .await?
+        .into_iter()
+        .next();
     Ok(Uplink {
         name: link.name,
         ifindex: link.index,
         ip,
         xdp: false,
         host_addrs: Vec::new(),
+        host_addrs6: Vec::new(),
+        ip6,
     })
 }
 
@@ -375,6 +389,9 @@ pub async fn ensure_gateway_dev(ctx: &Ctx, st: &State) -> Result<()> {
     netlink::set_up(&ctx.nl, dev.index).await?;
     for n in st.networks.values() {
         netlink::add_addr(&ctx.nl, dev.index, n.gateway, 32).await?;
+        if let Some(gw6) = n.gateway6 {
+            netlink::add_addr6(&ctx.nl, dev.index, gw6, 128).await?;
+        }
     }
     Ok(())
 }
@@ -440,9 +457,17 @@ pub async fn down(ctx: &Ctx, unreadable: Unreadable) -> Result<DownReport> {
         Some(st) => st.networks.values().map(|n| n.gateway).collect(),
         None => pinned_gateways(ctx),
     };
+    // (IPv6 gateways need a readable state: the IPv6 subnet trie's keys name prefixes only.)
+    let gateways6: Vec<std::net::Ipv6Addr> = st_for_gw
+        .iter()
+        .flat_map(|st| st.networks.values().filter_map(|n| n.gateway6))
+        .collect();
     if let Some(dev) = netlink::link_by_name(&ctx.nl, GATEWAY_DEV).await? {
         for gw in gateways {
             netlink::del_addr(&ctx.nl, dev.index, gw).await?;
+        }
+        for gw in gateways6 {
+            netlink::del_addr6(&ctx.nl, dev.index, gw).await?;
         }
     }
     remove_tree(&ctx.inst.pin_dir, &mut report.warnings);

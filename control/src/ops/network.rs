@@ -1,8 +1,8 @@
 //! `control network create|rm|ls|connect|disconnect`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use super::{Change, Ctx, lifecycle, tx};
@@ -21,6 +21,10 @@ pub struct NetworkInfo {
     pub id: u32,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub internal: bool,
     pub containers: Vec<String>,
     pub connected: Vec<String>,
@@ -35,14 +39,26 @@ pub enum Reach {
     Internal,
 }
 
+/// Whether a network carries IPv6 too, and on which subnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6Choice {
+    /// IPv4 only: its containers have IPv6 disabled.
+    Off,
+    /// This subnet (`--subnet6`, checked by [`validate::subnet6`]).
+    Subnet(Ipv6Net),
+    /// A /64 of the instance's ULA /48 (`--ipv6`).
+    Derived,
+}
+
 /// What `network create` makes, parsed and checked at the edge ([`validate::subnet`],
-/// [`validate::gateway`]).
+/// [`validate::gateway`], [`validate::subnet6`]).
 #[derive(Clone, Copy, Debug)]
 pub struct NetworkSpec {
     pub subnet: Ipv4Net,
     /// The gateway address, else the subnet's first host address.
     pub gateway: Option<Ipv4Addr>,
     pub reach: Reach,
+    pub ipv6: Ipv6Choice,
 }
 
 pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkInfo> {
@@ -56,9 +72,17 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
             .next()
             .ok_or_else(|| Error::invalid(format!("subnet {subnet} has no host addresses")))?,
     };
+    if spec.ipv6 != Ipv6Choice::Off {
+        crate::ipv6::host_supports()?;
+    }
     let (_lock, mut st) = ctx.begin().await?;
     if let Some(n) = st.networks.get(name) {
-        if n.subnet == subnet && n.internal == internal && n.gateway == gateway {
+        let same6 = match spec.ipv6 {
+            Ipv6Choice::Off => n.subnet6.is_none(),
+            Ipv6Choice::Subnet(s6) => n.subnet6 == Some(s6),
+            Ipv6Choice::Derived => n.subnet6.is_some(),
+        };
+        if n.subnet == subnet && n.internal == internal && n.gateway == gateway && same6 {
             return Ok(info(&st, name)); // idempotent
         }
         return Err(Error::conflict(format!(
@@ -68,6 +92,52 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
             if n.internal { " (internal)" } else { "" }
         )));
     }
+    check_subnet(ctx, &st, subnet).await?;
+    let id = st.next_network_id;
+    let subnet6 = match spec.ipv6 {
+        Ipv6Choice::Off => None,
+        Ipv6Choice::Subnet(s6) => Some(s6),
+        Ipv6Choice::Derived => Some(crate::ipv6::derived_subnet(&st.instance, id)),
+    };
+    if let Some(s6) = subnet6 {
+        check_subnet6(ctx, &st, s6).await?;
+    }
+    st.next_network_id += 1;
+    st.networks.insert(
+        name.to_string(),
+        Network {
+            id,
+            subnet,
+            gateway,
+            internal,
+            subnet6,
+            gateway6: subnet6.map(crate::ipv6::gateway_of),
+        },
+    );
+    tx::run(
+        ctx,
+        &format!("network create {name}"),
+        &mut st,
+        async |st| {
+            lifecycle::ensure_gateway_dev(ctx, st).await?;
+            let (addr, host) = desired::gateway_addr(&st.networks[name]);
+            maps::host_addrs(&ctx.inst)?
+                .insert(addr, host, 0)
+                .ctx(|| "adding the gateway to the host addresses map".into())?;
+            if let Some((addr, host)) = desired::gateway_addr6(&st.networks[name]) {
+                maps::host_addrs6(&ctx.inst)?
+                    .insert(addr, host, 0)
+                    .ctx(|| "adding the IPv6 gateway to the host addresses map".into())?;
+            }
+            super::reconcile::sync_subnets(ctx, st)
+        },
+    )
+    .await?;
+    Ok(info(&st, name))
+}
+
+/// An IPv4 subnet must overlap no other network's and no address of the host.
+async fn check_subnet(ctx: &Ctx, st: &State, subnet: Ipv4Net) -> Result<()> {
     for (other, n) in &st.networks {
         if n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network()) {
             return Err(Error::conflict(format!(
@@ -94,32 +164,29 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
             )));
         }
     }
-    let id = st.next_network_id;
-    st.next_network_id += 1;
-    st.networks.insert(
-        name.to_string(),
-        Network {
-            id,
-            subnet,
-            gateway,
-            internal,
-        },
-    );
-    tx::run(
-        ctx,
-        &format!("network create {name}"),
-        &mut st,
-        async |st| {
-            lifecycle::ensure_gateway_dev(ctx, st).await?;
-            let (addr, host) = desired::gateway_addr(&st.networks[name]);
-            maps::host_addrs(&ctx.inst)?
-                .insert(addr, host, 0)
-                .ctx(|| "adding the gateway to the host addresses map".into())?;
-            super::reconcile::sync_subnets(ctx, st)
-        },
-    )
-    .await?;
-    Ok(info(&st, name))
+    Ok(())
+}
+
+/// An IPv6 subnet must overlap no other network's and contain no global address of the host.
+async fn check_subnet6(ctx: &Ctx, st: &State, subnet6: Ipv6Net) -> Result<()> {
+    for (other, n) in &st.networks {
+        if let Some(o) = n.subnet6
+            && (o.contains(&subnet6.network()) || subnet6.contains(&o.network()))
+        {
+            return Err(Error::conflict(format!(
+                "IPv6 subnet {subnet6} overlaps network {other:?} ({o}): pick a disjoint range"
+            )));
+        }
+    }
+    let gateways: Vec<Ipv6Addr> = st.networks.values().filter_map(|n| n.gateway6).collect();
+    for ip in netlink::ipv6_global_addrs(&ctx.nl, None).await? {
+        if subnet6.contains(&ip) && !gateways.contains(&ip) {
+            return Err(Error::conflict(format!(
+                "IPv6 subnet {subnet6} contains host address {ip}: pick a range the host does not use"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
@@ -148,8 +215,14 @@ pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
         }
         st.net_links.retain(|(a, b)| a != name && b != name);
         let _ = maps::host_addrs(&ctx.inst)?.remove(&desired::gateway_addr(&net).0);
+        if let Some((addr, _)) = desired::gateway_addr6(&net) {
+            let _ = maps::host_addrs6(&ctx.inst)?.remove(&addr);
+        }
         if let Some(dev) = netlink::link_by_name(&ctx.nl, lifecycle::GATEWAY_DEV).await? {
             netlink::del_addr(&ctx.nl, dev.index, net.gateway).await?;
+            if let Some(gw6) = net.gateway6 {
+                netlink::del_addr6(&ctx.nl, dev.index, gw6).await?;
+            }
         }
         st.networks.remove(name);
         super::reconcile::sync_subnets(ctx, st)
@@ -164,6 +237,8 @@ pub fn info(st: &State, name: &str) -> NetworkInfo {
         id: n.id,
         subnet: n.subnet,
         gateway: n.gateway,
+        subnet6: n.subnet6,
+        gateway6: n.gateway6,
         internal: n.internal,
         containers: st
             .containers

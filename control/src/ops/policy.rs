@@ -383,15 +383,35 @@ pub fn cut_denied(ctx: &Ctx, st: &State, book: &RuleBook) -> Result<usize> {
         rules: compile(st, &book.items()?),
         st,
     };
-    container::purge_conntrack(ctx, |_k: &FlowKey, e: &CtEntry| {
-        if e.is_reply() {
+    // (reply entry, initiator, target, protocol, the port the target sees): identities, so
+    // one rule cuts the flows of both families.
+    let denied = |reply: bool, s: u32, d: u32, proto: u8, port: u16| {
+        if reply {
             return false;
         }
-        let (Some(src), Some(dst)) = (by_id.get(&e.src_identity), by_id.get(&e.dst_identity))
-        else {
+        let (Some(src), Some(dst)) = (by_id.get(&s), by_id.get(&d)) else {
             return false; // world and host flows are not container policy
         };
-        // The port the target sees is the rewritten destination port of the original direction.
-        !decide(&compiled, *src, *dst, e.rewrite.proto, e.rewrite.dport).0
-    })
+        !decide(&compiled, *src, *dst, proto, port).0
+    };
+    // The port the target sees is the rewritten destination port of the original direction.
+    let v4 = container::purge_conntrack(ctx, |_k: &FlowKey, e: &CtEntry| {
+        denied(
+            e.is_reply(),
+            e.src_identity,
+            e.dst_identity,
+            e.rewrite.proto,
+            e.rewrite.dport,
+        )
+    })?;
+    let v6 = container::purge_conntrack6(ctx, |_, e| {
+        denied(
+            e.is_reply(),
+            e.src_identity,
+            e.dst_identity,
+            e.rewrite.proto,
+            e.rewrite.dport,
+        )
+    })?;
+    Ok(v4 + v6)
 }

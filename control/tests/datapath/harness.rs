@@ -238,6 +238,7 @@ fn load_programs() -> Ebpf {
         .default_map_pin_directory(&pins.0)
         // Small maps: these tests hold a handful of flows.
         .map_max_entries(names::CONNTRACK, 1024)
+        .map_max_entries(names::CONNTRACK6, 1024)
         .map_max_entries(names::POLICY, 1024)
         .map_max_entries(names::PUBLISH, 1024)
         .map_max_entries(names::ENDPOINTS, 1024)
@@ -246,12 +247,13 @@ fn load_programs() -> Ebpf {
         .load(control::datapath::OBJECT)
         .expect("loading the eBPF object");
     drop(pins);
-    for name in [
+    let tails = control::datapath::TAILS.map(|(name, _)| name);
+    let entries = [
         control::datapath::FROM_CONTAINER,
-        control::datapath::FROM_CONTAINER_NEW,
         control::datapath::UPLINK_TC,
         control::datapath::TO_CONTAINER,
-    ] {
+    ];
+    for name in entries.into_iter().chain(tails) {
         let p: &mut SchedClassifier = bpf.program_mut(name).unwrap().try_into().unwrap();
         p.load().unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
     }

@@ -15,6 +15,7 @@ mod hardening;
 mod host_ports;
 mod inspect;
 mod instance;
+mod ipv6;
 mod leftovers;
 mod live_flows;
 mod masquerade;

@@ -1,0 +1,338 @@
+//! IPv6 dual stack: addresses usable at once, neighbour discovery answered by the datapath,
+//! container to container, NAT66 to the world, the host, anti-spoofing, link-local and
+//! special addresses refused, isolation by identity over both families, IPv4-only networks
+//! without IPv6, and the world kept from containers' addresses.
+
+use rig::{EXT_IP6, Netns, Sandbox, net, text};
+
+use crate::CONTROL;
+
+/// A sandbox whose uplink has IPv6, Weir on it, and a dual-stack network.
+fn dual(subnet6: &str) -> (Sandbox, String) {
+    let s = Sandbox::new(CONTROL);
+    s.add_ipv6();
+    s.init(&[]);
+    let n = s.network("d", "10.97.0.0/24", &["--subnet6", subnet6]);
+    (s, n)
+}
+
+/// An IPv6 address in its canonical form (socat prints every group in full).
+fn canon(a: &str) -> String {
+    let a = a.trim_matches(|c| c == '[' || c == ']');
+    a.parse::<std::net::Ipv6Addr>()
+        .map_or_else(|_| a.to_string(), |ip| ip.to_string())
+}
+
+fn ip6_of(s: &Sandbox, c: &Netns) -> String {
+    let v = s.json(&["container", "ls"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == c.name.as_str())
+        .and_then(|r| r["ip6"].as_str())
+        .unwrap_or_else(|| panic!("{} has no ip6: {v}", c.name))
+        .to_string()
+}
+
+fn ping6(ns: &Netns, addr: &str) -> bool {
+    ns.run(&["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", addr])
+        .status
+        .success()
+}
+
+#[test]
+fn dual_stack_containers_talk_reach_the_host_and_the_world() {
+    let (s, n) = dual("fd00:97::/64");
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &["--ip6", "fd00:97::20"]);
+    let (a6, b6) = (ip6_of(&s, &a), ip6_of(&s, &b));
+    assert_eq!(a6, "fd00:97::2");
+    assert_eq!(b6, "fd00:97::20");
+    // Usable at once: never tentative, bindable the moment create returns.
+    let addrs = a.must(&["ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(
+        addrs.contains("fd00:97::2/64") && !addrs.contains("tentative"),
+        "{addrs}"
+    );
+    let bound = a.run(&[
+        "python3",
+        "-c",
+        "import socket; socket.socket(socket.AF_INET6).bind(('fd00:97::2', 0))",
+    ]);
+    assert!(bound.status.success(), "{}", text(&bound.stderr));
+    let route = a.must(&["ip", "-6", "route", "show", "default"]);
+    assert!(route.contains("via fd00:97::1"), "{route}");
+    // Container to container (neighbour discovery answered in eBPF), IPv4 alongside.
+    let before = s.path_packets("ndp-reply");
+    assert!(ping6(&a, &b6), "a cannot ping b over IPv6");
+    assert!(
+        s.path_packets("ndp-reply") > before,
+        "no solicitation answered"
+    );
+    let _srv = net::peer_echo6(&b, 7000);
+    assert_eq!(canon(&net::ask_peer6(&a, &b6, 7000)), a6);
+    assert!(net::ping(&a, &s.ip_of(&b), 1));
+    // The gateway and the host: its stack answers.
+    assert!(ping6(&a, "fd00:97::1"), "a cannot ping its IPv6 gateway");
+    assert!(ping6(&s.host, &a6), "the host cannot reach a");
+    // The world: masqueraded to the uplink's address (NAT66), TCP and echo.
+    let _ext = net::peer_echo6(&s.ext, 7001);
+    assert_eq!(canon(&net::ask_peer6(&a, EXT_IP6, 7001)), rig::UPLINK_IP6);
+    assert!(ping6(&a, EXT_IP6), "no echo through NAT66");
+    assert!(s.path_packets("egress-masquerade") > 0);
+    assert!(s.path_packets("egress-reply") > 0);
+    // `container rm` takes its IPv6 side along.
+    s.ok(&["container", "rm", &b.name]);
+    assert!(!ping6(&a, &b6), "b's address still answers");
+}
+
+#[test]
+fn sources_must_be_the_containers_own() {
+    let (s, n) = dual("fd00:98::/64");
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let b6 = ip6_of(&s, &b);
+    // b's address, claimed by a: dropped before it goes anywhere.
+    a.must(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:98::77/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let before = s.drops("spoofed-source");
+    let o = a.run(&["ping", "-6", "-c", "1", "-W", "1", "-I", "fd00:98::77", &b6]);
+    assert!(!o.status.success(), "a spoofed source got through");
+    assert!(s.drops("spoofed-source") > before, "not counted as spoofed");
+    // A link-local source is for neighbour discovery only, and link-local destinations are
+    // nobody's: neither is routed (to the host, say).
+    let ll = s.host.must(&[
+        "ip",
+        "-6",
+        "-o",
+        "addr",
+        "show",
+        "dev",
+        &s.host_if_of(&a),
+        "scope",
+        "link",
+    ]);
+    let host_ll = ll
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let before = s.drops("link-local");
+    let o = a.run(&[
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        &format!("{host_ll}%eth0"),
+    ]);
+    assert!(
+        !o.status.success(),
+        "a reached the host's link-local address"
+    );
+    assert!(s.drops("link-local") > before, "not counted as link-local");
+    let a_ll = a.must(&[
+        "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+    ]);
+    let a_ll = a_ll
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // (Crafted: the kernel itself will not source global traffic from a link-local address.)
+    let before = s.drops("link-local");
+    net::python(
+        &a,
+        "import sys\nfrom scapy.all import *\n\
+         mac = open('/sys/class/net/eth0/address').read().strip()\n\
+         p = Ether(src=mac)/IPv6(src=sys.argv[1], dst=sys.argv[2])/ICMPv6EchoRequest(id=7)\n\
+         sendp(p, iface='eth0', count=2, verbose=False)\n",
+        &[&a_ll, &b6],
+    );
+    assert!(
+        s.drops("link-local") >= before + 2,
+        "data from a link-local source was not refused"
+    );
+}
+
+#[test]
+fn rules_are_by_identity_so_they_cover_both_families() {
+    let (s, n) = dual("fd00:99::/64");
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let b6 = ip6_of(&s, &b);
+    assert!(ping6(&a, &b6));
+    s.ok(&["isolate", &a.name, &b.name]);
+    let before = s.drops("policy-denied");
+    assert!(!ping6(&a, &b6), "isolate left IPv6 open");
+    let v6_denied = s.drops("policy-denied");
+    assert!(v6_denied > before, "{}", s.stats()["drops"]);
+    assert!(!net::ping(&a, &s.ip_of(&b), 1), "isolate left IPv4 open");
+    assert!(s.drops("policy-denied") > v6_denied);
+    s.ok(&["allow", &a.name, &b.name, "--port", "7000/tcp"]);
+    let _srv = net::peer_echo6(&b, 7000);
+    assert!(
+        !net::ask_peer6(&a, &b6, 7000).is_empty(),
+        "allow did not open 7000 over IPv6"
+    );
+    assert!(!ping6(&a, &b6), "allow opened more than its port");
+}
+
+#[test]
+fn the_world_never_reaches_a_container_address() {
+    let (s, n) = dual("fd00:9a::/64");
+    let a = s.container("a", &n, &[]);
+    let a6 = ip6_of(&s, &a);
+    s.ext.must(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "fd00:9a::/64",
+        "via",
+        rig::UPLINK_IP6,
+    ]);
+    let before = s.drops("not-published");
+    assert!(
+        !ping6(&s.ext, &a6),
+        "the world reached a container directly"
+    );
+    assert!(s.drops("not-published") > before, "not counted");
+    // Nor from a source inside a Weir network.
+    s.ext.must(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:9a::99/128",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let before = s.drops("spoofed-source");
+    let _ = s.ext.run(&[
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "-I",
+        "fd00:9a::99",
+        rig::UPLINK_IP6,
+    ]);
+    assert!(
+        s.drops("spoofed-source") > before,
+        "a Weir source from the world passed"
+    );
+}
+
+#[test]
+fn router_advertisements_from_a_container_change_nobody() {
+    let (s, n) = dual("fd00:9b::/64");
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let routes = |ns: &Netns| ns.must(&["ip", "-6", "route", "show"]);
+    let (host_before, b_before) = (routes(&s.host), routes(&b));
+    let before = s.drops("ndp-invalid");
+    net::python(
+        &a,
+        "from scapy.all import *\n\
+         ra = Ether(dst='33:33:00:00:00:01')/IPv6(src='fe80::bad', dst='ff02::1', hlim=255)\n\
+         ra /= ICMPv6ND_RA(routerlifetime=1800)/ICMPv6NDOptPrefixInfo(prefix='2001:db8:bad::', prefixlen=64)\n\
+         sendp(ra, iface='eth0', count=3, verbose=False)\n",
+        &[],
+    );
+    assert!(
+        s.drops("ndp-invalid") >= before + 3,
+        "the RAs were not refused"
+    );
+    assert_eq!(routes(&s.host), host_before);
+    assert_eq!(routes(&b), b_before);
+}
+
+#[test]
+fn ipv4_only_networks_keep_ipv6_off_and_bad_input_is_refused() {
+    let s = Sandbox::with_weir(CONTROL, &[]);
+    let n4 = s.network("v4", "10.97.0.0/24", &[]);
+    let c = s.container("c", &n4, &[]);
+    assert_eq!(
+        c.must(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"])
+            .trim(),
+        "1"
+    );
+    let e = s.fails(&[
+        "container",
+        "create",
+        &s.name("x"),
+        "--network",
+        &n4,
+        "--ip6",
+        "fd00::5",
+    ]);
+    assert!(e.contains("has no IPv6"), "{e}");
+    for (bad, says) in [
+        ("fe80::/64", "not unicast space"),
+        ("fd00:1::/20", "between /48 and /120"),
+        ("fd00:1::1/64", "not a network address"),
+        ("nonsense", "invalid IPv6 subnet"),
+    ] {
+        let e = s.fails(&[
+            "network",
+            "create",
+            &s.name("bad"),
+            "--subnet",
+            "10.98.0.0/24",
+            "--subnet6",
+            bad,
+        ]);
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    // --ipv6: a /64 of the instance's own ULA /48; create is idempotent.
+    let auto = s.name("auto");
+    let args = [
+        "network",
+        "create",
+        &auto,
+        "--subnet",
+        "10.99.0.0/24",
+        "--ipv6",
+        "--json",
+    ];
+    let v = s.json(&args[..args.len() - 1]);
+    let subnet6 = v["subnet6"].as_str().unwrap().to_string();
+    assert!(
+        subnet6.starts_with("fd") && subnet6.ends_with("::/64"),
+        "{subnet6}"
+    );
+    assert_eq!(s.json(&args[..args.len() - 1])["subnet6"], subnet6.as_str());
+    let overlap = s.fails(&[
+        "network",
+        "create",
+        &s.name("o"),
+        "--subnet",
+        "10.100.0.0/24",
+        "--subnet6",
+        &subnet6,
+    ]);
+    assert!(overlap.contains("overlaps"), "{overlap}");
+    // The gateways go with `down`.
+    s.ok(&["down"]);
+    let lo = s.host.must(&["ip", "-6", "addr", "show", "dev", "lo"]);
+    assert!(!lo.contains(&subnet6.replace("::/64", "::1")), "{lo}");
+}
