@@ -59,13 +59,12 @@ pub fn answer(ctx: &TcContext, pkt: &Ipv6, ifindex: u32) -> Result<i32, DropReas
     if pkt.icmp_type != NEIGHBOR_SOLICIT {
         // MLD reports are what any IPv6 interface sends when it comes up: multicast, which
         // Weir carries nowhere. The rest is what a router sends, or a cache-poisoning try.
-        return Err(
-            if pkt.icmp_type == ROUTER_SOLICIT || pkt.icmp_type >= NEIGHBOR_ADVERT {
-                DropReason::NdpInvalid
-            } else {
-                DropReason::Multicast
-            },
-        );
+        let ndp = pkt.icmp_type >= ROUTER_SOLICIT && pkt.icmp_type <= REDIRECT;
+        return Err(if ndp {
+            DropReason::NdpInvalid
+        } else {
+            DropReason::Multicast
+        });
     }
     // RFC 4861 §7.1.1: hop limit 255 (it crossed no router), code 0, the whole message; no
     // extension header (a fragmented solicitation is dropped, RFC 6980).

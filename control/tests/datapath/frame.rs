@@ -345,12 +345,13 @@ pub fn vlan_frame(dst: [u8; 6], src: [u8; 6], vid: u16, ip: &[u8]) -> Vec<u8> {
     eth(dst, src, ETH_VLAN, &p)
 }
 
-/// A minimal IPv6 packet (UDP, no checksum care: nobody should parse it).
+/// A minimal IPv6 packet from fdfd:…, to fefe:… (UDP with a non-zero checksum, not checked:
+/// it must not matter whether it is right).
 pub fn ipv6_frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     let mut p = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
     p.extend_from_slice(&[0xfd; 16]);
     p.extend_from_slice(&[0xfe; 16]);
-    p.extend_from_slice(&[0x12, 0x34, 0x00, 0x35, 0, 8, 0, 0]);
+    p.extend_from_slice(&[0x12, 0x34, 0x00, 0x35, 0, 8, 0x11, 0x11]);
     eth(dst, src, ETH_IPV6, &p)
 }
 

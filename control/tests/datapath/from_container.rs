@@ -466,11 +466,17 @@ fn multicast_broadcast_and_unknown_neighbours_are_dropped() {
 }
 
 #[test]
-fn only_ipv4_and_arp_are_accepted() {
+fn only_ipv4_ipv6_and_arp_are_accepted() {
     let mut dp = datapath();
+    // IPv6 goes to from_container6, which knows no IPv6 address of A's: not its own.
+    dp.from_container(&A, &ipv6_frame(A.host_mac, A.mac))
+        .assert_shot(
+            DropReason::SpoofedSource,
+            FC,
+            "IPv6 from a container without IPv6",
+        );
     let ip = Ip::tcp(A.ip, 40000, B.ip, 80, SYN).bytes();
     for (what, f) in [
-        ("IPv6", ipv6_frame(A.host_mac, A.mac)),
         ("802.1Q", vlan_frame(A.host_mac, A.mac, 100, &ip)),
         ("LLDP", eth(A.host_mac, A.mac, 0x88cc, &[0u8; 40])),
         ("802.3 length field", eth(A.host_mac, A.mac, 46, &[0u8; 46])),

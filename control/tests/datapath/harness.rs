@@ -290,6 +290,9 @@ impl Datapath {
         self.clear::<PublishKey, PublishTarget>(names::PUBLISH);
         self.clear::<u32, Endpoint>(names::ENDPOINTS);
         self.clear::<u32, HostAddr>(names::HOST_ADDRS);
+        self.clear::<[u32; 4], Endpoint>(names::ENDPOINTS6);
+        self.clear::<u32, [u32; 4]>(names::LINKS6);
+        self.clear::<[u32; 4], HostAddr>(names::HOST_ADDRS6);
         let mut t: LpmTrie<_, u32, u32> = self.map(names::SUBNETS);
         let keys: Vec<Key<u32>> = t.keys().filter_map(|k| k.ok()).collect();
         for k in keys {
@@ -397,6 +400,22 @@ impl Datapath {
     }
 
     /// The conntrack entry stored under `key`.
+    /// Gives container `c` the IPv6 address `ip6`, as the control plane does for a container
+    /// of a dual-stack network (its endpoint under that address, its link's address), and
+    /// makes `host6` an address of the host (a gateway).
+    pub fn give_ipv6(&mut self, c: &Container, ip6: std::net::Ipv6Addr, host6: std::net::Ipv6Addr) {
+        let a = weir_common::addr::from_std6(ip6);
+        let ep = self.endpoint(c);
+        let ifindex = self.ifindex_of(c);
+        let mut m: HashMap<_, [u32; 4], Endpoint> = self.map(names::ENDPOINTS6);
+        m.insert(a, ep, 0).unwrap();
+        let mut l: HashMap<_, u32, [u32; 4]> = self.map(names::LINKS6);
+        l.insert(ifindex, a, 0).unwrap();
+        let mut h: HashMap<_, [u32; 4], HostAddr> = self.map(names::HOST_ADDRS6);
+        h.insert(weir_common::addr::from_std6(host6), HostAddr::default(), 0)
+            .unwrap();
+    }
+
     pub fn ct(&mut self, key: FlowKey) -> Option<CtEntry> {
         let m: HashMap<_, FlowKey, CtEntry> = self.map(names::CONNTRACK);
         m.get(&key, 0).ok()

@@ -14,6 +14,7 @@ mod from_container;
 mod fuzz;
 mod icmp_errors;
 mod malformed;
+mod ndp;
 mod policy;
 mod to_container;
 mod uplink;

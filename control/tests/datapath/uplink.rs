@@ -389,8 +389,12 @@ fn expiring_ttl_is_dropped_on_the_way_in() {
 fn what_is_not_ipv4_is_the_hosts() {
     let mut dp = datapath();
     let ip = Ip::tcp(WORLD, 50000, UPLINK_IP, 8080, SYN).bytes();
+    // IPv6 goes to uplink_tc6, which finds it for no container: the host's, and counted so.
+    let f = ipv6_frame(UPLINK_MAC, NEXTHOP_MAC);
+    let r = dp.uplink_tc(&f);
+    assert_to_host(&r, &f, "IPv6");
+    assert_eq!(r.paths(), vec![Path::UplinkToHost], "IPv6: counted");
     for (what, f) in [
-        ("IPv6", ipv6_frame(UPLINK_MAC, NEXTHOP_MAC)),
         (
             "ARP",
             arp(
