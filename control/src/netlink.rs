@@ -206,6 +206,15 @@ pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Resul
 
 /// Removes an address; absent is fine.
 pub async fn del_addr(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<()> {
+    del_ip(h, index, IpAddr::V4(ip)).await
+}
+
+/// Removes an IPv6 address; absent is fine.
+pub async fn del_addr6(h: &Handle, index: u32, ip: Ipv6Addr) -> Result<()> {
+    del_ip(h, index, IpAddr::V6(ip)).await
+}
+
+async fn del_ip(h: &Handle, index: u32, ip: IpAddr) -> Result<()> {
     let msgs: Vec<_> = h
         .address()
         .get()
@@ -218,7 +227,7 @@ pub async fn del_addr(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<()> {
         let has = m
             .attributes
             .iter()
-            .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(x)) if *x == ip));
+            .any(|a| matches!(a, AddressAttribute::Address(x) if *x == ip));
         if has {
             match h.address().del(m).execute().await {
                 Ok(()) => {}
@@ -370,32 +379,6 @@ pub async fn add_addr6(h: &Handle, index: u32, ip: Ipv6Addr, prefix: u8) -> Resu
             "adding address {ip}/{prefix}: {e}"
         ))),
     }
-}
-
-/// Removes an IPv6 address; absent is fine.
-pub async fn del_addr6(h: &Handle, index: u32, ip: Ipv6Addr) -> Result<()> {
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .ctx(|| "listing addresses".into())?;
-    for m in msgs {
-        let has = m
-            .attributes
-            .iter()
-            .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V6(x)) if *x == ip));
-        if has {
-            match h.address().del(m).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
-                Err(e) => return Err(Error::Other(anyhow::anyhow!("removing address {ip}: {e}"))),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The global IPv6 addresses of one link, or of all links when `index` is None: what the
