@@ -13,7 +13,7 @@ use crate::{
     conntrack::{CtEntry, CtEntry6, FlowKey, FlowKey6},
     endpoint::{Endpoint, HostAddr},
     policy::{NetPair, PolicyKey},
-    publish::{PublishKey, PublishTarget},
+    publish::{PublishKey, PublishKey6, PublishTarget, PublishTarget6},
     stats::{Counter, STATS_ENTRIES},
 };
 
@@ -141,6 +141,7 @@ maps! {
     Subnets6 SUBNETS6 = WEIR_SUBNETS6: LpmTrie<Ipv6Be, u32>, SUBNETS_MAX;
     /// `control init --conntrack-max` sizes it like `WEIR_CT`.
     Conntrack6 CONNTRACK6 = WEIR_CT6: Hash<FlowKey6, CtEntry6>, CONNTRACK_MAX;
+    Publish6 PUBLISH6 = WEIR_PUBLISH6: Hash<PublishKey6, PublishTarget6>, PUBLISH_MAX;
 }
 
 /// Slot of `from_container_new`, the new-flow half of `from_container`.
@@ -243,6 +244,7 @@ mod tests {
             ("WEIR_HOST_ADDRS6", 1, 16, size_of::<HostAddr>() as u32),
             ("WEIR_SUBNETS6", 11, 20, 4),
             ("WEIR_CT6", 1, 40, 112),
+            ("WEIR_PUBLISH6", 1, 20, 24),
         ];
         assert_eq!(got, want);
         assert_eq!(ALL.len(), TABLE.len());

@@ -10,7 +10,7 @@ use weir_common::{
     config::{Config, Config6},
     endpoint::{Endpoint, HostAddr},
     policy::{NetPair, PolicyKey},
-    publish::{PublishKey, PublishTarget},
+    publish::{PublishKey, PublishKey6, PublishTarget, PublishTarget6},
 };
 
 use crate::{
@@ -130,6 +130,31 @@ pub fn publish_entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarg
 pub fn published(st: &State, pubs: &[Publish]) -> HashMap<PublishKey, PublishTarget> {
     pubs.iter()
         .filter_map(|p| publish_entry(st, p).ok())
+        .collect()
+}
+
+/// The `WEIR_PUBLISH6` entry of a published port: on every IPv6 address of the host, for a
+/// port published without `--host-ip` (an IPv4 address) on a container with IPv6, as Docker
+/// publishes `-p 8080:80` on both families.
+pub fn publish6_entry(st: &State, p: &Publish) -> Result<Option<(PublishKey6, PublishTarget6)>> {
+    let c = st.container(&p.container)?;
+    let (None, Some(ip6)) = (p.host_ip, c.ip6) else {
+        return Ok(None);
+    };
+    let key = PublishKey6::new([0; 4], port_be(p.host_port), p.proto.number());
+    let target = PublishTarget6 {
+        addr: from_std6(ip6),
+        port: port_be(p.container_port),
+        _pad: 0,
+        identity: c.identity,
+    };
+    Ok(Some((key, target)))
+}
+
+/// Every published port's IPv6 entry.
+pub fn published6(st: &State, pubs: &[Publish]) -> HashMap<PublishKey6, PublishTarget6> {
+    pubs.iter()
+        .filter_map(|p| publish6_entry(st, p).ok().flatten())
         .collect()
 }
 

@@ -123,6 +123,12 @@ fn check6(inst: &Instance, st: &State, fix: bool) -> Result<Vec<MapDrift>> {
             fix,
         )?,
         one(
+            names::PUBLISH6,
+            &mut maps::publish6(inst)?,
+            desired::published6(st, &PublishBook::open(inst)?.items()?),
+            fix,
+        )?,
+        one(
             names::LINKS6,
             &mut maps::links6(inst)?,
             desired::links6(st),

@@ -106,9 +106,8 @@ impl Family for Ipv6Be {
         crate::nat6::host_socket_holds(ctx, out)
     }
     #[inline(always)]
-    fn is_published(_addr: &Self, _proto: u8, _port: u16) -> bool {
-        // No IPv6 port is published yet.
-        false
+    fn is_published(addr: &Self, proto: u8, port: u16) -> bool {
+        publish::is_published6(addr, proto, port)
     }
     #[inline(always)]
     fn set_nexthop(nh: &mut bpf_redir_neigh, a: &Self) {

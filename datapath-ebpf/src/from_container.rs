@@ -110,7 +110,7 @@ fn new_flow_verdict(ctx: &TcContext, ifindex: u32, why: &mut Drop) -> Option<i32
 
 /// The path a tracked flow's packets take, from its entry's flags.
 #[inline(always)]
-fn tracked_path(f: u16) -> Path {
+pub fn tracked_path(f: u16) -> Path {
     if f & flags::HAIRPIN != 0 {
         Path::Hairpin
     } else if f & flags::SNAT != 0 {

@@ -17,23 +17,25 @@ use aya_ebpf::{
 use weir_common::{
     addr::{Ipv6Be, is_link_local6, is_martian6, is_multicast6, is_unspecified6},
     config::Config,
-    conntrack::{IPPROTO_ICMPV6, flags},
+    conntrack::{FlowKey6, IPPROTO_ICMPV6, flags},
     endpoint::{Endpoint, flags as ep_flags},
     maps::TAIL_FROM_CONTAINER6_NEW,
     policy::IDENTITY_WORLD,
-    stats::{DropReason, Hook, Path},
+    publish::PublishTarget6,
+    stats::{DropReason, Event, Hook, Path},
 };
 
 use crate::{
     conntrack::{self, Hit, NewFlow},
     context::{PacketCtx, ifindex},
     deliver::{self, Route},
+    family::Family,
     maps::{WEIR_TAILS, config, config6, endpoint6, is_host_addr6, subnet6},
     metrics::{self, Drop},
     nat6, ndp,
     packet::{self, Frag},
     packet6::{self, ICMP6_ECHO_REQUEST, Ipv6},
-    policy,
+    policy, publish,
 };
 
 /// What the first half decided.
@@ -191,11 +193,7 @@ fn try_tracked(ctx: &TcContext, pkt: &Ipv6, cfg: &Config) -> Result<Option<i32>,
     let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, pkt.seg(), now) else {
         return Ok(None);
     };
-    let path = if flags & flags::SNAT != 0 {
-        Path::Egress
-    } else {
-        Path::ContainerToContainer
-    };
+    let path = crate::from_container::tracked_path(flags);
     if let Some(ep) = endpoint6(&rewrite.daddr) {
         nat6::rewrite(ctx, pkt, &rewrite)?;
         metrics::path(path, ctx.packet_len());
@@ -215,6 +213,11 @@ fn new_flow(ctx: &TcContext, pkt: &Ipv6, src: &Endpoint) -> Result<i32, DropReas
         open_local(pkt, src, dst)?;
         metrics::path(Path::ContainerToContainer, ctx.packet_len());
         return deliver::to_endpoint(ctx, dst);
+    }
+    if pkt.may_open()
+        && let Some(t) = publish::lookup6(&pkt.daddr, pkt.proto, pkt.dport)
+    {
+        return open_hairpin(ctx, pkt, src, &t);
     }
     if is_host_addr6(&pkt.daddr) {
         return to_host(ctx, pkt, src);
@@ -291,6 +294,37 @@ fn try_route_out(
     }
     s.nat_addr = nat_source(&chosen).ok_or(DropReason::NoRoute)?;
     Ok(TO_WORLD)
+}
+
+/// A published port through a host address (hairpin), under the policy of a direct
+/// connection to the container behind it. A container reaching itself is given the host
+/// address it dialed as source (its own would be a martian to it), as IPv4 gives the gateway.
+#[inline(never)]
+fn open_hairpin(
+    ctx: &TcContext,
+    pkt: &Ipv6,
+    src: &Endpoint,
+    t: &PublishTarget6,
+) -> Result<i32, DropReason> {
+    let cfg = config().ok_or(DropReason::NotInitialised)?;
+    let dst = endpoint6(&t.addr).ok_or(DropReason::UnknownEndpoint)?;
+    policy::check(src, dst, pkt.proto, t.port)?;
+    let saddr = if Ipv6Be::same(&t.addr, &pkt.saddr) {
+        pkt.daddr
+    } else {
+        pkt.saddr
+    };
+    let new = FlowKey6::new(saddr, t.addr, pkt.sport, t.port, pkt.proto);
+    let f = NewFlow {
+        flags: flags::HAIRPIN | flags::DNAT,
+        src_identity: src.identity,
+        dst_identity: dst.identity,
+    };
+    conntrack::create_pair(&pkt.flow(), &new, &f, cfg, conntrack::now())?;
+    metrics::event(Event::DnatNew);
+    nat6::rewrite(ctx, pkt, &new)?;
+    metrics::path(Path::Hairpin, ctx.packet_len());
+    deliver::to_endpoint(ctx, dst)
 }
 
 /// Container to container, under policy: a function of its own, its 40-byte keys off the

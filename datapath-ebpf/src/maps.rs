@@ -131,6 +131,10 @@ pub static WEIR_SUBNETS6: LpmTrie<K<def::Subnets6>, V<def::Subnets6>> =
 pub static WEIR_CT6: HashMap<K<def::Conntrack6>, V<def::Conntrack6>> =
     HashMap::pinned(max::<def::Conntrack6>(), 0);
 
+#[map]
+pub static WEIR_PUBLISH6: HashMap<K<def::Publish6>, V<def::Publish6>> =
+    HashMap::pinned(max::<def::Publish6>(), 0);
+
 /// The configuration, `None` until `control init` has written it (the array's one slot is
 /// all zeros until then, and a written one always carries its schema).
 #[inline(always)]

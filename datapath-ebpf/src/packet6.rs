@@ -86,6 +86,19 @@ impl Ipv6 {
     }
 }
 
+impl Ipv6 {
+    /// As [`crate::packet::Ipv4::may_open`].
+    #[inline(always)]
+    pub const fn may_open(&self) -> bool {
+        match self.proto {
+            IPPROTO_TCP => weir_common::conntrack::tcp::is_syn_only(self.tcp_flags),
+            IPPROTO_UDP => true,
+            IPPROTO_ICMPV6 => self.icmp_type == ICMP6_ECHO_REQUEST,
+            _ => false,
+        }
+    }
+}
+
 /// Whether the protocol carries ports (or an echo identifier) that tell its flows apart.
 #[inline(always)]
 pub const fn has_ports(proto: u8) -> bool {

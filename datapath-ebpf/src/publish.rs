@@ -2,11 +2,11 @@
 //! the destination is one of the host's addresses.
 
 use weir_common::{
-    addr::is_loopback,
-    publish::{PublishKey, PublishTarget},
+    addr::{Ipv6Be, is_loopback},
+    publish::{PublishKey, PublishKey6, PublishTarget, PublishTarget6},
 };
 
-use crate::maps::{WEIR_PUBLISH, is_host_addr};
+use crate::maps::{WEIR_PUBLISH, WEIR_PUBLISH6, is_host_addr, is_host_addr6};
 
 /// Whether `daddr:port/proto` is published. Not inlined: a BPF function of its own, so its
 /// keys do not grow the stack frame of its caller (from_container's is near the limit).
@@ -34,4 +34,29 @@ pub fn lookup(daddr: u32, proto: u8, port: u16, host_local: bool) -> Option<Publ
         }
     }
     None
+}
+
+/// [`lookup`] for IPv6, from the wire or a container (the host's own sockets, and `::1`, are
+/// not served over IPv6 yet): an exact host address first, then the any-address entry when
+/// the destination is one of the host's IPv6 addresses.
+#[inline(always)]
+pub fn lookup6(daddr: &Ipv6Be, proto: u8, port: u16) -> Option<PublishTarget6> {
+    // SAFETY: plain value reads.
+    unsafe {
+        if let Some(t) = WEIR_PUBLISH6.get(&PublishKey6::new(*daddr, port, proto)) {
+            return Some(*t);
+        }
+        if is_host_addr6(daddr) {
+            return WEIR_PUBLISH6
+                .get(&PublishKey6::new([0; 4], port, proto))
+                .copied();
+        }
+    }
+    None
+}
+
+/// Whether `daddr:port/proto` is published over IPv6 (see [`is_published`]).
+#[inline(never)]
+pub fn is_published6(daddr: &Ipv6Be, proto: u8, port: u16) -> bool {
+    lookup6(daddr, proto, port).is_some()
 }

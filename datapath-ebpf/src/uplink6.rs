@@ -11,19 +11,22 @@ use aya_ebpf::{
 };
 use weir_common::{
     addr::{Ipv6Be, is_link_local6, is_martian6, is_multicast6, is_unspecified6},
-    conntrack::flags,
-    stats::{DropReason, Hook, Path},
+    conntrack::{FlowKey6, flags},
+    policy::IDENTITY_WORLD,
+    publish::PublishTarget6,
+    stats::{DropReason, Event, Hook, Path},
 };
 
 use crate::{
-    conntrack::{self, Hit},
+    conntrack::{self, Hit, NewFlow},
     context::{PacketCtx, ifindex},
     deliver,
     maps::{config, endpoint6, is_host_addr6, subnet6},
     metrics::{self, Drop},
     nat6,
     packet::Frag,
-    packet6,
+    packet6::{self, Ipv6},
+    publish,
 };
 
 #[classifier]
@@ -61,9 +64,9 @@ fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
     if (is_martian6(&saddr) && !is_unspecified6(&saddr)) || is_martian6(&daddr) {
         return Err(DropReason::Martian);
     }
-    let Some(cfg) = config() else {
+    if config().is_none() {
         return Ok(TC_ACT_OK as i32);
-    };
+    }
     // Neighbour discovery, router advertisements, multicast: the host's.
     let host_only = |a: &Ipv6Be| is_link_local6(a) || is_multicast6(a);
     if host_only(&saddr) || host_only(&daddr) {
@@ -74,23 +77,85 @@ fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
         return Ok(TC_ACT_OK as i32);
     };
     if pkt.tracked() && !pkt.is_icmp_error() && pkt.frag != Frag::Later {
-        let key = pkt.flow();
-        let now = conntrack::now();
-        if let Some(e) = conntrack::lookup(&key, cfg, now)
-            && let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, pkt.seg(), now)
-        {
-            let ep = endpoint6(&rewrite.daddr).ok_or(DropReason::UnknownEndpoint)?;
-            nat6::rewrite(ctx, pkt, &rewrite)?;
-            nat6::dec_hop_limit(ctx, pkt.hop_limit)?;
-            let path = if flags & flags::SNAT != 0 {
-                Path::EgressReply
-            } else {
-                Path::Published
-            };
-            metrics::path(path, len);
-            return deliver::to_endpoint(ctx, ep);
+        let mut why = DropReason::Malformed;
+        match reply(ctx, pkt, &mut why) {
+            NO_FLOW => {}
+            DROPPED => return Err(why),
+            v => return Ok(v),
         }
+    }
+    if pkt.may_open()
+        && pkt.frag != Frag::Later
+        && let Some(t) = publish::lookup6(&pkt.daddr, pkt.proto, pkt.dport)
+    {
+        return open_published(ctx, pkt, &t);
     }
     metrics::path(Path::UplinkToHost, len);
     Ok(TC_ACT_OK as i32)
+}
+
+const NO_FLOW: i32 = -1000;
+const DROPPED: i32 = -1001;
+
+/// A packet of a flow conntrack knows (a reply to a masqueraded flow, the world's side of a
+/// published one), translated and redirected into its container: its verdict, [`NO_FLOW`],
+/// or [`DROPPED`] with `why`. A function of its own: its keys stay off the entry's frame.
+#[inline(never)]
+fn reply(ctx: &TcContext, pkt: &Ipv6, why: &mut DropReason) -> i32 {
+    match try_reply(ctx, pkt) {
+        Ok(Some(v)) => v,
+        Ok(None) => NO_FLOW,
+        Err(d) => {
+            *why = d;
+            DROPPED
+        }
+    }
+}
+
+#[inline(always)]
+fn try_reply(ctx: &TcContext, pkt: &Ipv6) -> Result<Option<i32>, DropReason> {
+    let cfg = config().ok_or(DropReason::NotInitialised)?;
+    let key = pkt.flow();
+    let now = conntrack::now();
+    let Some(e) = conntrack::lookup(&key, cfg, now) else {
+        return Ok(None);
+    };
+    let Hit::Forward { rewrite, flags } = conntrack::on_hit(&key, e, pkt.seg(), now) else {
+        return Ok(None);
+    };
+    let ep = endpoint6(&rewrite.daddr).ok_or(DropReason::UnknownEndpoint)?;
+    nat6::rewrite(ctx, pkt, &rewrite)?;
+    nat6::dec_hop_limit(ctx, pkt.hop_limit)?;
+    let path = if flags & flags::SNAT != 0 {
+        Path::EgressReply
+    } else {
+        Path::Published
+    };
+    metrics::path(path, ctx.packet_len());
+    deliver::to_endpoint(ctx, ep).map(Some)
+}
+
+/// A new flow from the world to a published port: DNAT to the container behind it (never
+/// from a link-local source: those went to the host above, as Docker never DNATs them).
+#[inline(never)]
+fn open_published(ctx: &TcContext, pkt: &Ipv6, t: &PublishTarget6) -> Result<i32, DropReason> {
+    let cfg = config().ok_or(DropReason::NotInitialised)?;
+    let dst = endpoint6(&t.addr).ok_or(DropReason::UnknownEndpoint)?;
+    if pkt.hop_limit <= 1 {
+        // It could not be routed into the container: no flow for it.
+        return Err(DropReason::TtlExceeded);
+    }
+    let key = pkt.flow();
+    let new = FlowKey6::new(pkt.saddr, t.addr, pkt.sport, t.port, pkt.proto);
+    let f = NewFlow {
+        flags: flags::DNAT | flags::FROM_WORLD,
+        src_identity: IDENTITY_WORLD,
+        dst_identity: dst.identity,
+    };
+    conntrack::create_pair(&key, &new, &f, cfg, conntrack::now())?;
+    metrics::event(Event::DnatNew);
+    nat6::rewrite(ctx, pkt, &new)?;
+    nat6::dec_hop_limit(ctx, pkt.hop_limit)?;
+    metrics::path(Path::Published, ctx.packet_len());
+    deliver::to_endpoint(ctx, dst)
 }

@@ -23,7 +23,10 @@ Examples:
 
 The port is reachable from the world through the uplink, from the host itself (any host
 address and 127.0.0.1) and from other containers through a host address (hairpin, subject
-to the same rules as a direct connection). The container sees the real client address.")]
+to the same rules as a direct connection). The container sees the real client address.
+Without --host-ip, a container with IPv6 (a dual-stack network) is published on the host's
+IPv6 addresses too, from the world and from other containers (not yet from the host's own
+sockets); with an IPv4 --host-ip, on that address alone.")]
 pub struct PublishArgs {
     /// The container to publish.
     container: String,

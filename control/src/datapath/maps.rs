@@ -10,7 +10,7 @@ use weir_common::{
     endpoint::{Endpoint, HostAddr},
     maps::{KeyOf, Kind, MapDef, ValueOf, def},
     policy::{NetPair, PolicyKey},
-    publish::{PublishKey, PublishTarget},
+    publish::{PublishKey, PublishKey6, PublishTarget, PublishTarget6},
     stats::Counter,
 };
 
@@ -80,6 +80,10 @@ pub fn host_addrs6(inst: &Instance) -> Result<HashMap<MapData, Ipv6Be, HostAddr>
 
 pub fn subnets6(inst: &Instance) -> Result<LpmTrie<MapData, Ipv6Be, u32>> {
     lpm::<KeyOf<def::Subnets6>, ValueOf<def::Subnets6>>(inst, weir_common::maps::SUBNETS6)
+}
+
+pub fn publish6(inst: &Instance) -> Result<HashMap<MapData, PublishKey6, PublishTarget6>> {
+    hash_of::<def::Publish6>(inst)
 }
 
 pub fn conntrack6(inst: &Instance) -> Result<HashMap<MapData, FlowKey6, CtEntry6>> {

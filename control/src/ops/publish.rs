@@ -183,7 +183,14 @@ pub async fn add(
         m.insert(k, v, 0)
             .ctx(|| "writing the published-ports map".into())
     });
+    let written = written.and_then(|()| match desired::publish6_entry(st, &p)? {
+        Some((k6, v6)) => maps::publish6(&ctx.inst)?
+            .insert(k6, v6, 0)
+            .ctx(|| "writing the IPv6 published-ports map".into()),
+        None => Ok(()),
+    });
     if let Err(e) = written {
+        let _ = remove_entry(ctx, st, &p);
         let _ = book.remove(&p);
         return Err(e);
     }
@@ -348,8 +355,12 @@ pub fn remove_entry(ctx: &Ctx, st: &State, p: &Publish) -> Result<()> {
     {
         return Ok(());
     }
-    match m.remove(&key) {
-        Ok(()) => Ok(()),
-        Err(_) => Ok(()),
+    let _ = m.remove(&key);
+    if let Ok(Some((key6, mine))) = desired::publish6_entry(st, p) {
+        let mut m6 = maps::publish6(&ctx.inst)?;
+        if m6.get(&key6, 0).is_ok_and(|cur| cur.addr == mine.addr) {
+            let _ = m6.remove(&key6);
+        }
     }
+    Ok(())
 }

@@ -336,3 +336,52 @@ fn ipv4_only_networks_keep_ipv6_off_and_bad_input_is_refused() {
     let lo = s.host.must(&["ip", "-6", "addr", "show", "dev", "lo"]);
     assert!(!lo.contains(&subnet6.replace("::/64", "::1")), "{lo}");
 }
+
+#[test]
+fn published_ports_answer_on_the_hosts_ipv6_addresses() {
+    let (s, n) = dual("fd00:9c::/64");
+    let web = s.container("web", &n, &["--publish", "8080:7000"]);
+    let other = s.container("o", &n, &[]);
+    let _srv = net::peer_echo6(&web, 7000);
+    // From the world, DNATed: the container sees the client's own address.
+    assert_eq!(
+        canon(&net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8080)),
+        EXT_IP6
+    );
+    assert!(s.path_packets("published-in") > 0);
+    assert!(s.path_packets("published-reply") > 0);
+    // Hairpin through the host's address: the peer's own address; itself: the address dialed.
+    assert_eq!(
+        canon(&net::ask_peer6(&other, rig::UPLINK_IP6, 8080)),
+        ip6_of(&s, &other)
+    );
+    assert_eq!(
+        canon(&net::ask_peer6(&web, rig::UPLINK_IP6, 8080)),
+        rig::UPLINK_IP6
+    );
+    // Policy holds through the published port, as for a direct connection.
+    s.ok(&["isolate", &other.name, &web.name]);
+    assert_eq!(
+        net::ask_peer6(&other, rig::UPLINK_IP6, 8080),
+        "",
+        "isolate left the hairpin open"
+    );
+    // A port published on an IPv4 address is IPv4's alone; unpublish takes both families.
+    let v4only = s.container("v4only", &n, &[]);
+    s.ok(&[
+        "publish",
+        &v4only.name,
+        "8081:7000",
+        "--host-ip",
+        rig::UPLINK_IP,
+    ]);
+    let _srv2 = net::peer_echo6(&v4only, 7000);
+    assert_eq!(net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8081), "");
+    s.ok(&["unpublish", &web.name, "8080"]);
+    assert_eq!(
+        net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8080),
+        "",
+        "unpublish left IPv6 open"
+    );
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+}
