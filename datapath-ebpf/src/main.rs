@@ -10,6 +10,7 @@ mod family;
 mod from_container;
 mod from_container6;
 mod icmp;
+mod icmp6;
 mod maps;
 mod metrics;
 mod nat;

@@ -41,8 +41,10 @@ fn pseudo_csum(pkt: &Ipv6) -> Option<(usize, u64)> {
     }
 }
 
+/// Rewrites the address at `off` of `pkt` (an outer one), amending the upper-layer checksum
+/// through the pseudo-header.
 #[inline(always)]
-fn set_addr(
+pub fn set_addr(
     ctx: &TcContext,
     pkt: &Ipv6,
     off: usize,
@@ -55,15 +57,9 @@ fn set_addr(
     if pkt.frag != Frag::Later
         && let Some((csum_off, extra)) = pseudo_csum(pkt)
     {
-        let (mut from, mut to) = (*old, *new);
-        // SAFETY: two 16-byte buffers on our stack, sizes multiples of 4 as the helper wants.
-        let diff = unsafe { bpf_csum_diff(from.as_mut_ptr(), 16, to.as_mut_ptr(), 16, 0) };
-        if diff < 0 {
-            return Err(DropReason::ChecksumFailed);
-        }
+        let diff = addr_diff(old, new)?;
         // Size 0: `to` is a precomputed difference.
         let flags = BPF_F_PSEUDO_HDR as u64 | extra;
-        let diff = diff as u64;
         if ctx
             .l4_csum_replace(csum_off, 0, diff, flags | BPF_F_IPV6)
             .is_err()
@@ -73,6 +69,18 @@ fn set_addr(
         }
     }
     ctx.store(off, new, 0).map_err(|_| DropReason::WriteFailed)
+}
+
+/// The checksum difference of an address changing from `old` to `new`.
+#[inline(always)]
+pub fn addr_diff(old: &Ipv6Be, new: &Ipv6Be) -> Result<u64, DropReason> {
+    let (mut from, mut to) = (*old, *new);
+    // SAFETY: two 16-byte buffers on our stack, sizes multiples of 4 as the helper wants.
+    let diff = unsafe { bpf_csum_diff(from.as_mut_ptr(), 16, to.as_mut_ptr(), 16, 0) };
+    if diff < 0 {
+        return Err(DropReason::ChecksumFailed);
+    }
+    Ok(diff as u64)
 }
 
 /// Rewrites the packet described by `pkt` to carry the tuple `new`. A BPF function of its

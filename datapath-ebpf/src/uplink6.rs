@@ -76,7 +76,19 @@ fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
     let Ok(pkt) = packet6::parse(ctx) else {
         return Ok(TC_ACT_OK as i32);
     };
-    if pkt.tracked() && !pkt.is_icmp_error() && pkt.frag != Frag::Later {
+    if pkt.is_icmp_error() {
+        let mut why = DropReason::Malformed;
+        return match crate::icmp6::from_world(ctx, pkt, &mut why) {
+            DROPPED => Err(why),
+            // About none of the containers' flows: the host's (its own flows' errors).
+            NO_FLOW => {
+                metrics::path(Path::UplinkToHost, len);
+                Ok(TC_ACT_OK as i32)
+            }
+            v => Ok(v),
+        };
+    }
+    if pkt.tracked() && pkt.frag != Frag::Later {
         let mut why = DropReason::Malformed;
         match reply(ctx, pkt, &mut why) {
             NO_FLOW => {}
@@ -94,8 +106,9 @@ fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
     Ok(TC_ACT_OK as i32)
 }
 
-const NO_FLOW: i32 = -1000;
-const DROPPED: i32 = -1001;
+/// Codes of register-sized returns beside a TC verdict (see from_container6's).
+pub const NO_FLOW: i32 = -1000;
+pub const DROPPED: i32 = -1001;
 
 /// A packet of a flow conntrack knows (a reply to a masqueraded flow, the world's side of a
 /// published one), translated and redirected into its container: its verdict, [`NO_FLOW`],

@@ -385,3 +385,117 @@ fn published_ports_answer_on_the_hosts_ipv6_addresses() {
     );
     assert!(s.problems().is_empty(), "{:?}", s.problems());
 }
+
+const FAR6: &str = "2001:db8:19::2";
+
+/// A host `far` behind ext, ext routing to it over a link of MTU 1280 while far's own link
+/// says 1500: far advertises a 1440-byte MSS, so 1500-byte packets towards it meet ext's
+/// smaller link, and ext, a router, answers "packet too big" to their source.
+fn far_behind_a_smaller_mtu(s: &Sandbox) -> Netns {
+    let far = Netns::new(&rig::unique("far"));
+    rig::must(&[
+        "ip",
+        "link",
+        "add",
+        "fx0",
+        "netns",
+        &s.ext.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &far.name,
+    ]);
+    s.ext
+        .must(&["ip", "link", "set", "fx0", "mtu", "1280", "up"]);
+    s.ext.must(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:19::1/64",
+        "dev",
+        "fx0",
+        "nodad",
+    ]);
+    // ext is a sandbox namespace of this test's: it may route.
+    s.ext
+        .must(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    far.must(&["ip", "link", "set", "eth0", "up"]);
+    far.must(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{FAR6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    far.must(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "2001:db8:19::1",
+    ]);
+    far
+}
+
+/// Bytes a one-shot sink on `port` in `ns` received (`wc -c`), once its peer has finished.
+fn sink(ns: &Netns, port: u16) -> (rig::Bg, std::path::PathBuf) {
+    let out = std::env::temp_dir().join(rig::unique("sink"));
+    let bg = ns.spawn(&[
+        "sh",
+        "-c",
+        &format!(
+            "socat -u TCP6-LISTEN:{port},reuseaddr - | wc -c > {}",
+            out.display()
+        ),
+    ]);
+    net::wait_listening(ns, port, "tcp");
+    (bg, out)
+}
+
+#[test]
+fn a_smaller_path_mtu_reaches_the_container_through_nat66_and_published_ports() {
+    let (s, n) = dual("fd00:9d::/64");
+    let a = s.container("a", &n, &[]);
+    let far = far_behind_a_smaller_mtu(&s);
+    // Masqueraded: a sends 1 MB to far; the routers' "packet too big" names the host.
+    let (bg, out) = sink(&far, 7100);
+    let sent = a.sh(&format!(
+        "head -c 1000000 /dev/zero | timeout 20 socat -u - TCP6:[{FAR6}]:7100"
+    ));
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    drop(bg.finish_within(std::time::Duration::from_secs(10)));
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(
+        got.trim(),
+        "1000000",
+        "the upload stalled: no path MTU reached a"
+    );
+    let translated = s.path_packets("icmp-error-translated");
+    assert!(translated > 0, "no error translated");
+    let pmtu = a.must(&["ip", "-6", "route", "get", FAR6]);
+    assert!(pmtu.contains("mtu 1280"), "{pmtu}");
+    // Published: far downloads 1 MB from a container's published port.
+    let web = s.container("web", &n, &["--publish", "8090:7101"]);
+    let _srv = web.spawn(&[
+        "socat",
+        "TCP6-LISTEN:7101,reuseaddr,fork",
+        "SYSTEM:head -c 1000000 /dev/zero",
+    ]);
+    net::wait_listening(&web, 7101, "tcp");
+    let got = far.sh(&format!(
+        "timeout 20 socat -u TCP6:[{}]:8090 - | wc -c",
+        rig::UPLINK_IP6
+    ));
+    assert_eq!(text(&got.stdout).trim(), "1000000", "the download stalled");
+    assert!(s.path_packets("icmp-error-translated") > translated);
+}
