@@ -11,7 +11,7 @@ use serde::Serialize;
 use weir_common::{
     addr::{port_host, to_std},
     config::flags as cfg_flags,
-    conntrack::{FlowKey, flags, state as ct_state},
+    conntrack::{CtEntryOf, FlowKeyOf, flags, state as ct_state},
     event::Event as DropEvent,
     maps as names,
     stats::{DropReason, Event, Hook, Path, drop_index, event_index, path_index},
@@ -230,10 +230,15 @@ fn live_flows(ctx: &Ctx) -> Result<usize> {
     let t = maps::read_config(&ctx.inst)?
         .map(|c| c.timeouts)
         .unwrap_or_default();
-    Ok(maps::conntrack_entries(&ctx.inst)?
+    let v4 = maps::conntrack_entries(&ctx.inst)?
         .iter()
         .filter(|(_, e)| !e.expired(now, &t))
-        .count())
+        .count();
+    let v6 = maps::conntrack6_entries(&ctx.inst)?
+        .iter()
+        .filter(|(_, e)| !e.expired(now, &t))
+        .count();
+    Ok(v4 + v6)
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -304,19 +309,38 @@ fn proto_name(p: u8) -> String {
         1 => "icmp".into(),
         6 => "tcp".into(),
         17 => "udp".into(),
+        58 => "icmpv6".into(),
         n => n.to_string(),
     }
 }
 
-fn ep(ip: u32, port: u16, proto: u8) -> String {
-    if proto == 6 || proto == 17 {
-        format!("{}:{}", to_std(ip), port_host(port))
-    } else {
-        format!("{}#{}", to_std(ip), port_host(port))
+/// An address of either family as `control conntrack` and `monitor` print it (IPv6 in
+/// brackets, so that a port can follow).
+pub trait Shown: Copy {
+    fn shown(&self) -> String;
+}
+
+impl Shown for u32 {
+    fn shown(&self) -> String {
+        to_std(*self).to_string()
     }
 }
 
-fn tuple(k: &FlowKey) -> String {
+impl Shown for [u32; 4] {
+    fn shown(&self) -> String {
+        format!("[{}]", weir_common::addr::to_std6(*self))
+    }
+}
+
+fn ep<A: Shown>(ip: A, port: u16, proto: u8) -> String {
+    if proto == 6 || proto == 17 {
+        format!("{}:{}", ip.shown(), port_host(port))
+    } else {
+        format!("{}#{}", ip.shown(), port_host(port))
+    }
+}
+
+fn tuple<A: Shown>(k: &FlowKeyOf<A>) -> String {
     format!(
         "{} -> {}",
         ep(k.saddr, k.sport, k.proto),
@@ -332,44 +356,61 @@ pub enum Flows {
     WithExpired,
 }
 
-/// Tracked flows (one line per flow, from its original-direction entry).
+/// Tracked flows of both families (one line per flow, from its original-direction entry).
 pub fn conntrack(ctx: &Ctx, which: Flows) -> Result<Vec<Flow>> {
     let include_expired = which == Flows::WithExpired;
     let t = maps::read_config(&ctx.inst)?
         .map(|c| c.timeouts)
         .unwrap_or_default();
     let now = monotonic_ns();
-    let mut out = Vec::new();
-    for (k, e) in maps::conntrack_entries(&ctx.inst)? {
-        if e.is_reply() || (!include_expired && e.expired(now, &t)) {
-            continue;
-        }
-        let kind = if e.flags & flags::HAIRPIN != 0 {
-            "hairpin"
-        } else if e.flags & flags::SNAT != 0 {
-            "masquerade"
-        } else if e.flags & flags::DNAT != 0 {
-            "published"
-        } else {
-            "local"
-        };
-        let timeout = t.for_state(e.rewrite.proto, e.state) as u64;
-        let idle = now.saturating_sub(e.last_seen) / 1_000_000_000;
-        out.push(Flow {
-            proto: proto_name(k.proto),
-            original: tuple(&k),
-            translated: tuple(&e.rewrite),
-            reply: tuple(&e.twin),
-            state: ct_state::name(e.state).into(),
-            kind: kind.into(),
-            age_s: now.saturating_sub(e.created) / 1_000_000_000,
-            expires_in_s: timeout.saturating_sub(idle),
-            src_identity: e.src_identity,
-            dst_identity: e.dst_identity,
-        });
-    }
+    let mut out: Vec<Flow> = maps::conntrack_entries(&ctx.inst)?
+        .iter()
+        .filter_map(|(k, e)| flow_row(k, e, &t, now, include_expired))
+        .collect();
+    out.extend(
+        maps::conntrack6_entries(&ctx.inst)?
+            .iter()
+            .filter_map(|(k, e)| flow_row(k, e, &t, now, include_expired)),
+    );
     out.sort_by(|a, b| a.original.cmp(&b.original));
     Ok(out)
+}
+
+/// The line of one entry, if it is a flow's original direction (and live, unless expired
+/// ones are asked for too).
+fn flow_row<A: Shown>(
+    k: &FlowKeyOf<A>,
+    e: &CtEntryOf<A>,
+    t: &weir_common::config::Timeouts,
+    now: u64,
+    include_expired: bool,
+) -> Option<Flow> {
+    if e.is_reply() || (!include_expired && e.expired(now, t)) {
+        return None;
+    }
+    let kind = if e.flags & flags::HAIRPIN != 0 {
+        "hairpin"
+    } else if e.flags & flags::SNAT != 0 {
+        "masquerade"
+    } else if e.flags & flags::DNAT != 0 {
+        "published"
+    } else {
+        "local"
+    };
+    let timeout = t.for_state(e.rewrite.proto, e.state) as u64;
+    let idle = now.saturating_sub(e.last_seen) / 1_000_000_000;
+    Some(Flow {
+        proto: proto_name(k.proto),
+        original: tuple(k),
+        translated: tuple(&e.rewrite),
+        reply: tuple(&e.twin),
+        state: ct_state::name(e.state).into(),
+        kind: kind.into(),
+        age_s: now.saturating_sub(e.created) / 1_000_000_000,
+        expires_in_s: timeout.saturating_sub(idle),
+        src_identity: e.src_identity,
+        dst_identity: e.dst_identity,
+    })
 }
 
 /// Deletes expired conntrack entries (the datapath already ignores them). Returns the count.
@@ -378,19 +419,9 @@ pub fn gc(ctx: &Ctx) -> Result<usize> {
         .map(|c| c.timeouts)
         .unwrap_or_default();
     let now = monotonic_ns();
-    let mut ct = maps::conntrack(&ctx.inst)?;
-    let dead: Vec<FlowKey> = maps::conntrack_entries(&ctx.inst)?
-        .into_iter()
-        .filter(|(_, e)| e.expired(now, &t))
-        .map(|(k, _)| k)
-        .collect();
-    let mut n = 0;
-    for k in dead {
-        if ct.remove(&k).is_ok() {
-            n += 1;
-        }
-    }
-    Ok(n)
+    let v4 = container::purge_conntrack(ctx, |_, e| e.expired(now, &t))?;
+    let v6 = container::purge_conntrack6(ctx, |_, e| e.expired(now, &t))?;
+    Ok(v4 + v6)
 }
 
 #[derive(Debug, Serialize)]

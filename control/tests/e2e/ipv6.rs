@@ -499,3 +499,46 @@ fn a_smaller_path_mtu_reaches_the_container_through_nat66_and_published_ports() 
     assert_eq!(text(&got.stdout).trim(), "1000000", "the download stalled");
     assert!(s.path_packets("icmp-error-translated") > translated);
 }
+
+#[test]
+fn conntrack_lists_and_flushes_ipv6_flows() {
+    let (s, n) = dual("fd00:9e::/64");
+    let a = s.container("a", &n, &[]);
+    let a6 = ip6_of(&s, &a);
+    let _ext = s.ext.spawn(&[
+        "socat",
+        "TCP6-LISTEN:7200,reuseaddr,fork",
+        "SYSTEM:sleep 30",
+    ]);
+    net::wait_listening(&s.ext, 7200, "tcp");
+    let _client = a.spawn(&["socat", "-u", &format!("TCP6:[{EXT_IP6}]:7200"), "-"]);
+    let listed = |s: &Sandbox| -> Vec<serde_json::Value> {
+        s.json(&["conntrack", "--container", &a.name])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f["original"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("[{a6}]"))
+            })
+            .cloned()
+            .collect()
+    };
+    assert!(rig::wait_for(std::time::Duration::from_secs(5), || {
+        !listed(&s).is_empty()
+    }));
+    let f = &listed(&s)[0];
+    assert_eq!(f["proto"], "tcp");
+    assert_eq!(f["kind"], "masquerade");
+    let translated = f["translated"].as_str().unwrap();
+    assert!(
+        translated.starts_with(&format!("[{}]:", rig::UPLINK_IP6)),
+        "{translated}"
+    );
+    assert_eq!(f["state"], "established");
+    let out = s.ok(&["conntrack", "flush", "--container", &a.name]);
+    assert!(out.contains('1'), "{out}");
+    assert!(listed(&s).is_empty(), "flush left the IPv6 flow");
+}
