@@ -142,6 +142,7 @@ maps! {
     /// `control init --conntrack-max` sizes it like `WEIR_CT`.
     Conntrack6 CONNTRACK6 = WEIR_CT6: Hash<FlowKey6, CtEntry6>, CONNTRACK_MAX;
     Publish6 PUBLISH6 = WEIR_PUBLISH6: Hash<PublishKey6, PublishTarget6>, PUBLISH_MAX;
+    SockRevnat6 SOCK_REVNAT6 = WEIR_SOCK_REVNAT6: LruHash<SockRevKey6, SockRevValue6>, SOCK_REVNAT_MAX;
 }
 
 /// Slot of `from_container_new`, the new-flow half of `from_container`.
@@ -187,6 +188,25 @@ pub struct SockRevValue {
     pub _pad: u16,
 }
 
+/// Key of `WEIR_SOCK_REVNAT6`: [`SockRevKey`] for IPv6 (a host UDP socket that sent to a port
+/// published on an IPv6 address of the host, or `::1`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SockRevKey6 {
+    pub cookie: u64,
+    pub addr: Ipv6Be,
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SockRevValue6 {
+    pub addr: Ipv6Be,
+    pub port: u16,
+    pub _pad: u16,
+}
+
 /// Key of `WEIR_FRAGS`: a fragmented datagram; the value is the ports its first fragment carried.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -205,7 +225,14 @@ pub struct FragPorts {
     pub dport: u16,
 }
 
-crate::user_pod!(SockRevKey, SockRevValue, FragKey, FragPorts);
+crate::user_pod!(
+    SockRevKey,
+    SockRevValue,
+    SockRevKey6,
+    SockRevValue6,
+    FragKey,
+    FragPorts
+);
 
 #[cfg(test)]
 mod tests {
@@ -245,6 +272,7 @@ mod tests {
             ("WEIR_SUBNETS6", 11, 20, 4),
             ("WEIR_CT6", 1, 40, 112),
             ("WEIR_PUBLISH6", 1, 20, 24),
+            ("WEIR_SOCK_REVNAT6", 9, 32, 20),
         ];
         assert_eq!(got, want);
         assert_eq!(ALL.len(), TABLE.len());

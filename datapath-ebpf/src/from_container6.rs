@@ -215,7 +215,7 @@ fn new_flow(ctx: &TcContext, pkt: &Ipv6, src: &Endpoint) -> Result<i32, DropReas
         return deliver::to_endpoint(ctx, dst);
     }
     if pkt.may_open()
-        && let Some(t) = publish::lookup6(&pkt.daddr, pkt.proto, pkt.dport)
+        && let Some(t) = publish::lookup6(&pkt.daddr, pkt.proto, pkt.dport, false)
     {
         return open_hairpin(ctx, pkt, src, &t);
     }

@@ -36,17 +36,21 @@ pub fn lookup(daddr: u32, proto: u8, port: u16, host_local: bool) -> Option<Publ
     None
 }
 
-/// [`lookup`] for IPv6, from the wire or a container (the host's own sockets, and `::1`, are
-/// not served over IPv6 yet): an exact host address first, then the any-address entry when
-/// the destination is one of the host's IPv6 addresses.
+/// [`lookup`] for IPv6: an exact host address first, then the any-address entry when the
+/// destination is one of the host's IPv6 addresses — or `::1`, for the host's own sockets
+/// (`host_local`) only: from a wire it is a martian.
 #[inline(always)]
-pub fn lookup6(daddr: &Ipv6Be, proto: u8, port: u16) -> Option<PublishTarget6> {
+pub fn lookup6(daddr: &Ipv6Be, proto: u8, port: u16, host_local: bool) -> Option<PublishTarget6> {
+    let loopback = daddr[0] == 0 && daddr[1] == 0 && daddr[2] == 0 && daddr[3] == 1u32.to_be();
+    if loopback && !host_local {
+        return None;
+    }
     // SAFETY: plain value reads.
     unsafe {
         if let Some(t) = WEIR_PUBLISH6.get(&PublishKey6::new(*daddr, port, proto)) {
             return Some(*t);
         }
-        if is_host_addr6(daddr) {
+        if loopback || is_host_addr6(daddr) {
             return WEIR_PUBLISH6
                 .get(&PublishKey6::new([0; 4], port, proto))
                 .copied();
@@ -58,5 +62,5 @@ pub fn lookup6(daddr: &Ipv6Be, proto: u8, port: u16) -> Option<PublishTarget6> {
 /// Whether `daddr:port/proto` is published over IPv6 (see [`is_published`]).
 #[inline(never)]
 pub fn is_published6(daddr: &Ipv6Be, proto: u8, port: u16) -> bool {
-    lookup6(daddr, proto, port).is_some()
+    lookup6(daddr, proto, port, false).is_some()
 }

@@ -98,7 +98,7 @@ fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
     }
     if pkt.may_open()
         && pkt.frag != Frag::Later
-        && let Some(t) = publish::lookup6(&pkt.daddr, pkt.proto, pkt.dport)
+        && let Some(t) = publish::lookup6(&pkt.daddr, pkt.proto, pkt.dport, false)
     {
         return open_published(ctx, pkt, &t);
     }

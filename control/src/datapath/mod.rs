@@ -48,8 +48,18 @@ pub const UPLINK_LINKS: [&str; 3] = [UPLINK_TC, UPLINK_EGRESS, UPLINK_XDP];
 pub const SOCK_CONNECT4: &str = "sock_connect4";
 pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
 pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
-pub const SOCK_PROGRAMS: [&str; 3] = [SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4];
-pub const PROGRAMS: [&str; 12] = [
+pub const SOCK_CONNECT6: &str = "sock_connect6";
+pub const SOCK_SENDMSG6: &str = "sock_sendmsg6";
+pub const SOCK_RECVMSG6: &str = "sock_recvmsg6";
+pub const SOCK_PROGRAMS: [&str; 6] = [
+    SOCK_CONNECT4,
+    SOCK_SENDMSG4,
+    SOCK_RECVMSG4,
+    SOCK_CONNECT6,
+    SOCK_SENDMSG6,
+    SOCK_RECVMSG6,
+];
+pub const PROGRAMS: [&str; 15] = [
     FROM_CONTAINER,
     FROM_CONTAINER_NEW,
     FROM_CONTAINER6,
@@ -62,6 +72,9 @@ pub const PROGRAMS: [&str; 12] = [
     SOCK_CONNECT4,
     SOCK_SENDMSG4,
     SOCK_RECVMSG4,
+    SOCK_CONNECT6,
+    SOCK_SENDMSG6,
+    SOCK_RECVMSG6,
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -308,7 +321,10 @@ pub fn sock_program(inst: &Instance, name: &str) -> Result<CgroupSockAddr> {
     let t = match name {
         SOCK_CONNECT4 => T::Connect4,
         SOCK_SENDMSG4 => T::UDPSendMsg4,
-        _ => T::UDPRecvMsg4,
+        SOCK_RECVMSG4 => T::UDPRecvMsg4,
+        SOCK_CONNECT6 => T::Connect6,
+        SOCK_SENDMSG6 => T::UDPSendMsg6,
+        _ => T::UDPRecvMsg6,
     };
     CgroupSockAddr::from_pin(inst.prog_pin(name), t)
         .ctx(|| format!("opening pinned program {name}"))

@@ -542,3 +542,82 @@ fn conntrack_lists_and_flushes_ipv6_flows() {
     assert!(out.contains('1'), "{out}");
     assert!(listed(&s).is_empty(), "flush left the IPv6 flow");
 }
+
+/// A TCP connection from the host's own socket (family `fam`: 6, or 46 for a dual-stack
+/// socket) to `addr:port`: the first line the server sends, "" on failure.
+fn host_tcp(s: &Sandbox, addr: &str, port: u16, dual: bool) -> String {
+    net::python(
+        &s.host,
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_INET6)\n\
+         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if sys.argv[3] == '1' else 1)\n\
+         s.settimeout(3)\n\
+         try:\n    s.connect((sys.argv[1], int(sys.argv[2])))\n    print(s.recv(200).decode().strip())\n\
+         except Exception as e:\n    print('')\n",
+        &[addr, &port.to_string(), if dual { "1" } else { "0" }],
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn the_hosts_own_ipv6_sockets_reach_published_ports() {
+    let (s, n) = dual("fd00:9f::/64");
+    let web = s.container(
+        "web",
+        &n,
+        &["--publish", "8080:7000", "--publish", "5353:53/udp"],
+    );
+    let web6 = ip6_of(&s, &web);
+    let _srv = net::peer_echo6(&web, 7000);
+    // [::1] and the host's own IPv6 address, through connect6 (Docker needs docker-proxy for
+    // the first, netavark cannot).
+    assert_eq!(
+        canon(&host_tcp(&s, "::1", 8080, false)),
+        "fd00:9f::1",
+        "[::1]:8080"
+    );
+    assert!(
+        !host_tcp(&s, rig::UPLINK_IP6, 8080, false).is_empty(),
+        "[uplink]:8080"
+    );
+    // A dual-stack socket to an IPv4-mapped address reaches the IPv4 publication.
+    // (The container sees the host come from its IPv4 gateway, as for any IPv4 connection.)
+    let mapped = host_tcp(&s, "::ffff:127.0.0.1", 8080, true);
+    assert_eq!(canon(&mapped), "::ffff:10.97.0.1", "::ffff:127.0.0.1:8080");
+    // UDP to [::1]: the reply comes back from [::1]:5353 (recvmsg6 restores it).
+    let _echo = web.spawn(&["socat", "UDP6-LISTEN:53,fork,reuseaddr", "EXEC:cat"]);
+    net::wait_listening(&web, 53, "udp");
+    let reply = net::python(
+        &s.host,
+        "import socket\n\
+         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         s.settimeout(3)\n\
+         s.sendto(b'ping6', ('::1', 5353))\n\
+         data, peer = s.recvfrom(100)\n\
+         print(data.decode(), peer[0], peer[1])\n",
+        &[],
+    );
+    assert_eq!(reply.trim(), "ping6 ::1 5353", "reply source not restored");
+    // A dual-stack UDP socket sending to a mapped address runs sendmsg4 (the kernel converts
+    // it), and its reply is restored by recvmsg6 from the IPv4 reverse map.
+    let reply = net::python(
+        &s.host,
+        "import socket\n\
+         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+         s.settimeout(3)\n\
+         s.sendto(b'ping4', ('::ffff:127.0.0.1', 5353))\n\
+         data, peer = s.recvfrom(100)\n\
+         print(data.decode(), peer[0], peer[1])\n",
+        &[],
+    );
+    assert_eq!(
+        reply.trim(),
+        "ping4 ::ffff:127.0.0.1 5353",
+        "mapped reply not restored"
+    );
+    // A socket that is IPv6 only cannot use a mapped address: refused, nothing half-done.
+    assert_eq!(host_tcp(&s, "::ffff:127.0.0.1", 8080, false), "");
+    assert!(!web6.is_empty());
+}
