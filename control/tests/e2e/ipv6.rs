@@ -621,3 +621,66 @@ fn the_hosts_own_ipv6_sockets_reach_published_ports() {
     assert_eq!(host_tcp(&s, "::ffff:127.0.0.1", 8080, false), "");
     assert!(!web6.is_empty());
 }
+
+#[test]
+fn init_rerun_keeps_ipv6_flows_and_the_hosts_ra_route() {
+    let (s, n) = dual("fd00:a0::/64");
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let b6 = ip6_of(&s, &b);
+    // A router-advertised default route on the host (as SLAAC hosts have): Weir never turns
+    // on all.forwarding, which would make the kernel drop it.
+    s.host.must(&[
+        "ip", "-6", "route", "replace", "default", "via", EXT_IP6, "proto", "ra",
+    ]);
+    // Two live flows, container to container and masqueraded, held open across init.
+    let _b_srv = b.spawn(&["socat", "TCP6-LISTEN:7300,reuseaddr,fork", "EXEC:cat"]);
+    let _x_srv = s
+        .ext
+        .spawn(&["socat", "TCP6-LISTEN:7301,reuseaddr,fork", "EXEC:cat"]);
+    net::wait_listening(&b, 7300, "tcp");
+    net::wait_listening(&s.ext, 7301, "tcp");
+    let talk = |port: u16, to: &str| {
+        net::python(
+            &a,
+            "import socket, sys, time\n\
+             s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n\
+             s.sendall(b'one'); assert s.recv(10) == b'one'\n\
+             open(sys.argv[3], 'w').write('up')\n\
+             time.sleep(3)\n\
+             s.sendall(b'two'); print(s.recv(10).decode())\n",
+            &[to, &port.to_string(), &format!("/tmp/{}-{port}", a.name)],
+        )
+    };
+    std::thread::scope(|sc| {
+        let c2c = sc.spawn(|| talk(7300, &b6));
+        let out = sc.spawn(|| talk(7301, EXT_IP6));
+        let marker = |p: u16| std::path::PathBuf::from(format!("/tmp/{}-{p}", a.name));
+        assert!(rig::wait_for(std::time::Duration::from_secs(5), || marker(
+            7300
+        )
+        .exists()
+            && marker(7301).exists()));
+        s.init(&[]);
+        assert_eq!(
+            c2c.join().unwrap().trim(),
+            "two",
+            "the container flow broke"
+        );
+        assert_eq!(out.join().unwrap().trim(), "two", "the NAT66 flow broke");
+        for p in [7300, 7301] {
+            let _ = std::fs::remove_file(marker(p));
+        }
+    });
+    assert_eq!(
+        s.host
+            .must(&["cat", "/proc/sys/net/ipv6/conf/all/forwarding"])
+            .trim(),
+        "0"
+    );
+    let r = s.host.must(&["ip", "-6", "route", "show", "default"]);
+    assert!(r.contains("proto ra"), "{r}");
+    s.ok(&["down"]);
+    let r = s.host.must(&["ip", "-6", "route", "show", "default"]);
+    assert!(r.contains("proto ra"), "down took the host's route: {r}");
+}
