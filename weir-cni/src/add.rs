@@ -83,6 +83,12 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
         admit: container::Admit::Now,
     };
     let c = container::attach(ctx, &mut st, spec).await?;
+    let net = st.network(network)?;
+    let ip6 = c
+        .ip6
+        .zip(net.subnet6)
+        .zip(net.gateway6)
+        .map(|((ip6, s6), gw6)| (ip6, s6.prefix_len(), gw6));
     let a = Attached {
         host_if: c.host_if,
         host_mac: st.containers[&c.name].host_mac.clone(),
@@ -90,8 +96,9 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
         mac: c.mac,
         sandbox: ns.display().to_string(),
         ip: c.ip,
-        prefix: st.network(network)?.subnet.prefix_len(),
+        prefix: net.subnet.prefix_len(),
         gateway: c.gateway,
+        ip6,
     };
     Ok(result::add_result(
         v,

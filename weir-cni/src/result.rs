@@ -1,7 +1,7 @@
 //! The ADD success result (SPEC.md §5 "Success"), shaped for the request's version, merged
 //! into a `prevResult` when a plugin ran before us in the chain.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Value, json};
 
@@ -18,6 +18,8 @@ pub struct Attached {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+    /// On a dual-stack network: the IPv6 address, its prefix length and gateway.
+    pub ip6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
 }
 
 /// The result of ADD. `dns` is the configuration's `dns` section (Weir runs no resolver of
@@ -41,6 +43,18 @@ pub fn add_result(v: Version, a: &Attached, dns: Option<&Value>, prev: Option<&V
     }
     array(&mut out, "ips").push(ip);
     array(&mut out, "routes").push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway.to_string() }));
+    if let Some((ip6, prefix6, gw6)) = a.ip6 {
+        let mut ip = json!({
+            "address": format!("{ip6}/{prefix6}"),
+            "gateway": gw6.to_string(),
+            "interface": host_idx + 1,
+        });
+        if v.ips_carry_family() {
+            ip["version"] = json!("6");
+        }
+        array(&mut out, "ips").push(ip);
+        array(&mut out, "routes").push(json!({ "dst": "::/0", "gw": gw6.to_string() }));
+    }
     let prev_dns_empty = out
         .get("dns")
         .and_then(Value::as_object)
@@ -90,7 +104,22 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 2),
             prefix: 24,
             gateway: Ipv4Addr::new(10, 0, 0, 1),
+            ip6: None,
         }
+    }
+
+    #[test]
+    fn dual_stack_lists_both_families() {
+        let a = Attached {
+            ip6: Some(("fd00::2".parse().unwrap(), 64, "fd00::1".parse().unwrap())),
+            ..attached()
+        };
+        let r = add_result(Version::parse("0.4.0").unwrap(), &a, None, None);
+        assert_eq!(r["ips"][1]["address"], "fd00::2/64");
+        assert_eq!(r["ips"][1]["version"], "6");
+        assert_eq!(r["ips"][1]["gateway"], "fd00::1");
+        assert_eq!(r["routes"][1]["dst"], "::/0");
+        assert_eq!(ipv4s(&r), vec![(Ipv4Addr::new(10, 0, 0, 2), 24)]);
     }
 
     #[test]

@@ -163,6 +163,40 @@ fn podman_containers_on_a_weir_network() {
     );
 }
 
+#[test]
+fn podman_containers_on_a_dual_stack_weir_network() {
+    require_podman();
+    let s = Sandbox::new(control());
+    s.add_ipv6();
+    s.init(&[]);
+    let n = s.network("pod6", "10.91.0.0/24", &["--subnet6", "fd00:91::/64"]);
+    let pm = Podman::new(&s.host, &[("weir-cni", Path::new(PLUGIN))]);
+    pm.network("weirnet6", &weir_conflist("weirnet6", &s, &n));
+    let web = pm.httpd("web6", "weirnet6", Some("18081:80"));
+    let c = weir_container(&s, "web6").expect("web6 is a Weir container");
+    let ip6 = c["ip6"].as_str().expect("an IPv6 address").to_string();
+    assert!(ip6.starts_with("fd00:91::"), "{ip6}");
+    // The runtime was told both addresses (podman shows what the plugin's result listed).
+    let inspect = pm.must(&[
+        "inspect",
+        &web,
+        "--format",
+        "{{json .NetworkSettings.Networks}}",
+    ]);
+    assert!(
+        inspect.contains(&ip6),
+        "podman was not given the IPv6 address: {inspect}"
+    );
+    // Published on the host's IPv6 address too, and the host reaches the container directly.
+    let url = format!("http://[{}]:18081/", rig::UPLINK_IP6);
+    assert_eq!(net::curl(&s.ext, &url, 5).as_deref(), Some(INDEX));
+    let direct = format!("http://[{ip6}]:80/");
+    assert_eq!(net::curl(&s.host, &direct, 5).as_deref(), Some(INDEX));
+    pm.must(&["rm", "--force", "--time", "0", &web]);
+    assert_eq!(s.json(&["container", "ls"]), json!([]));
+    assert!(net::curl(&s.ext, &url, 2).is_none(), "published after DEL");
+}
+
 /// Connects from inside `ns` to `addr` until an HTTP request gets its first byte back;
 /// returns when that happened. New connection each try: before the port is wired, a try may
 /// land on conmon's placeholder socket (accepted, never answered) or be refused.
