@@ -37,4 +37,14 @@ pub struct HostAddr {
     pub flags: u32,
 }
 
-crate::user_pod!(Endpoint, HostAddr);
+/// Value of `WEIR_ENDPOINTS6`: the container's [`Endpoint`] (the same as its IPv4 entry) and
+/// its network's IPv6 gateway (the source of what the datapath sends it itself: errors,
+/// self-hairpin).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Endpoint6 {
+    pub ep: Endpoint,
+    pub gateway6: crate::addr::Ipv6Be,
+}
+
+crate::user_pod!(Endpoint, HostAddr, Endpoint6);

@@ -11,7 +11,7 @@ use crate::{
     addr::Ipv6Be,
     config::{Config, Config6},
     conntrack::{CtEntry, CtEntry6, FlowKey, FlowKey6},
-    endpoint::{Endpoint, HostAddr},
+    endpoint::{Endpoint, Endpoint6, HostAddr},
     policy::{NetPair, PolicyKey},
     publish::{PublishKey, PublishKey6, PublishTarget, PublishTarget6},
     stats::{Counter, STATS_ENTRIES},
@@ -132,7 +132,7 @@ maps! {
     // by identity and network, so they serve both families.
     Config6 CONFIG6 = WEIR_CONFIG6: Array<u32, Config6>, 1;
     /// Containers by IPv6 address: the same value as their `WEIR_ENDPOINTS` entry.
-    Endpoints6 ENDPOINTS6 = WEIR_ENDPOINTS6: Hash<Ipv6Be, Endpoint>, ENDPOINTS_MAX;
+    Endpoints6 ENDPOINTS6 = WEIR_ENDPOINTS6: Hash<Ipv6Be, Endpoint6>, ENDPOINTS_MAX;
     /// Host-side veth ifindex → its container's IPv6 address: what neighbour discovery is
     /// judged by (a solicitation comes from a link-local address, or from `::`).
     Links6 LINKS6 = WEIR_LINKS6: Hash<u32, Ipv6Be>, ENDPOINTS_MAX;
@@ -266,7 +266,7 @@ mod tests {
             ("WEIR_TAILS", 3, 4, 4),
             ("WEIR_LINK_DROPS", 10, 4, size_of::<Counter>() as u32),
             ("WEIR_CONFIG6", 2, 4, 24),
-            ("WEIR_ENDPOINTS6", 1, 16, size_of::<Endpoint>() as u32),
+            ("WEIR_ENDPOINTS6", 1, 16, size_of::<Endpoint>() as u32 + 16),
             ("WEIR_LINKS6", 1, 4, 16),
             ("WEIR_HOST_ADDRS6", 1, 16, size_of::<HostAddr>() as u32),
             ("WEIR_SUBNETS6", 11, 20, 4),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use weir_common::{
     addr::{Ipv6Be, from_std, from_std6, port_be},
     config::{Config, Config6},
-    endpoint::{Endpoint, HostAddr},
+    endpoint::{Endpoint, Endpoint6, HostAddr},
     policy::{NetPair, PolicyKey},
     publish::{PublishKey, PublishKey6, PublishTarget, PublishTarget6},
 };
@@ -40,15 +40,20 @@ pub fn endpoints(st: &State) -> HashMap<u32, Endpoint> {
 
 /// The `WEIR_ENDPOINTS6` entry of container `name`, if it has an IPv6 address: the same value
 /// as its IPv4 entry.
-pub fn endpoint6(st: &State, name: &str) -> Result<Option<(Ipv6Be, Endpoint)>> {
-    let Some(ip6) = st.container(name)?.ip6 else {
+pub fn endpoint6(st: &State, name: &str) -> Result<Option<(Ipv6Be, Endpoint6)>> {
+    let c = st.container(name)?;
+    let (Some(ip6), Some(gw6)) = (c.ip6, st.network(&c.network)?.gateway6) else {
         return Ok(None);
     };
-    Ok(Some((from_std6(ip6), container::endpoint(st, name)?)))
+    let e = Endpoint6 {
+        ep: container::endpoint(st, name)?,
+        gateway6: from_std6(gw6),
+    };
+    Ok(Some((from_std6(ip6), e)))
 }
 
 /// Every dual-stack container's IPv6 endpoint (none while awaiting its name).
-pub fn endpoints6(st: &State) -> HashMap<Ipv6Be, Endpoint> {
+pub fn endpoints6(st: &State) -> HashMap<Ipv6Be, Endpoint6> {
     st.containers
         .iter()
         .filter(|(_, c)| c.phase != Phase::AwaitingName)

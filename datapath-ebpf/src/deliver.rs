@@ -212,13 +212,14 @@ const BPF_FIB_LOOKUP_SRC: u32 = 16;
 /// arriving on `in_ifindex`. Link-local and multicast addresses must be refused before: the
 /// lookup answers "not forwarded" for them too, which reads as "local". `chosen` gets the
 /// source the kernel would pick towards `daddr` (all zeros where it cannot say: before Linux
-/// 6.7, whose lookup refuses the flag and is asked again without it).
+/// 6.7, whose lookup refuses the flag and is asked again without it); for a packet too big,
+/// `mtu` gets the MTU of its path.
 #[inline(never)]
 pub fn route6(
     ctx: &TcContext,
     pkt: &Ipv6,
     daddr: &Ipv6Be,
-    chosen: &mut Ipv6Be,
+    extra: &mut Route6Extra,
 ) -> Result<Route<Ipv6Be>, DropReason> {
     let p = WEIR_FIB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::NoRoute)?;
     let mut rc = fib6(ctx, p, pkt, daddr, BPF_FIB_LOOKUP_SRC);
@@ -231,10 +232,15 @@ pub fn route6(
     let p = unsafe { &*p };
     if with_src && (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
         // SAFETY: with BPF_FIB_LOOKUP_SRC the kernel wrote the source it picked.
-        *chosen = unsafe { p.__bindgen_anon_3.ipv6_src };
+        extra.src = unsafe { p.__bindgen_anon_3.ipv6_src };
     }
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH && !fits(ctx, p.ifindex) {
+        extra.mtu = device_mtu(ctx, p.ifindex);
         return Ok(Route::TooBig { ifindex: p.ifindex });
+    }
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED {
+        // SAFETY: the kernel sets mtu_result when the packet does not fit.
+        extra.mtu = unsafe { p.__bindgen_anon_1.mtu_result } as u32;
     }
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::Out {
@@ -249,6 +255,24 @@ pub fn route6(
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Route::TooBig { ifindex: p.ifindex }),
         _ => Err(DropReason::NoRoute),
     }
+}
+
+/// What [`route6`] reports beside the route.
+#[derive(Clone, Copy, Default)]
+pub struct Route6Extra {
+    /// The source the kernel would pick.
+    pub src: Ipv6Be,
+    /// The path MTU, when the packet is too big for it.
+    pub mtu: u32,
+}
+
+/// The MTU of device `ifindex`.
+#[inline(always)]
+fn device_mtu(ctx: &TcContext, ifindex: u32) -> u32 {
+    let mut mtu: u32 = 0;
+    // SAFETY: `mtu` is a valid u32 the helper writes the device MTU to.
+    unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, ifindex, &mut mtu, 0, 0) };
+    mtu
 }
 
 /// One IPv6 FIB lookup into the scratch slot `p`, as arriving on the program's device.

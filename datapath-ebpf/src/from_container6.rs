@@ -30,7 +30,8 @@ use crate::{
     context::{PacketCtx, ifindex},
     deliver::{self, Route},
     family::Family,
-    maps::{WEIR_TAILS, config, config6, endpoint6, is_host_addr6, subnet6},
+    icmp6,
+    maps::{WEIR_TAILS, config, config6, endpoint6, gateway6_of, is_host_addr6, subnet6},
     metrics::{self, Drop},
     nat6, ndp,
     packet::{self, Frag},
@@ -199,8 +200,30 @@ fn try_tracked(ctx: &TcContext, pkt: &Ipv6, cfg: &Config) -> Result<Option<i32>,
         metrics::path(path, ctx.packet_len());
         return deliver::to_endpoint(ctx, ep).map(Some);
     }
-    let mut chosen = [0; 4];
-    let r = deliver::route6(ctx, pkt, &rewrite.daddr, &mut chosen)?;
+    let mut extra = deliver::Route6Extra::default();
+    let r = deliver::route6(ctx, pkt, &rewrite.daddr, &mut extra)?;
+    // Answered before translating, as a router on the path would: "packet too big" for a
+    // flow's segment the uplink cannot carry (the container then sends smaller ones).
+    if let Route::TooBig { .. } = r {
+        return answer(
+            ctx,
+            pkt,
+            icmp6::ICMP6_PACKET_TOO_BIG,
+            extra.mtu,
+            DropReason::TooBig,
+        )
+        .map(Some);
+    }
+    if pkt.hop_limit <= 1 {
+        return answer(
+            ctx,
+            pkt,
+            icmp6::ICMP6_TIME_EXCEEDED,
+            0,
+            DropReason::TtlExceeded,
+        )
+        .map(Some);
+    }
     nat6::rewrite(ctx, pkt, &rewrite)?;
     metrics::path(path, ctx.packet_len());
     deliver::out6(ctx, pkt, &r).map(Some)
@@ -282,23 +305,38 @@ fn try_route_out(
     s: &mut nat6::Snat6,
 ) -> Result<i32, DropReason> {
     let cfg = config().ok_or(DropReason::NotInitialised)?;
-    let mut chosen = [0; 4];
-    s.route = deliver::route6(ctx, pkt, &pkt.daddr, &mut chosen)?;
+    let mut extra = deliver::Route6Extra::default();
+    s.route = deliver::route6(ctx, pkt, &pkt.daddr, &mut extra)?;
     let out_if = match s.route {
         Route::Out { ifindex, .. } | Route::TooBig { ifindex } => ifindex,
         Route::Local => return to_host(ctx, pkt, src),
     };
     may_leave(pkt, src, out_if, cfg)?;
     if let Route::TooBig { .. } = s.route {
-        return Err(DropReason::TooBig);
+        return answer(
+            ctx,
+            pkt,
+            icmp6::ICMP6_PACKET_TOO_BIG,
+            extra.mtu,
+            DropReason::TooBig,
+        );
     }
-    s.nat_addr = nat_source(&chosen).ok_or(DropReason::NoRoute)?;
+    if pkt.hop_limit <= 1 {
+        return answer(
+            ctx,
+            pkt,
+            icmp6::ICMP6_TIME_EXCEEDED,
+            0,
+            DropReason::TtlExceeded,
+        );
+    }
+    s.nat_addr = nat_source(&extra.src).ok_or(DropReason::NoRoute)?;
     Ok(TO_WORLD)
 }
 
 /// A published port through a host address (hairpin), under the policy of a direct
-/// connection to the container behind it. A container reaching itself is given the host
-/// address it dialed as source (its own would be a martian to it), as IPv4 gives the gateway.
+/// connection to the container behind it. A container reaching itself is given its gateway as
+/// source (its own address would be a martian to it), as with IPv4.
 #[inline(never)]
 fn open_hairpin(
     ctx: &TcContext,
@@ -310,7 +348,7 @@ fn open_hairpin(
     let dst = endpoint6(&t.addr).ok_or(DropReason::UnknownEndpoint)?;
     policy::check(src, dst, pkt.proto, t.port)?;
     let saddr = if Ipv6Be::same(&t.addr, &pkt.saddr) {
-        pkt.daddr
+        gateway6_of(&pkt.saddr).ok_or(DropReason::UnknownEndpoint)?
     } else {
         pkt.saddr
     };
@@ -358,7 +396,7 @@ fn nat_source(chosen: &Ipv6Be) -> Option<Ipv6Be> {
 }
 
 /// Every check a new flow to the world passes (as IPv4's `may_leave`; IPv6 hands nothing to
-/// the host stack, whose forwarding is off: expiring packets are dropped and counted).
+/// the host stack, whose forwarding is off: Weir answers expiring and too big packets itself).
 #[inline(never)]
 fn may_leave(pkt: &Ipv6, src: &Endpoint, out_if: u32, cfg: &Config) -> Result<(), DropReason> {
     if out_if != cfg.uplink_ifindex {
@@ -376,8 +414,21 @@ fn may_leave(pkt: &Ipv6, src: &Endpoint, out_if: u32, cfg: &Config) -> Result<()
     if !packet6::has_ports(pkt.proto) {
         return Err(DropReason::UnsupportedL4);
     }
-    if pkt.hop_limit <= 1 {
-        return Err(DropReason::TtlExceeded);
-    }
     Ok(())
+}
+
+/// Answers a packet Weir cannot send on with ICMPv6 error `ty` (see `icmp6`), unless it is
+/// itself an error (RFC 4443 §2.4e): then it is dropped, counted as `otherwise`.
+#[inline(always)]
+fn answer(
+    ctx: &TcContext,
+    pkt: &Ipv6,
+    ty: u8,
+    info: u32,
+    otherwise: DropReason,
+) -> Result<i32, DropReason> {
+    if pkt.is_icmp_error() {
+        return Err(otherwise);
+    }
+    icmp6::answer_container(ctx, pkt, ty, info)
 }

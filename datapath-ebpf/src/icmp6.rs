@@ -9,20 +9,25 @@
 //! does the quoted upper-layer checksum, by exactly their negation: the three cancel out in
 //! the outer sum, so the outer checksum is amended for its own destination only.
 
-use aya_ebpf::{bindings::BPF_F_MARK_MANGLED_0, programs::TcContext};
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, bpf_adj_room_mode},
+    helpers::{bpf_csum_diff, bpf_skb_change_tail, bpf_skb_load_bytes},
+    programs::TcContext,
+};
 use weir_common::{
     addr::Ipv6Be,
     conntrack::{FlowKey6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    csum::{fold, fold64, pseudo_header6},
     stats::DropReason,
 };
 
 use crate::{
     conntrack, deliver,
     family::Family,
-    maps::{config, endpoint6},
+    maps::{WEIR_ICMP6_SCRATCH, config, endpoint6, gateway6_of},
     nat6,
-    packet::Frag,
-    packet6::{DADDR_OFF, ICMP6_ECHO_REQUEST, Ipv6, load},
+    packet::{Frag, L3_OFF},
+    packet6::{DADDR_OFF, ICMP6_ECHO_REQUEST, Ipv6, L4_OFF, SADDR_OFF, load},
     uplink6::{DROPPED, NO_FLOW},
 };
 
@@ -141,4 +146,75 @@ fn translate(ctx: &TcContext, pkt: &Ipv6) -> Result<Option<i32>, DropReason> {
     nat6::dec_hop_limit(ctx, pkt.hop_limit)?;
     crate::metrics::path(weir_common::stats::Path::IcmpError, ctx.len());
     deliver::to_endpoint(ctx, ep).map(Some)
+}
+
+pub const ICMP6_PACKET_TOO_BIG: u8 = 2;
+pub const ICMP6_TIME_EXCEEDED: u8 = 3;
+
+/// How much of the offending packet an error Weir sends quotes: what fits with the ICMPv6
+/// header in the 512 bytes `bpf_csum_diff` sums at once (RFC 4443 §2.4 asks for as much as
+/// fits in 1280; every receiver needs only the IPv6 header and the first 8 bytes past it).
+const QUOTE_MAX: u32 = 504;
+
+/// Answers `pkt`, a container's packet Weir cannot send on, with ICMPv6 error `ty` (code 0;
+/// `info`: the MTU for packet too big), from the container's gateway, as a router would —
+/// the host stack answers nothing it is handed with IPv6 forwarding off. Built in place:
+/// the packet is cut to its quote, the error's headers go in front.
+#[inline(never)]
+pub fn answer_container(ctx: &TcContext, pkt: &Ipv6, ty: u8, info: u32) -> Result<i32, DropReason> {
+    let ep = endpoint6(&pkt.saddr).ok_or(DropReason::UnknownEndpoint)?;
+    let gw = gateway6_of(&pkt.saddr).ok_or(DropReason::UnknownEndpoint)?;
+    let to = pkt.saddr;
+    let l3_len = ctx.len().saturating_sub(L3_OFF as u32);
+    let quote = (l3_len & !3).min(QUOTE_MAX);
+    let w = |r: Result<(), _>| r.map_err(|_| DropReason::WriteFailed);
+    // SAFETY: helper on this program's own skb; no packet pointer is held across it.
+    let rc = unsafe { bpf_skb_change_tail(ctx.skb.skb as *mut _, L3_OFF as u32 + quote, 0) };
+    if rc != 0 {
+        return Err(DropReason::WriteFailed);
+    }
+    w(ctx.adjust_room(48, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, 0))?;
+    let len = 8 + quote;
+    let mut ip = [0u8; 8];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+    ip[6] = IPPROTO_ICMPV6;
+    ip[7] = 255;
+    let mut icmp = [0u8; 8];
+    icmp[0] = ty;
+    icmp[4..8].copy_from_slice(&info.to_be_bytes());
+    w(ctx.store(L3_OFF, &ip, 0))?;
+    w(ctx.store(SADDR_OFF, &gw, 0))?;
+    w(ctx.store(DADDR_OFF, &to, 0))?;
+    w(ctx.store(L4_OFF, &icmp, 0))?;
+    let check = checksum(ctx, &gw, &to, len)?;
+    w(ctx.store(L4_OFF + 2, &check, 0))?;
+    crate::metrics::path(weir_common::stats::Path::IcmpError, ctx.len());
+    deliver::to_endpoint(ctx, ep)
+}
+
+/// The ICMPv6 checksum of the `len` bytes at [`L4_OFF`] (a multiple of 4, at most 512),
+/// their checksum field zero: summed in this CPU's scratch slot.
+#[inline(always)]
+fn checksum(ctx: &TcContext, src: &Ipv6Be, dst: &Ipv6Be, len: u32) -> Result<u16, DropReason> {
+    let buf = WEIR_ICMP6_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(DropReason::WriteFailed)?;
+    let size = len & 0x3fc;
+    if size == 0 || size > 512 {
+        return Err(DropReason::Malformed);
+    }
+    let seed = pseudo_header6(src, dst, IPPROTO_ICMPV6, len);
+    // SAFETY: `buf` is a 512-byte per-CPU slot and `size` at most 512, a multiple of 4.
+    let sum = unsafe {
+        let rc = bpf_skb_load_bytes(ctx.skb.skb as *const _, L4_OFF as u32, buf as *mut _, size);
+        if rc != 0 {
+            return Err(DropReason::Malformed);
+        }
+        bpf_csum_diff(core::ptr::null_mut(), 0, buf as *mut u32, size, seed)
+    };
+    if sum < 0 {
+        return Err(DropReason::ChecksumFailed);
+    }
+    Ok(!fold(fold64(sum as u64)))
 }

@@ -79,6 +79,11 @@ pub static WEIR_PKT6_SCRATCH: PerCpuArray<crate::packet6::Ipv6> =
 pub static WEIR_SNAT6_SCRATCH: PerCpuArray<crate::nat6::Snat6> =
     PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU scratch space for the ICMPv6 errors the datapath builds (see `icmp6`): what
+/// `bpf_csum_diff` sums at once.
+#[map]
+pub static WEIR_ICMP6_SCRATCH: PerCpuArray<[u32; 128]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU scratch space for `bpf_fib_lookup`'s parameters (64 bytes), for the same reason.
 #[map]
 pub static WEIR_FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
@@ -172,7 +177,14 @@ pub fn config6() -> Option<&'static Config6> {
 #[inline(always)]
 pub fn endpoint6(addr: &Ipv6Be) -> Option<&'static Endpoint> {
     // SAFETY: as for `endpoint`.
-    unsafe { WEIR_ENDPOINTS6.get(addr) }
+    unsafe { WEIR_ENDPOINTS6.get(addr).map(|e| &e.ep) }
+}
+
+/// The IPv6 gateway of the container at `addr`.
+#[inline(always)]
+pub fn gateway6_of(addr: &Ipv6Be) -> Option<Ipv6Be> {
+    // SAFETY: as for `endpoint`.
+    unsafe { WEIR_ENDPOINTS6.get(addr).map(|e| e.gateway6) }
 }
 
 /// The IPv6 address of the container behind host-side veth `ifindex`.

@@ -153,6 +153,8 @@ pub struct Snat6 {
     /// Where the flow leaves, and the address it is masqueraded to.
     pub route: Route<Ipv6Be>,
     pub nat_addr: Ipv6Be,
+    /// The path MTU, when the packet is too big for it.
+    pub mtu: u32,
 }
 
 /// This CPU's [`Snat6`].

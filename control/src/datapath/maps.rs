@@ -7,7 +7,7 @@ use weir_common::{
     addr::Ipv6Be,
     config::{Config, Config6},
     conntrack::{CtEntry, CtEntry6, FlowKey, FlowKey6},
-    endpoint::{Endpoint, HostAddr},
+    endpoint::{Endpoint, Endpoint6, HostAddr},
     maps::{KeyOf, Kind, MapDef, ValueOf, def},
     policy::{NetPair, PolicyKey},
     publish::{PublishKey, PublishKey6, PublishTarget, PublishTarget6},
@@ -66,7 +66,7 @@ where
     hash(inst, M::SPEC.name)
 }
 
-pub fn endpoints6(inst: &Instance) -> Result<HashMap<MapData, Ipv6Be, Endpoint>> {
+pub fn endpoints6(inst: &Instance) -> Result<HashMap<MapData, Ipv6Be, Endpoint6>> {
     hash_of::<def::Endpoints6>(inst)
 }
 

@@ -510,7 +510,7 @@ async fn plumb(
 fn admit_endpoint(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
     if let Some((key, ep)) = crate::desired::endpoint6(st, name)? {
         maps::links6(&ctx.inst)?
-            .insert(ep.ifindex, key, 0)
+            .insert(ep.ep.ifindex, key, 0)
             .ctx(|| "adding the IPv6 link".into())?;
         maps::endpoints6(&ctx.inst)?
             .insert(key, ep, 0)
@@ -712,7 +712,7 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
     let _ = purge_conntrack(ctx, |k, _| k.saddr == ip || k.daddr == ip);
     if let Some(ip6) = c.ip6.map(weir_common::addr::from_std6) {
         if let Ok(mut m) = maps::endpoints6(&ctx.inst)
-            && m.get(&ip6, 0).is_ok_and(|e| e.identity == c.identity)
+            && m.get(&ip6, 0).is_ok_and(|e| e.ep.identity == c.identity)
         {
             let _ = m.remove(&ip6);
         }

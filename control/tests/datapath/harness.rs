@@ -290,7 +290,7 @@ impl Datapath {
         self.clear::<PublishKey, PublishTarget>(names::PUBLISH);
         self.clear::<u32, Endpoint>(names::ENDPOINTS);
         self.clear::<u32, HostAddr>(names::HOST_ADDRS);
-        self.clear::<[u32; 4], Endpoint>(names::ENDPOINTS6);
+        self.clear::<[u32; 4], weir_common::endpoint::Endpoint6>(names::ENDPOINTS6);
         self.clear::<u32, [u32; 4]>(names::LINKS6);
         self.clear::<[u32; 4], HostAddr>(names::HOST_ADDRS6);
         let mut t: LpmTrie<_, u32, u32> = self.map(names::SUBNETS);
@@ -405,9 +405,13 @@ impl Datapath {
     /// makes `host6` an address of the host (a gateway).
     pub fn give_ipv6(&mut self, c: &Container, ip6: std::net::Ipv6Addr, host6: std::net::Ipv6Addr) {
         let a = weir_common::addr::from_std6(ip6);
-        let ep = self.endpoint(c);
+        let ep = weir_common::endpoint::Endpoint6 {
+            ep: self.endpoint(c),
+            gateway6: weir_common::addr::from_std6(host6),
+        };
         let ifindex = self.ifindex_of(c);
-        let mut m: HashMap<_, [u32; 4], Endpoint> = self.map(names::ENDPOINTS6);
+        let mut m: HashMap<_, [u32; 4], weir_common::endpoint::Endpoint6> =
+            self.map(names::ENDPOINTS6);
         m.insert(a, ep, 0).unwrap();
         let mut l: HashMap<_, u32, [u32; 4]> = self.map(names::LINKS6);
         l.insert(ifindex, a, 0).unwrap();

@@ -350,14 +350,14 @@ fn published_ports_answer_on_the_hosts_ipv6_addresses() {
     );
     assert!(s.path_packets("published-in") > 0);
     assert!(s.path_packets("published-reply") > 0);
-    // Hairpin through the host's address: the peer's own address; itself: the address dialed.
+    // Hairpin through the host's address: the peer's own address; itself: its gateway.
     assert_eq!(
         canon(&net::ask_peer6(&other, rig::UPLINK_IP6, 8080)),
         ip6_of(&s, &other)
     );
     assert_eq!(
         canon(&net::ask_peer6(&web, rig::UPLINK_IP6, 8080)),
-        rig::UPLINK_IP6
+        "fd00:9c::1"
     );
     // Policy holds through the published port, as for a direct connection.
     s.ok(&["isolate", &other.name, &web.name]);
@@ -683,4 +683,33 @@ fn init_rerun_keeps_ipv6_flows_and_the_hosts_ra_route() {
     s.ok(&["down"]);
     let r = s.host.must(&["ip", "-6", "route", "show", "default"]);
     assert!(r.contains("proto ra"), "down took the host's route: {r}");
+}
+
+#[test]
+fn weir_answers_too_big_and_expiring_packets_itself() {
+    let (s, n) = dual("fd00:a1::/64");
+    let a = s.container("a", &n, &[]);
+    // The uplink shrinks below the container's link (its MTU was the uplink's at create):
+    // with IPv6 forwarding off the host stack would answer nothing; Weir says "packet too
+    // big".
+    s.host.must(&["ip", "link", "set", "up0", "mtu", "1280"]);
+    // (Unsegmented: a GSO packet is forwardable whatever its size, and its segments are cut
+    // for the device that sends them.)
+    let o = a.run(&[
+        "ping", "-6", "-c", "1", "-W", "2", "-s", "1400", "-M", "do", EXT_IP6,
+    ]);
+    let said = text(&o.stdout);
+    assert!(
+        said.contains("fd00:a1::1") && said.contains("mtu=1280"),
+        "no packet too big from the gateway: {said}"
+    );
+    let pmtu = a.must(&["ip", "-6", "route", "get", EXT_IP6]);
+    assert!(pmtu.contains("mtu 1280"), "{pmtu}");
+    // Hop limit 1 towards the world: time exceeded from the gateway, as from a router.
+    let o = a.run(&["ping", "-6", "-c", "1", "-W", "2", "-t", "1", EXT_IP6]);
+    let said = text(&o.stdout);
+    assert!(
+        said.contains("fd00:a1::1") && said.to_lowercase().contains("time exceeded"),
+        "{said}"
+    );
 }
