@@ -143,6 +143,7 @@ maps! {
     Conntrack6 CONNTRACK6 = WEIR_CT6: Hash<FlowKey6, CtEntry6>, CONNTRACK_MAX;
     Publish6 PUBLISH6 = WEIR_PUBLISH6: Hash<PublishKey6, PublishTarget6>, PUBLISH_MAX;
     SockRevnat6 SOCK_REVNAT6 = WEIR_SOCK_REVNAT6: LruHash<SockRevKey6, SockRevValue6>, SOCK_REVNAT_MAX;
+    Fragments6 FRAGMENTS6 = WEIR_FRAGS6: LruHash<FragKey6, FragPorts>, FRAGMENTS_MAX;
 }
 
 /// Slot of `from_container_new`, the new-flow half of `from_container`.
@@ -218,6 +219,17 @@ pub struct FragKey {
     pub _pad: u8,
 }
 
+/// Key of `WEIR_FRAGS6`: [`FragKey`] for IPv6, whose fragment identification is 32 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct FragKey6 {
+    pub saddr: Ipv6Be,
+    pub daddr: Ipv6Be,
+    pub id: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct FragPorts {
@@ -231,6 +243,7 @@ crate::user_pod!(
     SockRevKey6,
     SockRevValue6,
     FragKey,
+    FragKey6,
     FragPorts
 );
 
@@ -273,6 +286,7 @@ mod tests {
             ("WEIR_CT6", 1, 40, 112),
             ("WEIR_PUBLISH6", 1, 20, 24),
             ("WEIR_SOCK_REVNAT6", 9, 32, 20),
+            ("WEIR_FRAGS6", 9, 40, 4),
         ];
         assert_eq!(got, want);
         assert_eq!(ALL.len(), TABLE.len());

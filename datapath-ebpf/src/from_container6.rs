@@ -136,10 +136,7 @@ fn try_from_container6(ctx: &TcContext, ifindex: u32) -> Result<Step, DropReason
     if is_martian6(&pkt.daddr) {
         return Err(DropReason::Martian);
     }
-    if pkt.frag == Frag::Later {
-        // IPv6 fragments are not followed yet: a later one has no ports to match a flow by.
-        return Err(DropReason::Fragment);
-    }
+    packet6::remember_fragment(pkt);
     if pkt.tracked() && !pkt.is_icmp_error() {
         let v = tracked(ctx, pkt, ifindex, cfg);
         if v != NEW_FLOW {
@@ -232,6 +229,10 @@ fn try_tracked(ctx: &TcContext, pkt: &Ipv6, cfg: &Config) -> Result<Option<i32>,
 /// Decides a flow no conntrack entry knows.
 #[inline(always)]
 fn new_flow(ctx: &TcContext, pkt: &Ipv6, src: &Endpoint) -> Result<i32, DropReason> {
+    if pkt.frag == Frag::Later {
+        // The first fragment made the flow; this one follows its translation or not at all.
+        return Err(DropReason::Fragment);
+    }
     if let Some(dst) = endpoint6(&pkt.daddr) {
         open_local(pkt, src, dst)?;
         metrics::path(Path::ContainerToContainer, ctx.packet_len());

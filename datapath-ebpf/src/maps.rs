@@ -137,6 +137,10 @@ pub static WEIR_CT6: HashMap<K<def::Conntrack6>, V<def::Conntrack6>> =
     HashMap::pinned(max::<def::Conntrack6>(), 0);
 
 #[map]
+pub static WEIR_FRAGS6: LruHashMap<K<def::Fragments6>, V<def::Fragments6>> =
+    LruHashMap::pinned(max::<def::Fragments6>(), 0);
+
+#[map]
 pub static WEIR_SOCK_REVNAT6: LruHashMap<K<def::SockRevnat6>, V<def::SockRevnat6>> =
     LruHashMap::pinned(max::<def::SockRevnat6>(), 0);
 

@@ -8,13 +8,14 @@ use aya_ebpf::programs::TcContext;
 use weir_common::{
     addr::Ipv6Be,
     conntrack::{FlowKey6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    maps::{FragKey6, FragPorts},
     stats::DropReason,
 };
 
 use crate::{
     conntrack::Seg,
     context::PacketCtx,
-    maps::WEIR_PKT6_SCRATCH,
+    maps::{WEIR_FRAGS6, WEIR_PKT6_SCRATCH},
     packet::{Frag, L3_OFF},
 };
 
@@ -57,6 +58,8 @@ pub struct Ipv6 {
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub frag: Frag,
+    /// The fragment header's identification (network order), when there is one.
+    pub frag_id: u32,
 }
 
 impl Ipv6 {
@@ -160,12 +163,42 @@ fn parse_into(ctx: &TcContext, p: &mut Ipv6) -> Result<(), DropReason> {
         icmp_type: 0,
         icmp_code: 0,
         frag: Frag::None,
+        frag_id: 0,
     };
     walk_extensions(ctx, p)?;
     if p.frag == Frag::Later {
+        if has_ports(p.proto) {
+            // SAFETY: plain value read.
+            let ports = unsafe { WEIR_FRAGS6.get(&frag_key(p)) }.ok_or(DropReason::Fragment)?;
+            p.sport = ports.sport;
+            p.dport = ports.dport;
+        }
         return Ok(());
     }
     parse_l4(ctx, p)
+}
+
+#[inline(always)]
+fn frag_key(p: &Ipv6) -> FragKey6 {
+    FragKey6 {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        id: p.frag_id,
+        proto: p.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// As [`crate::packet::remember_fragment`], for IPv6: only once the source is validated.
+#[inline(always)]
+pub fn remember_fragment(p: &Ipv6) {
+    if p.frag == Frag::First && has_ports(p.proto) {
+        let ports = FragPorts {
+            sport: p.sport,
+            dport: p.dport,
+        };
+        let _ = WEIR_FRAGS6.insert(&frag_key(p), &ports, 0);
+    }
 }
 
 /// Follows the extension headers to the upper layer. Hop-by-hop options only first (RFC
@@ -190,9 +223,10 @@ fn walk_extensions(ctx: &TcContext, p: &mut Ipv6) -> Result<(), DropReason> {
                 (h[1] as usize + 1) * 8
             }
             NH_FRAGMENT => {
-                let h: [u8; 4] = load(ctx, off)?;
+                let h: [u8; 8] = load(ctx, off)?;
                 let off_flags = u16::from_be_bytes([h[2], h[3]]);
                 let more = off_flags & 1 != 0;
+                p.frag_id = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
                 p.frag = if off_flags >> 3 != 0 {
                     Frag::Later
                 } else if more {
@@ -201,6 +235,12 @@ fn walk_extensions(ctx: &TcContext, p: &mut Ipv6) -> Result<(), DropReason> {
                     // An atomic fragment (RFC 6946): a whole datagram.
                     Frag::None
                 };
+                if p.frag == Frag::Later {
+                    // What follows is payload, not a header: the chain ends here.
+                    p.proto = h[0];
+                    p.l4_off = off + 8;
+                    return Ok(());
+                }
                 8
             }
             NH_AH => {

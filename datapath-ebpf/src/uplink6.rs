@@ -88,7 +88,8 @@ fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
             v => Ok(v),
         };
     }
-    if pkt.tracked() && pkt.frag != Frag::Later {
+    packet6::remember_fragment(pkt);
+    if pkt.tracked() {
         let mut why = DropReason::Malformed;
         match reply(ctx, pkt, &mut why) {
             NO_FLOW => {}

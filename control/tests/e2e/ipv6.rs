@@ -713,3 +713,33 @@ fn weir_answers_too_big_and_expiring_packets_itself() {
         "{said}"
     );
 }
+
+#[test]
+fn fragments_follow_their_flow() {
+    let (s, n) = dual("fd00:a2::/64");
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let b6 = ip6_of(&s, &b);
+    // 3000-byte echoes: the sender's stack fragments them (IPv6 routers never do); every
+    // fragment follows the flow its first one opened or matched, both ways.
+    let big = |ns: &Netns, to: &str| {
+        ns.run(&[
+            "ping", "-6", "-c", "2", "-i", "0.3", "-W", "2", "-s", "3000", to,
+        ])
+        .status
+        .success()
+    };
+    assert!(big(&a, &b6), "fragmented echo container to container");
+    assert!(big(&a, EXT_IP6), "fragmented echo through NAT66");
+    assert_eq!(s.drops("fragment-untracked"), 0);
+    // A later fragment whose first never came opens nothing.
+    net::python(
+        &a,
+        "import sys\nfrom scapy.all import *\n\
+         mac = open('/sys/class/net/eth0/address').read().strip()\n\
+         p = Ether(src=mac)/IPv6(src=sys.argv[1], dst=sys.argv[2])/IPv6ExtHdrFragment(offset=100, m=0, id=0xabcdef, nh=17)/Raw(b'x'*64)\n\
+         sendp(p, iface='eth0', count=1, verbose=False)\n",
+        &[&ip6_of(&s, &a), EXT_IP6],
+    );
+    assert_eq!(s.drops("fragment-untracked"), 1, "{}", s.stats()["drops"]);
+}
