@@ -137,6 +137,14 @@ fn try_from_container6(ctx: &TcContext, ifindex: u32) -> Result<Step, DropReason
         return Err(DropReason::Martian);
     }
     packet6::remember_fragment(pkt);
+    if pkt.is_icmp_error() {
+        let mut why = DropReason::Malformed;
+        match icmp6::from_container(ctx, pkt, &mut why) {
+            crate::uplink6::NO_FLOW => {}
+            crate::uplink6::DROPPED => return Err(why),
+            v => return Ok(Step::Verdict(v)),
+        }
+    }
     if pkt.tracked() && !pkt.is_icmp_error() {
         let v = tracked(ctx, pkt, ifindex, cfg);
         if v != NEW_FLOW {

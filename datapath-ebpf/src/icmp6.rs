@@ -31,15 +31,27 @@ use crate::{
     uplink6::{DROPPED, NO_FLOW},
 };
 
+/// Whose error it is, which says which side of the quoted packet is ours to translate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// From the world, about a packet the host sent (masqueraded, or a published port's
+    /// reply): the quote's source is the host's.
+    World,
+    /// From a container, about a packet it received (a masqueraded flow's reply, a published
+    /// port's client): the quote's destination is the container.
+    Container,
+}
+
 /// Where the quote's fields sit, and what they hold.
 struct Quote {
-    /// Its source address (the host's), at `off + 8`.
-    saddr: Ipv6Be,
-    /// The flow it belongs to, as the host sent it.
+    /// The flow it belongs to, as the quoted packet carried it.
     flow: FlowKey6,
-    /// Offset of the port (or echo identifier) the host's side of the flow uses, and of the
-    /// quoted upper-layer checksum.
+    /// Our side of it (see [`Side`]): its address and port, and where they sit.
+    addr: Ipv6Be,
+    port: u16,
+    addr_off: usize,
     port_off: usize,
+    /// The quoted upper-layer checksum.
     csum_off: usize,
     csum_flags: u64,
 }
@@ -48,7 +60,7 @@ struct Quote {
 /// layer; extension headers in the quote are not followed). None when it is none of a flow
 /// Weir could have translated.
 #[inline(always)]
-fn quote(ctx: &TcContext, pkt: &Ipv6) -> Option<Quote> {
+fn quote(ctx: &TcContext, pkt: &Ipv6, side: Side) -> Option<Quote> {
     let off = pkt.l4_off + 8;
     let fixed: [u8; 8] = load(ctx, off).ok()?;
     if fixed[0] >> 4 != 6 {
@@ -59,23 +71,30 @@ fn quote(ctx: &TcContext, pkt: &Ipv6) -> Option<Quote> {
     let daddr: Ipv6Be = load(ctx, off + 24).ok()?;
     let l4 = off + 40;
     let h: [u8; 8] = load(ctx, l4).ok()?;
-    let (sport, dport, port_off, csum_off, csum_flags) = match proto {
-        IPPROTO_TCP => (ports(&h, 0), ports(&h, 2), l4, l4 + 16, 0),
-        IPPROTO_UDP => {
-            let mangled = BPF_F_MARK_MANGLED_0 as u64;
-            (ports(&h, 0), ports(&h, 2), l4, l4 + 6, mangled)
-        }
+    let mangled = BPF_F_MARK_MANGLED_0 as u64;
+    let (sport, dport, csum_off, csum_flags) = match proto {
+        IPPROTO_TCP => (ports(&h, 0), ports(&h, 2), l4 + 16, 0),
+        IPPROTO_UDP => (ports(&h, 0), ports(&h, 2), l4 + 6, mangled),
         // The host's echo request (a container's, masqueraded): its identifier is the port.
-        IPPROTO_ICMPV6 if h[0] == ICMP6_ECHO_REQUEST => (ports(&h, 4), 0, l4 + 4, l4 + 2, 0),
+        IPPROTO_ICMPV6 if h[0] == ICMP6_ECHO_REQUEST && side == Side::World => {
+            (ports(&h, 4), 0, l4 + 2, 0)
+        }
         _ => return None,
     };
     // The quoted checksum must be in the quote to be amended (see the module comment).
     if csum_off as u32 + 2 > pkt.end {
         return None;
     }
+    let echo = proto == IPPROTO_ICMPV6;
+    let (addr, port, addr_off, port_off) = match side {
+        Side::World => (saddr, sport, off + 8, if echo { l4 + 4 } else { l4 }),
+        Side::Container => (daddr, dport, off + 24, l4 + 2),
+    };
     Some(Quote {
-        saddr,
         flow: FlowKey6::new(saddr, daddr, sport, dport, proto),
+        addr,
+        port,
+        addr_off,
         port_off,
         csum_off,
         csum_flags,
@@ -92,7 +111,20 @@ fn ports(h: &[u8; 8], at: usize) -> u16 {
 /// or [`DROPPED`] with `why`. A function of its own, off the caller's frame.
 #[inline(never)]
 pub fn from_world(ctx: &TcContext, pkt: &Ipv6, why: &mut DropReason) -> i32 {
-    match translate(ctx, pkt) {
+    code(translate(ctx, pkt, Side::World), why)
+}
+
+/// Translates an error a container sends about a packet of one of its translated flows (its
+/// published port's client, a masqueraded flow's far end) onto what that peer sent, and sends
+/// it there: as [`from_world`]; [`NO_FLOW`] leaves it to the container-to-container path.
+#[inline(never)]
+pub fn from_container(ctx: &TcContext, pkt: &Ipv6, why: &mut DropReason) -> i32 {
+    code(translate(ctx, pkt, Side::Container), why)
+}
+
+#[inline(always)]
+fn code(r: Result<Option<i32>, DropReason>, why: &mut DropReason) -> i32 {
+    match r {
         Ok(Some(v)) => v,
         Ok(None) => NO_FLOW,
         Err(d) => {
@@ -103,49 +135,70 @@ pub fn from_world(ctx: &TcContext, pkt: &Ipv6, why: &mut DropReason) -> i32 {
 }
 
 #[inline(always)]
-fn translate(ctx: &TcContext, pkt: &Ipv6) -> Result<Option<i32>, DropReason> {
+fn translate(ctx: &TcContext, pkt: &Ipv6, side: Side) -> Result<Option<i32>, DropReason> {
     if pkt.frag != Frag::None {
         return Ok(None);
     }
-    let Some(q) = quote(ctx, pkt) else {
+    let Some(q) = quote(ctx, pkt, side) else {
         return Ok(None);
     };
-    // An error goes to whoever sent what it quotes.
-    if !Ipv6Be::same(&q.saddr, &pkt.daddr) {
+    // An error goes to whoever sent what it quotes; a container errs only about what it got.
+    let outer = match side {
+        Side::World => &pkt.daddr,
+        Side::Container => &pkt.saddr,
+    };
+    if !Ipv6Be::same(&q.addr, outer) {
         return Ok(None);
     }
     let cfg = config().ok_or(DropReason::NotInitialised)?;
-    // The quoted packet's replies are what the flow's reply entry is keyed by; its rewrite
-    // names the container's side.
+    // The quoted packet's replies are what the other entry of its flow is keyed by; its
+    // rewrite names our side as the peer knows it (World: the container; Container: the
+    // host's address and port).
     let key = q.flow.reversed();
     let Some(e) = conntrack::lookup(&key, cfg, conntrack::now()) else {
         return Ok(None);
     };
     // SAFETY: map value pointer valid for this run.
-    let (ctr, ctr_port) = unsafe { ((*e).rewrite.daddr, (*e).rewrite.dport) };
-    let Some(ep) = endpoint6(&ctr) else {
-        return Ok(None);
+    let (to, to_port) = unsafe {
+        match side {
+            Side::World => ((*e).rewrite.daddr, (*e).rewrite.dport),
+            Side::Container => ((*e).rewrite.saddr, (*e).rewrite.sport),
+        }
     };
-    // The quote: source address and port, with its own checksum.
+    if Ipv6Be::same(&to, &q.addr) && to_port == q.port {
+        // Nothing translated (a flow between containers): policy decides it as it comes.
+        return Ok(None);
+    }
+    // The quote: our address and port, with its own checksum.
     let fail = |_| DropReason::ChecksumFailed;
-    let diff = nat6::addr_diff(&q.saddr, &ctr)?;
+    let diff = nat6::addr_diff(&q.addr, &to)?;
     ctx.l4_csum_replace(q.csum_off, 0, diff, q.csum_flags)
         .map_err(fail)?;
-    ctx.l4_csum_replace(
-        q.csum_off,
-        q.flow.sport as u64,
-        ctr_port as u64,
-        q.csum_flags | 2,
-    )
-    .map_err(fail)?;
+    let port = q.csum_flags | 2;
+    ctx.l4_csum_replace(q.csum_off, q.port as u64, to_port as u64, port)
+        .map_err(fail)?;
     let w = |r: Result<(), _>| r.map_err(|_| DropReason::WriteFailed);
-    w(ctx.store(q.port_off, &ctr_port, 0))?;
-    w(ctx.store(pkt.l4_off + 8 + 8, &ctr, 0))?;
-    // The outer destination, through the ICMPv6 checksum's pseudo-header.
-    nat6::set_addr(ctx, pkt, DADDR_OFF, &pkt.daddr, &ctr)?;
-    nat6::dec_hop_limit(ctx, pkt.hop_limit)?;
+    w(ctx.store(q.port_off, &to_port, 0))?;
+    w(ctx.store(q.addr_off, &to, 0))?;
     crate::metrics::path(weir_common::stats::Path::IcmpError, ctx.len());
-    deliver::to_endpoint(ctx, ep).map(Some)
+    // The outer address, through the ICMPv6 checksum's pseudo-header.
+    match side {
+        Side::World => {
+            let ep = endpoint6(&to).ok_or(DropReason::UnknownEndpoint)?;
+            nat6::set_addr(ctx, pkt, DADDR_OFF, &pkt.daddr, &to)?;
+            nat6::dec_hop_limit(ctx, pkt.hop_limit)?;
+            deliver::to_endpoint(ctx, ep).map(Some)
+        }
+        Side::Container => {
+            nat6::set_addr(ctx, pkt, SADDR_OFF, &pkt.saddr, &to)?;
+            if let Some(ep) = endpoint6(&pkt.daddr) {
+                return deliver::to_endpoint(ctx, ep).map(Some);
+            }
+            let mut extra = deliver::Route6Extra::default();
+            let r = deliver::route6(ctx, pkt, &pkt.daddr, &mut extra)?;
+            deliver::out6(ctx, pkt, &r).map(Some)
+        }
+    }
 }
 
 pub const ICMP6_PACKET_TOO_BIG: u8 = 2;

@@ -743,3 +743,30 @@ fn fragments_follow_their_flow() {
     );
     assert_eq!(s.drops("fragment-untracked"), 1, "{}", s.stats()["drops"]);
 }
+
+#[test]
+fn a_containers_errors_reach_the_peer_of_its_translated_flow() {
+    let (s, n) = dual("fd00:a3::/64");
+    // Published UDP with nothing listening behind it: the container's stack answers "port
+    // unreachable" about the DNATed datagram; translated, the client learns it at once
+    // (a connected UDP socket gets ECONNREFUSED) instead of timing out.
+    let _c = s.container("c", &n, &["--publish", "5354:53/udp"]);
+    let said = net::python(
+        &s.ext,
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         s.settimeout(3)\n\
+         s.connect((sys.argv[1], 5354))\n\
+         s.send(b'x')\n\
+         try:\n    s.recv(10); print('answered')\n\
+         except ConnectionRefusedError:\n    print('refused')\n\
+         except socket.timeout:\n    print('timeout')\n",
+        &[rig::UPLINK_IP6],
+    );
+    assert_eq!(
+        said.trim(),
+        "refused",
+        "the container's error did not reach the client"
+    );
+    assert!(s.path_packets("icmp-error-translated") > 0);
+}
