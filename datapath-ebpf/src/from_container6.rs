@@ -32,8 +32,7 @@ use crate::{
     family::Family,
     icmp6,
     maps::{WEIR_TAILS, config, config6, endpoint6, gateway6_of, is_host_addr6, subnet6},
-    metrics::{self, Drop},
-    nat6, ndp,
+    metrics, nat6, ndp,
     packet::{self, Frag},
     packet6::{self, ICMP6_ECHO_REQUEST, Ipv6},
     policy, publish,
@@ -48,6 +47,7 @@ enum Step {
 
 #[classifier]
 pub fn from_container6(ctx: TcContext) -> i32 {
+    packet6::start(None);
     let ifindex = ifindex(&ctx);
     let len = ctx.packet_len();
     let mut why = DropReason::Malformed;
@@ -59,7 +59,7 @@ pub fn from_container6(ctx: TcContext) -> i32 {
     } else if code != DROPPED {
         return code;
     }
-    metrics::dropped(Drop::new(why), Hook::FromContainer, ifindex, len);
+    metrics::dropped6(why, Hook::FromContainer, ifindex, len);
     TC_ACT_SHOT as i32
 }
 
@@ -74,7 +74,7 @@ pub fn from_container6_new(ctx: TcContext) -> i32 {
     if code != DROPPED {
         return code;
     }
-    metrics::dropped(Drop::new(why), Hook::FromContainer, ifindex, len);
+    metrics::dropped6(why, Hook::FromContainer, ifindex, len);
     TC_ACT_SHOT as i32
 }
 
@@ -183,7 +183,7 @@ fn tracked(ctx: &TcContext, pkt: &Ipv6, ifindex: u32, cfg: &Config) -> i32 {
         Ok(Some(v)) => v,
         Ok(None) => NEW_FLOW,
         Err(d) => {
-            metrics::dropped(Drop::new(d), Hook::FromContainer, ifindex, ctx.packet_len());
+            metrics::dropped6(d, Hook::FromContainer, ifindex, ctx.packet_len());
             DROPPED
         }
     }

@@ -3,8 +3,8 @@
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
 use weir_common::{
     config::flags as cfg_flags,
-    conntrack::FlowKey,
-    event::{Event as DropEvent, KIND_DROP},
+    conntrack::{FlowKey, FlowKeyOf},
+    event::{EventOf, KIND_DROP, KIND_DROP6},
     stats::Counter,
     stats::{DropReason, Event, Hook, Path, drop_index, event_index, path_index},
 };
@@ -74,28 +74,53 @@ impl From<DropReason> for Drop {
 /// (the verifier bounds a call chain's frames to 512 bytes, and from_container is near it).
 #[inline(never)]
 pub fn dropped(d: Drop, hook: Hook, ifindex: u32, bytes: u32) {
-    bump(drop_index(d.reason, hook), bytes);
+    if counted(d.reason, hook, ifindex, bytes) {
+        report(d.reason, hook, ifindex, d.flow, KIND_DROP);
+    }
+}
+
+/// [`dropped`] for an IPv6 packet: its tuple is what the IPv6 parser last left in this CPU's
+/// slot (all zeros when the drop came before it).
+#[inline(never)]
+pub fn dropped6(reason: DropReason, hook: Hook, ifindex: u32, bytes: u32) {
+    if counted(reason, hook, ifindex, bytes) {
+        report(
+            reason,
+            hook,
+            ifindex,
+            crate::packet6::last_flow(),
+            KIND_DROP6,
+        );
+    }
+}
+
+/// Counts a drop; true when `control monitor` listens.
+#[inline(always)]
+fn counted(reason: DropReason, hook: Hook, ifindex: u32, bytes: u32) -> bool {
+    bump(drop_index(reason, hook), bytes);
     if matches!(hook, Hook::FromContainer | Hook::ToContainer) {
         link_dropped(ifindex, bytes);
     }
-    let listening = match config() {
+    match config() {
         Some(c) => c.flags & cfg_flags::EVENTS != 0,
         None => false,
-    };
-    if listening {
-        let ev = DropEvent {
-            // SAFETY: helper without preconditions.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            kind: KIND_DROP,
-            reason: d.reason as u16,
-            hook: hook as u16,
-            _pad: 0,
-            ifindex,
-            _pad2: 0,
-            flow: d.flow,
-        };
-        let _ = WEIR_EVENTS.output::<DropEvent>(&ev, 0);
     }
+}
+
+#[inline(always)]
+fn report<A: Copy>(reason: DropReason, hook: Hook, ifindex: u32, flow: FlowKeyOf<A>, kind: u16) {
+    let ev = EventOf {
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        kind,
+        reason: reason as u16,
+        hook: hook as u16,
+        _pad: 0,
+        ifindex,
+        _pad2: 0,
+        flow,
+    };
+    let _ = WEIR_EVENTS.output::<EventOf<A>>(&ev, 0);
 }
 
 /// Counts a drop against the container behind host-side veth `ifindex`.

@@ -138,6 +138,32 @@ pub fn parse(ctx: &TcContext) -> Result<&'static Ipv6, DropReason> {
     Ok(p)
 }
 
+/// The tuple the parser last left in this CPU's slot (for drop events).
+#[inline(always)]
+pub fn last_flow() -> FlowKey6 {
+    match WEIR_PKT6_SCRATCH.get(0) {
+        Some(p) => p.flow(),
+        None => FlowKey6::new([0; 4], [0; 4], 0, 0, 0),
+    }
+}
+
+/// Forgets the last packet (at the start of a program, so that a drop before parsing
+/// reports no other packet's tuple), keeping the addresses `addrs` read, if given.
+#[inline(always)]
+pub fn start(addrs: Option<(Ipv6Be, Ipv6Be)>) {
+    if let Some(p) = WEIR_PKT6_SCRATCH.get_ptr_mut(0) {
+        let (s, d) = addrs.unwrap_or(([0; 4], [0; 4]));
+        // SAFETY: this CPU's slot.
+        unsafe {
+            (*p).saddr = s;
+            (*p).daddr = d;
+            (*p).sport = 0;
+            (*p).dport = 0;
+            (*p).proto = 0;
+        }
+    }
+}
+
 #[inline(never)]
 fn parse_into(ctx: &TcContext, p: &mut Ipv6) -> Result<(), DropReason> {
     let fixed: [u8; 8] = load(ctx, L3_OFF)?;

@@ -22,8 +22,7 @@ use crate::{
     context::{PacketCtx, ifindex},
     deliver,
     maps::{config, endpoint6, is_host_addr6, subnet6},
-    metrics::{self, Drop},
-    nat6,
+    metrics, nat6,
     packet::Frag,
     packet6::{self, Ipv6},
     publish,
@@ -35,7 +34,7 @@ pub fn uplink_tc6(ctx: TcContext) -> i32 {
     match try_uplink_tc6(&ctx, len) {
         Ok(v) => v,
         Err(d) => {
-            metrics::dropped(Drop::new(d), Hook::UplinkTc, ifindex(&ctx), len);
+            metrics::dropped6(d, Hook::UplinkTc, ifindex(&ctx), len);
             TC_ACT_SHOT as i32
         }
     }
@@ -50,7 +49,9 @@ fn is_container_side(daddr: &Ipv6Be) -> bool {
 
 #[inline(always)]
 fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
-    let Some((saddr, daddr)) = packet6::addrs(ctx) else {
+    let addrs = packet6::addrs(ctx);
+    packet6::start(addrs);
+    let Some((saddr, daddr)) = addrs else {
         return Ok(TC_ACT_OK as i32);
     };
     if subnet6(&saddr).is_some() || is_host_addr6(&saddr) {

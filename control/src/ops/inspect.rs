@@ -12,7 +12,7 @@ use weir_common::{
     addr::{port_host, to_std},
     config::flags as cfg_flags,
     conntrack::{CtEntryOf, FlowKeyOf, flags, state as ct_state},
-    event::Event as DropEvent,
+    event::{Event as DropEvent, Event6, EventOf, KIND_DROP, KIND_DROP6, KIND_OFFSET},
     maps as names,
     stats::{DropReason, Event, Hook, Path, drop_index, event_index, path_index},
 };
@@ -435,7 +435,22 @@ pub struct MonitorEvent {
 }
 
 impl MonitorEvent {
-    fn from(e: &DropEvent) -> Self {
+    /// The event in a ring-buffer record, whichever family's (None: not a record we know).
+    fn decode(item: &[u8]) -> Option<(u64, Self)> {
+        let kind = u16::from_ne_bytes(item.get(KIND_OFFSET..KIND_OFFSET + 2)?.try_into().ok()?);
+        fn read<T: bytemuck::Pod>(item: &[u8]) -> Option<T> {
+            Some(bytemuck::pod_read_unaligned(
+                item.get(..std::mem::size_of::<T>())?,
+            ))
+        }
+        match kind {
+            KIND_DROP => read::<DropEvent>(item).map(|e| (e.ts_ns, Self::from(&e))),
+            KIND_DROP6 => read::<Event6>(item).map(|e| (e.ts_ns, Self::from(&e))),
+            _ => None,
+        }
+    }
+
+    fn from<A: Shown>(e: &EventOf<A>) -> Self {
         Self {
             kind: "drop",
             reason: DropReason::from_u32(e.reason as u32)
@@ -480,13 +495,11 @@ pub async fn monitor(
     tokio::pin!(ctrl_c);
     let result = loop {
         while let Some(item) = rb.next() {
-            if item.len() >= std::mem::size_of::<DropEvent>() {
-                let ev: DropEvent =
-                    bytemuck::pod_read_unaligned(&item[..std::mem::size_of::<DropEvent>()]);
-                if ev.ts_ns < since_ns {
+            if let Some((ts_ns, ev)) = MonitorEvent::decode(&item) {
+                if ts_ns < since_ns {
                     continue;
                 }
-                emit(&MonitorEvent::from(&ev));
+                emit(&ev);
                 seen += 1;
             }
             if count.is_some_and(|c| seen >= c) {

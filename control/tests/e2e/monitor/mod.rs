@@ -421,3 +421,36 @@ fn exhaustion_streams_as_text(r: &Exhausted) {
     );
     assert!(!listening(s), "listening flag left set by the text monitor");
 }
+
+/// IPv6 drops stream with their tuple too (their own record layout in the ring buffer).
+#[test]
+fn monitor_shows_ipv6_drops_with_their_addresses() {
+    let s = Sandbox::new(CONTROL);
+    s.add_ipv6();
+    s.init(&[]);
+    let n = s.network("m6", "10.97.0.0/24", &["--subnet6", "fd00:a4::/64"]);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    s.ok(&["isolate", &a.name, &b.name]);
+    let _srv = b.spawn(&["socat", "TCP6-LISTEN:7500,reuseaddr,fork", "EXEC:cat"]);
+    net::wait_listening(&b, 7500, "tcp");
+    let m = Monitor::start(&s, &[]);
+    let want = "[fd00:a4::2]";
+    let ok = m.poke_until(
+        Duration::from_secs(10),
+        || {
+            let _ = a.run(&["timeout", "1", "socat", "-", "TCP6:[fd00:a4::3]:7500"]);
+        },
+        |evs| {
+            evs.iter().any(|e| {
+                e["reason"] == "policy-denied"
+                    && e["proto"] == "tcp"
+                    && e["flow"]
+                        .as_str()
+                        .is_some_and(|f| f.starts_with(want) && f.ends_with("[fd00:a4::3]:7500"))
+            })
+        },
+    );
+    let (_, evs, _) = m.finish(Duration::from_secs(2));
+    assert!(ok, "no IPv6 drop with its tuple: {evs:?}");
+}
