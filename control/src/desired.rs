@@ -110,43 +110,56 @@ pub fn config6(uplink: &Uplink) -> Config6 {
     }
 }
 
-/// The `WEIR_PUBLISH` key of a published port.
-pub fn publish_key(p: &Publish) -> PublishKey {
-    PublishKey::new(
-        p.host_ip.map(from_std).unwrap_or(0),
+/// The `WEIR_PUBLISH` key of a published port (None: it is on an IPv6 address alone).
+pub fn publish_key(p: &Publish) -> Option<PublishKey> {
+    let addr = match p.host_ip {
+        None => 0,
+        Some(std::net::IpAddr::V4(ip)) => from_std(ip),
+        Some(std::net::IpAddr::V6(_)) => return None,
+    };
+    Some(PublishKey::new(
+        addr,
         port_be(p.host_port),
         p.proto.number(),
-    )
+    ))
 }
 
-/// The `WEIR_PUBLISH` entry of a published port.
-pub fn publish_entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarget)> {
+/// The `WEIR_PUBLISH` entry of a published port (None: on an IPv6 address alone).
+pub fn publish_entry(st: &State, p: &Publish) -> Result<Option<(PublishKey, PublishTarget)>> {
     let c = st.container(&p.container)?;
+    let Some(key) = publish_key(p) else {
+        return Ok(None);
+    };
     let target = PublishTarget {
         addr: from_std(c.ip),
         port: port_be(p.container_port),
         _pad: 0,
         identity: c.identity,
     };
-    Ok((publish_key(p), target))
+    Ok(Some((key, target)))
 }
 
 /// Every published port's entry (those of containers that no longer exist are skipped).
 pub fn published(st: &State, pubs: &[Publish]) -> HashMap<PublishKey, PublishTarget> {
     pubs.iter()
-        .filter_map(|p| publish_entry(st, p).ok())
+        .filter_map(|p| publish_entry(st, p).ok().flatten())
         .collect()
 }
 
-/// The `WEIR_PUBLISH6` entry of a published port: on every IPv6 address of the host, for a
-/// port published without `--host-ip` (an IPv4 address) on a container with IPv6, as Docker
-/// publishes `-p 8080:80` on both families.
+/// The `WEIR_PUBLISH6` entry of a published port of a container with IPv6: on every IPv6
+/// address of the host for a port published without `--host-ip` (as Docker publishes
+/// `-p 8080:80` on both families), or on its IPv6 `--host-ip`.
 pub fn publish6_entry(st: &State, p: &Publish) -> Result<Option<(PublishKey6, PublishTarget6)>> {
     let c = st.container(&p.container)?;
-    let (None, Some(ip6)) = (p.host_ip, c.ip6) else {
+    let Some(ip6) = c.ip6 else {
         return Ok(None);
     };
-    let key = PublishKey6::new([0; 4], port_be(p.host_port), p.proto.number());
+    let addr = match p.host_ip {
+        None => [0; 4],
+        Some(std::net::IpAddr::V6(h)) => from_std6(h),
+        Some(std::net::IpAddr::V4(_)) => return Ok(None),
+    };
+    let key = PublishKey6::new(addr, port_be(p.host_port), p.proto.number());
     let target = PublishTarget6 {
         addr: from_std6(ip6),
         port: port_be(p.container_port),

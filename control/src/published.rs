@@ -1,7 +1,7 @@
 //! Published ports as the user asked for them: one line each in the port book, a [`Book`]
 //! beside the state (`*:8080/tcp web 80`, `192.0.2.10:5353/udp dns 53`).
 
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{fmt, net::IpAddr, str::FromStr};
 
 use crate::{
     book::Book,
@@ -15,7 +15,7 @@ use crate::{
 /// address) to container port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Port {
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
@@ -57,7 +57,7 @@ pub fn ephemeral_range() -> (u16, u16) {
 
 impl Port {
     /// `HOSTPORT:PORT[/tcp|/udp]`, on `host_ip`.
-    pub fn parse(spec: &str, host_ip: Option<Ipv4Addr>) -> Result<Self> {
+    pub fn parse(spec: &str, host_ip: Option<IpAddr>) -> Result<Self> {
         let (host_port, container_port, proto) = validate::publish_spec(spec)?;
         Ok(Self {
             host_ip,
@@ -72,7 +72,7 @@ impl Port {
 pub struct Publish {
     pub container: String,
     /// None: every host address.
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
@@ -91,7 +91,7 @@ impl Publish {
 
     /// Whether it takes `host_port/proto` on `host_ip` (None: every address) — two publishes
     /// clash when their ports match and their addresses overlap.
-    pub fn clashes(&self, host_ip: Option<Ipv4Addr>, host_port: u16, proto: Proto) -> bool {
+    pub fn clashes(&self, host_ip: Option<IpAddr>, host_port: u16, proto: Proto) -> bool {
         self.proto == proto
             && self.host_port == host_port
             && (self.host_ip == host_ip || self.host_ip.is_none() || host_ip.is_none())
@@ -106,6 +106,7 @@ impl Publish {
 impl fmt::Display for Publish {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.host_ip {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
             Some(ip) => write!(f, "{ip}")?,
             None => f.write_str("*")?,
         }
@@ -136,7 +137,9 @@ impl FromStr for Publish {
         let (addr, hport) = host.rsplit_once(':').ok_or_else(bad)?;
         let host_ip = match addr {
             "*" => None,
-            a => Some(validate::ipv4("host IP", a)?),
+            a => Some(validate::host_ip(
+                a.trim_start_matches('[').trim_end_matches(']'),
+            )?),
         };
         let (host_port, proto) = validate::host_port_spec(hport)?;
         if !hport.contains('/') {
@@ -170,7 +173,7 @@ impl PublishBook {
     /// The publishes that take `host_port/proto` on `host_ip` (None: on any address).
     pub fn on_port(
         &self,
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<IpAddr>,
         host_port: u16,
         proto: Proto,
     ) -> Result<Vec<Publish>> {
@@ -181,7 +184,7 @@ impl PublishBook {
     /// The publish that takes `host_port/proto` on `host_ip`, if one does.
     pub fn clashing(
         &self,
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<IpAddr>,
         host_port: u16,
         proto: Proto,
     ) -> Result<Option<Publish>> {
@@ -218,15 +221,26 @@ mod tests {
             "*:8080/tcp we/b 80",
             "*:8080/tcp web 80 extra",
             "300.1.1.1:8080/tcp web 80",
+            "[fd00::zz]:8080/tcp web 80",
         ] {
             assert!(bad.parse::<Publish>().is_err(), "{bad}");
         }
     }
 
     #[test]
+    fn ipv6_host_addresses_round_trip_in_brackets() {
+        let line = "[2001:db8::10]:8080/tcp web 80";
+        let p: Publish = line.parse().unwrap();
+        assert_eq!(p.host_ip, Some("2001:db8::10".parse().unwrap()));
+        assert_eq!(p.to_string(), line);
+        let lo: Publish = "[::1]:53/udp dns 53".parse().unwrap();
+        assert_eq!(lo.to_string(), "[::1]:53/udp dns 53");
+    }
+
+    #[test]
     fn clashes_follow_addresses() {
         let p: Publish = "192.0.2.10:8080/tcp web 80".parse().unwrap();
-        let other = Some(Ipv4Addr::new(192, 0, 2, 11));
+        let other = Some(std::net::Ipv4Addr::new(192, 0, 2, 11).into());
         assert!(p.clashes(None, 8080, Proto::Tcp));
         assert!(p.clashes(p.host_ip, 8080, Proto::Tcp));
         assert!(!p.clashes(other, 8080, Proto::Tcp));
@@ -254,9 +268,13 @@ mod tests {
         );
         assert!(b.clashing(None, 808, Proto::Tcp).unwrap().is_none());
         assert!(
-            b.clashing(Some(Ipv4Addr::new(192, 0, 2, 9)), 53, Proto::Udp)
-                .unwrap()
-                .is_none()
+            b.clashing(
+                Some(std::net::Ipv4Addr::new(192, 0, 2, 9).into()),
+                53,
+                Proto::Udp
+            )
+            .unwrap()
+            .is_none()
         );
         assert_eq!(b.of("web").unwrap().len(), 1);
         assert_eq!(b.forget("web").unwrap(), 1);

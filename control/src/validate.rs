@@ -192,6 +192,19 @@ pub fn subnet6(s: &str) -> Result<ipnet::Ipv6Net> {
     Ok(net)
 }
 
+/// A host address to publish on: IPv4, or IPv6 (brackets allowed, as in `[::1]`).
+pub fn host_ip(s: &str) -> Result<std::net::IpAddr> {
+    s.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| {
+            Error::invalid(format!(
+                "invalid host IP {:?}: expected an IPv4 or IPv6 address, e.g. 192.0.2.10 or ::1",
+                truncate(s)
+            ))
+        })
+}
+
 /// A container's IPv6 address.
 pub fn ipv6(what: &str, s: &str) -> Result<std::net::Ipv6Addr> {
     s.parse().map_err(|_| {

@@ -7,7 +7,7 @@
 //! wait for the instance lock before answering "try again later").
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -80,7 +80,7 @@ pub struct Attachment {
 /// A port mapping Weir can publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
@@ -193,12 +193,12 @@ fn mapping(p: &PortMapping) -> CniResult<Mapping> {
         }
     };
     let host_ip = match p.host_ip.as_deref().unwrap_or("") {
-        "" | "0.0.0.0" => None,
-        s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+        "" | "0.0.0.0" | "::" => None,
+        s => Some(s.parse::<IpAddr>().map_err(|_| {
             CniError::new(
                 code::UNSUPPORTED_FIELD,
                 format!("unsupported field \"portMappings.hostIP\": {s:?}"),
-                "Weir publishes on IPv4 host addresses only",
+                "hostIP must be an IPv4 or IPv6 address of the host",
             )
         })?),
     };
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(m[0].host_port, 8080);
         assert_eq!(m[0].host_ip, None);
         assert_eq!(m[1].proto, Proto::Udp);
-        assert_eq!(m[1].host_ip, Some(Ipv4Addr::new(198, 18, 0, 1)));
+        assert_eq!(m[1].host_ip, Some("198.18.0.1".parse().unwrap()));
         for (bad, want) in [
             (r#"{"hostPort":0,"containerPort":80}"#, code::INVALID_CONFIG),
             (
@@ -252,7 +252,7 @@ mod tests {
                 code::UNSUPPORTED_FIELD,
             ),
             (
-                r#"{"hostPort":80,"containerPort":80,"hostIP":"::1"}"#,
+                r#"{"hostPort":80,"containerPort":80,"hostIP":"nowhere"}"#,
                 code::UNSUPPORTED_FIELD,
             ),
         ] {

@@ -60,7 +60,7 @@ fn binding(b: &PortBinding) -> Result<Binding> {
     };
     Ok(Binding {
         port: Port {
-            host_ip,
+            host_ip: host_ip.map(std::net::IpAddr::V4),
             host_port: b.host_port,
             container_port: b.port,
             proto,
@@ -96,7 +96,7 @@ mod tests {
             (81, Proto::Tcp)
         );
         assert_eq!(got[2].host, HostPorts::Exactly(5353));
-        assert_eq!(got[2].port.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(got[2].port.host_ip, Some(Ipv4Addr::LOCALHOST.into()));
         assert_eq!(
             (got[2].port.host_port, got[2].port.proto),
             (5353, Proto::Udp)

@@ -18,6 +18,7 @@ Examples:
   control publish api 8080:80                       # tcp, every host address
   control publish dns 5353:53/udp
   control publish api 8443:443 --host-ip 192.0.2.10 # one host address only
+  control publish api 8443:443 --host-ip ::1        # the host's own IPv6 loopback only
   control publish api 9000-9009:80                  # the first free host port of 9000-9009
   control publish api 80                            # any free host port (the ephemeral range)
 
@@ -70,12 +71,16 @@ fn record_of(ctx: &Ctx, name: &str) -> Result<String> {
     st.one_answering(name).map(str::to_string)
 }
 
-fn host_ip(s: Option<&str>) -> Result<Option<std::net::Ipv4Addr>> {
-    s.map(|s| validate::ipv4("host IP", s)).transpose()
+fn host_ip(s: Option<&str>) -> Result<Option<std::net::IpAddr>> {
+    s.map(validate::host_ip).transpose()
 }
 
-fn host(ip: Option<std::net::Ipv4Addr>) -> String {
-    ip.map(|i| i.to_string()).unwrap_or_else(|| "*".into())
+fn host(ip: Option<std::net::IpAddr>) -> String {
+    match ip {
+        Some(std::net::IpAddr::V6(i)) => format!("[{i}]"),
+        Some(i) => i.to_string(),
+        None => "*".into(),
+    }
 }
 
 pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `control publish` / `control unpublish`: published ports live in one hash map keyed by
 //! (host address or any, protocol, port); the datapath looks them up on new flows only.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 use weir_common::publish::{PublishKey, PublishTarget};
@@ -19,7 +19,7 @@ use crate::{
 #[derive(Debug, Serialize)]
 pub struct PublishInfo {
     pub container: String,
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
@@ -27,7 +27,11 @@ pub struct PublishInfo {
 }
 
 pub fn describe(p: &Publish) -> String {
-    let host = p.host_ip.map(|ip| format!("{ip}:")).unwrap_or_default();
+    let host = match p.host_ip {
+        Some(IpAddr::V6(ip)) => format!("[{ip}]:"),
+        Some(ip) => format!("{ip}:"),
+        None => String::new(),
+    };
     format!(
         "{host}{}->{}/{}",
         p.host_port,
@@ -53,8 +57,8 @@ pub fn list(st: &State, pubs: &[Publish]) -> Vec<PublishInfo> {
         .collect()
 }
 
-/// The map entry for a published port.
-pub fn entry(st: &State, p: &Publish) -> Result<(PublishKey, PublishTarget)> {
+/// The IPv4 map entry for a published port (None: on an IPv6 address alone).
+pub fn entry(st: &State, p: &Publish) -> Result<Option<(PublishKey, PublishTarget)>> {
     desired::publish_entry(st, p)
 }
 
@@ -164,25 +168,20 @@ pub async fn add(
         return Err(already_published(&existing));
     }
     if let Some(ip) = host_ip {
-        let local = netlink::ipv4_addrs(&ctx.nl, None)
-            .await?
-            .iter()
-            .any(|(_, a, _)| *a == ip);
-        if !local {
-            return Err(Error::invalid(format!(
-                "--host-ip {ip} is not an address of the host namespace: use one of its addresses or omit --host-ip"
-            )));
-        }
+        check_host_ip(ctx, st, container, ip).await?;
     }
     if host == HostPort::CheckFree {
         port_free(host_ip, host_port, proto)?;
     }
-    let (k, v) = entry(st, &p)?;
+    let v4 = entry(st, &p)?;
     book.append(&p)?;
-    let written = maps::publish(&ctx.inst).and_then(|mut m| {
-        m.insert(k, v, 0)
-            .ctx(|| "writing the published-ports map".into())
-    });
+    let written = match v4 {
+        Some((k, v)) => maps::publish(&ctx.inst).and_then(|mut m| {
+            m.insert(k, v, 0)
+                .ctx(|| "writing the published-ports map".into())
+        }),
+        None => Ok(()),
+    };
     let written = written.and_then(|()| match desired::publish6_entry(st, &p)? {
         Some((k6, v6)) => maps::publish6(&ctx.inst)?
             .insert(k6, v6, 0)
@@ -195,6 +194,34 @@ pub async fn add(
         return Err(e);
     }
     Ok(p)
+}
+
+/// A `--host-ip` must be an address of the host namespace (`::1` too); an IPv6 one needs a
+/// container with IPv6.
+async fn check_host_ip(ctx: &Ctx, st: &State, container: &str, ip: IpAddr) -> Result<()> {
+    let local = match ip {
+        IpAddr::V4(v4) => netlink::ipv4_addrs(&ctx.nl, None)
+            .await?
+            .iter()
+            .any(|(_, a, _)| *a == v4),
+        IpAddr::V6(v6) => {
+            if st.container(container)?.ip6.is_none() {
+                return Err(Error::invalid(format!(
+                    "--host-ip {ip} is an IPv6 address but container {container:?} has no IPv6: use an IPv4 address, or a dual-stack network"
+                )));
+            }
+            v6.is_loopback()
+                || netlink::ipv6_global_addrs(&ctx.nl, None)
+                    .await?
+                    .contains(&v6)
+        }
+    };
+    if !local {
+        return Err(Error::invalid(format!(
+            "--host-ip {ip} is not an address of the host namespace: use one of its addresses or omit --host-ip"
+        )));
+    }
+    Ok(())
 }
 
 /// The refusal of a host port `existing` holds.
@@ -238,38 +265,9 @@ pub fn precheck(st: &State, book: &PublishBook, network: &str, ports: &[Port]) -
 
 /// Fails when a socket in the host namespace already owns the port (a listener for TCP, any
 /// bound socket for UDP): Weir would silently steal its traffic.
-fn port_free(host_ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<()> {
-    let addr = std::net::SocketAddrV4::new(host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port);
-    let res = match proto {
-        Proto::Tcp => {
-            // SO_REUSEADDR: only a listening socket makes bind fail, not TIME_WAIT leftovers.
-            let s = nix::sys::socket::socket(
-                nix::sys::socket::AddressFamily::Inet,
-                nix::sys::socket::SockType::Stream,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .ctx(|| "socket".into())?;
-            let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReuseAddr, &true);
-            nix::sys::socket::bind(
-                std::os::fd::AsRawFd::as_raw_fd(&s),
-                &nix::sys::socket::SockaddrIn::from(addr),
-            )
-        }
-        Proto::Udp => {
-            let s = nix::sys::socket::socket(
-                nix::sys::socket::AddressFamily::Inet,
-                nix::sys::socket::SockType::Datagram,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .ctx(|| "socket".into())?;
-            nix::sys::socket::bind(
-                std::os::fd::AsRawFd::as_raw_fd(&s),
-                &nix::sys::socket::SockaddrIn::from(addr),
-            )
-        }
-    };
+fn port_free(host_ip: Option<IpAddr>, port: u16, proto: Proto) -> Result<()> {
+    let ip = host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let res = bind_test(ip, port, proto);
     match res {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EADDRINUSE) => Err(Error::conflict(format!(
@@ -277,10 +275,39 @@ fn port_free(host_ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<()> {
             proto.name()
         ))),
         Err(nix::errno::Errno::EADDRNOTAVAIL) => Err(Error::invalid(format!(
-            "{} is not an address of the host namespace",
-            addr.ip()
+            "{ip} is not an address of the host namespace"
         ))),
         Err(_) => Ok(()),
+    }
+}
+
+/// Binds (and closes) a socket of `proto` on `ip:port`: what a publication would shadow.
+fn bind_test(ip: IpAddr, port: u16, proto: Proto) -> std::result::Result<(), nix::errno::Errno> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
+    let (family, ty) = (
+        match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        },
+        match proto {
+            Proto::Tcp => SockType::Stream,
+            Proto::Udp => SockType::Datagram,
+        },
+    );
+    let s = nix::sys::socket::socket(family, ty, SockFlag::SOCK_CLOEXEC, None)?;
+    if proto == Proto::Tcp {
+        // SO_REUSEADDR: only a listening socket makes bind fail, not TIME_WAIT leftovers.
+        let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReuseAddr, &true);
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+    match ip {
+        IpAddr::V4(a) => {
+            nix::sys::socket::bind(fd, &SockaddrIn::from(std::net::SocketAddrV4::new(a, port)))
+        }
+        IpAddr::V6(a) => nix::sys::socket::bind(
+            fd,
+            &SockaddrIn6::from(std::net::SocketAddrV6::new(a, port, 0, 0)),
+        ),
     }
 }
 
@@ -306,7 +333,7 @@ pub async fn unpublish(
     ctx: &Ctx,
     container: &str,
     (hp, proto): (u16, Proto),
-    host_ip: Option<Ipv4Addr>,
+    host_ip: Option<IpAddr>,
 ) -> Result<Unpublished> {
     let (_lock, st) = ctx.begin().await?;
     st.container(container)?;
@@ -347,7 +374,20 @@ pub async fn unpublish(
 
 /// Removes a published port's map entry (the state is the caller's business).
 pub fn remove_entry(ctx: &Ctx, st: &State, p: &Publish) -> Result<()> {
-    let key = desired::publish_key(p);
+    if let Some(key) = desired::publish_key(p) {
+        remove_entry4(ctx, st, p, key)?;
+    }
+    if let Ok(Some((key6, mine))) = desired::publish6_entry(st, p) {
+        let mut m6 = maps::publish6(&ctx.inst)?;
+        if m6.get(&key6, 0).is_ok_and(|cur| cur.addr == mine.addr) {
+            let _ = m6.remove(&key6);
+        }
+    }
+    Ok(())
+}
+
+/// The IPv4 half of [`remove_entry`].
+fn remove_entry4(ctx: &Ctx, st: &State, p: &Publish, key: PublishKey) -> Result<()> {
     let mut m = maps::publish(&ctx.inst)?;
     // Only if it still points at this container (a stale state must not remove someone else's).
     if let (Ok(cur), Some(c)) = (m.get(&key, 0), st.containers.get(&p.container))
@@ -356,11 +396,5 @@ pub fn remove_entry(ctx: &Ctx, st: &State, p: &Publish) -> Result<()> {
         return Ok(());
     }
     let _ = m.remove(&key);
-    if let Ok(Some((key6, mine))) = desired::publish6_entry(st, p) {
-        let mut m6 = maps::publish6(&ctx.inst)?;
-        if m6.get(&key6, 0).is_ok_and(|cur| cur.addr == mine.addr) {
-            let _ = m6.remove(&key6);
-        }
-    }
     Ok(())
 }

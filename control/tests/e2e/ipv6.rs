@@ -770,3 +770,56 @@ fn a_containers_errors_reach_the_peer_of_its_translated_flow() {
     );
     assert!(s.path_packets("icmp-error-translated") > 0);
 }
+
+#[test]
+fn publishing_on_one_ipv6_host_address() {
+    let (s, n) = dual("fd00:a5::/64");
+    let web = s.container("web", &n, &[]);
+    let _srv = net::peer_echo6(&web, 7000);
+    // The host's IPv6 loopback only: the host's own sockets, never the wire.
+    s.ok(&["publish", &web.name, "8085:7000", "--host-ip", "::1"]);
+    assert!(!host_tcp(&s, "::1", 8085, false).is_empty(), "[::1]:8085");
+    assert_eq!(
+        net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8085),
+        "",
+        "::1-only port from the world"
+    );
+    assert_eq!(
+        host_tcp(&s, rig::UPLINK_IP6, 8085, false),
+        "",
+        "::1-only port on another address"
+    );
+    // One global address: from the world, on that address alone, and not over IPv4.
+    s.ok(&[
+        "publish",
+        &web.name,
+        "8086:7000",
+        "--host-ip",
+        rig::UPLINK_IP6,
+    ]);
+    assert_eq!(
+        canon(&net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8086)),
+        EXT_IP6
+    );
+    assert!(net::curl(&s.ext, &format!("http://{}:8086/", rig::UPLINK_IP), 2).is_none());
+    let ports = s.ok(&["ports", &web.name]);
+    assert!(
+        ports.contains("[::1]") && ports.contains(&format!("[{}]", rig::UPLINK_IP6)),
+        "{ports}"
+    );
+    // Refused: not a host address; an IPv6 address for a container without IPv6.
+    let e = s.fails(&[
+        "publish",
+        &web.name,
+        "8087:7000",
+        "--host-ip",
+        "2001:db8:ff::1",
+    ]);
+    assert!(e.contains("not an address of the host"), "{e}");
+    let n4 = s.network("v4", "10.98.0.0/24", &[]);
+    let v4 = s.container("v4", &n4, &[]);
+    let e = s.fails(&["publish", &v4.name, "8088:80", "--host-ip", "::1"]);
+    assert!(e.contains("has no IPv6"), "{e}");
+    s.ok(&["unpublish", &web.name, "8086", "--host-ip", rig::UPLINK_IP6]);
+    assert_eq!(net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8086), "");
+}
