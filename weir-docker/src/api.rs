@@ -114,6 +114,8 @@ pub struct JoinReply {
     pub interface_name: InterfaceName,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]
+    pub gateway_ipv6: String,
     /// Internal networks: no gateway, and no `docker_gwbridge` instead of one.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub disable_gateway_service: bool,

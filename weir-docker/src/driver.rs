@@ -63,6 +63,7 @@ fn check_id(what: &str, id: &str) -> Result<()> {
 struct Pending {
     network: String,
     ip: Ipv4Addr,
+    ip6: Option<std::net::Ipv6Addr>,
     mac: [u8; 6],
 }
 
@@ -251,11 +252,19 @@ impl Driver {
         let network = weir_name(&req.network_id);
         let st = state::load_required(&self.ctx.inst)?;
         let net = st.network(&network)?;
-        if !req.interface.address_ipv6.is_empty() {
-            return Err(ipv6_unsupported());
-        }
         let ip = address_in(&req.interface.address, net.subnet)?;
         container::choose_ip(&st, &network, Some(ip))?;
+        let ip6 = match req
+            .interface
+            .address_ipv6
+            .split('/')
+            .next()
+            .unwrap_or_default()
+        {
+            "" => None,
+            a => Some(validate::ipv6("IPv6 address", a)?),
+        };
+        container::choose_ip6(&st, &network, ip6)?;
         let given = !req.interface.mac_address.is_empty();
         let mac = if given {
             netlink::parse_mac(&req.interface.mac_address).ok_or_else(|| {
@@ -267,8 +276,15 @@ impl Driver {
         } else {
             container::mac_for(ip)
         };
-        self.pending
-            .insert(req.endpoint_id, Pending { network, ip, mac });
+        self.pending.insert(
+            req.endpoint_id,
+            Pending {
+                network,
+                ip,
+                ip6,
+                mac,
+            },
+        );
         // Docker takes a MAC from the driver only when the user gave none.
         Ok(if given {
             json!({ "Interface": {} })
@@ -298,7 +314,7 @@ impl Driver {
                 peer: Peer::LeaveInHost,
                 ifname: peer_name(&req.endpoint_id),
                 ip: Some(p.ip),
-                ip6: None,
+                ip6: p.ip6,
                 mac: Some(p.mac),
                 ports: Vec::new(),
                 host_ports: HostPort::CheckFree,
@@ -326,6 +342,10 @@ impl Driver {
                 String::new()
             } else {
                 net.gateway.to_string()
+            },
+            gateway_ipv6: match (net.internal, c.ip6, net.gateway6) {
+                (false, Some(_), Some(gw6)) => gw6.to_string(),
+                _ => String::new(),
             },
             disable_gateway_service: net.internal,
         })
@@ -427,18 +447,34 @@ fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T> {
         .map_err(|e| Error::invalid(format!("the request is not the JSON expected: {e}")))
 }
 
-fn ipv6_unsupported() -> Error {
-    Error::invalid(
-        "Weir networks are IPv4-only for now: create the network without --ipv6 or IPv6 subnets",
-    )
+/// A network's IPv6 (`docker network create --ipv6 --subnet …`): one IPv6 pool, whose gateway
+/// must be Weir's, `<prefix>::1` (Docker's default too).
+fn network_ipv6(req: &CreateNetwork) -> Result<control::ops::network::Ipv6Choice> {
+    use control::ops::network::Ipv6Choice;
+    if req.options.get(api::ENABLE_IPV6) != Some(&json!(true)) {
+        return Ok(Ipv6Choice::Off);
+    }
+    let [pool] = req.ipv6_data.as_slice() else {
+        return Err(Error::invalid(format!(
+            "a Weir network has one IPv6 subnet, not {}: give one IPv6 --subnet",
+            req.ipv6_data.len()
+        )));
+    };
+    let subnet6 = validate::subnet6(&pool.pool)?;
+    let gw = control::ipv6::gateway_of(subnet6);
+    let given = pool.gateway.split('/').next().unwrap_or_default();
+    if !given.is_empty() && validate::ipv6("IPv6 gateway", given)? != gw {
+        return Err(Error::invalid(format!(
+            "a Weir network's IPv6 gateway is {gw}, the subnet's first address: drop --gateway for it or give {gw}"
+        )));
+    }
+    Ok(Ipv6Choice::Subnet(subnet6))
 }
 
 /// The Weir network Docker's CreateNetwork asks for: its IPAM pool and gateway, internal or
 /// not; options Weir cannot honour are refused rather than ignored.
 fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
-    if !req.ipv6_data.is_empty() || req.options.get(api::ENABLE_IPV6) == Some(&json!(true)) {
-        return Err(ipv6_unsupported());
-    }
+    let ipv6 = network_ipv6(req)?;
     let [pool] = req.ipv4_data.as_slice() else {
         return Err(Error::invalid(format!(
             "a Weir network has one IPv4 subnet, not {}: give one --subnet",
@@ -460,7 +496,7 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
     }
     let internal = req.options.get(api::INTERNAL) == Some(&json!(true));
     Ok(NetworkSpec {
-        ipv6: control::ops::network::Ipv6Choice::Off,
+        ipv6,
         subnet,
         gateway,
         reach: if internal {

@@ -140,10 +140,10 @@ fn only_weirs_datapath(s: &Sandbox) {
 fn what_weir_refuses_docker_shows() {
     let (s, d, drv, image) = docker_on_weir(&[]);
     let e = d.fails(&words(&format!(
-        "network create -d {} --ipv6 --subnet fd77::/64 v6",
+        "network create -d {} --ipv6 --subnet 10.76.0.0/24 --gateway 10.76.0.1 --subnet fd77::/64 --gateway fd77::fe v6",
         drv.name
     )));
-    assert!(e.contains("IPv4-only"), "{e}");
+    assert!(e.contains("IPv6 gateway is fd77::1"), "{e}");
     let e = d.fails(&words(&format!(
         "network create -d {} --subnet 10.78.0.0/24 -o foo=bar o",
         drv.name
@@ -356,4 +356,49 @@ fn live_restore_keeps_containers_serving() {
     d.must(&["rm", "-f", "lr1"]);
     nothing_left(&s, &format!("http://{UPLINK_IP}:8090/"));
     d.must(&["network", "rm", "lr"]);
+}
+
+#[test]
+fn docker_dual_stack_networks() {
+    let (s, d, drv, image) = docker_on_dual_stack_weir();
+    d.must(&words(&format!(
+        "network create -d {} --ipv6 --subnet 10.79.0.0/24 --subnet fd79::/64 dual",
+        drv.name
+    )));
+    let serve = "echo served over v6 > /www/index.html && httpd -f -p 80 -h /www";
+    d.must(&[
+        "run",
+        "-d",
+        "--name",
+        "web6",
+        "--network",
+        "dual",
+        "-p",
+        "8090:80",
+        image,
+        "sh",
+        "-c",
+        serve,
+    ]);
+    let w = weir_container(&s, &d, "web6", "dual");
+    let ip6 = w["ip6"].as_str().expect("an IPv6 address").to_string();
+    assert!(ip6.starts_with("fd79::"), "{w}");
+    // Docker configured the interface it moved: the address and the default route via
+    // Weir's gateway.
+    let inside = d.must(&["exec", "web6", "ip", "-6", "route"]);
+    assert!(inside.contains("default via fd79::1"), "{inside}");
+    // The host reaches it, and the world through the published port on the host's IPv6.
+    let direct = format!("http://[{ip6}]:80/");
+    assert_eq!(
+        net::curl(&s.host, &direct, 5).as_deref(),
+        Some("served over v6\n")
+    );
+    let url = format!("http://[{}]:8090/", rig::UPLINK_IP6);
+    assert_eq!(
+        net::curl(&s.ext, &url, 5).as_deref(),
+        Some("served over v6\n")
+    );
+    d.must(&["rm", "-f", "web6"]);
+    d.must(&["network", "rm", "dual"]);
+    assert_eq!(s.json(&["container", "ls"]), serde_json::json!([]));
 }

@@ -86,6 +86,18 @@ impl Drop for Driver {
 /// it, and the image.
 pub fn docker_on_weir(flags: &[&str]) -> (Sandbox, Dockerd, Driver, &'static str) {
     let s = Sandbox::with_weir(rig::control_binary(), &[]);
+    docker_in(s, flags)
+}
+
+/// [`docker_on_weir`] on a host whose uplink has IPv6 too.
+pub fn docker_on_dual_stack_weir() -> (Sandbox, Dockerd, Driver, &'static str) {
+    let s = Sandbox::new(rig::control_binary());
+    s.add_ipv6();
+    s.init(&[]);
+    docker_in(s, &[])
+}
+
+fn docker_in(s: Sandbox, flags: &[&str]) -> (Sandbox, Dockerd, Driver, &'static str) {
     let d = Dockerd::start_with(&s.host, flags);
     let drv = Driver::start(&s, &d);
     let image = d.busybox();
