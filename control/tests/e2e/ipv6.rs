@@ -823,3 +823,102 @@ fn publishing_on_one_ipv6_host_address() {
     s.ok(&["unpublish", &web.name, "8086", "--host-ip", rig::UPLINK_IP6]);
     assert_eq!(net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8086), "");
 }
+
+#[test]
+fn a_host_without_ipv6_refuses_ipv6_networks_and_keeps_ipv4() {
+    let s = Sandbox::new(CONTROL);
+    // The sandbox's host namespace only (never the machine's).
+    s.host
+        .must(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    s.init(&[]);
+    let e = s.fails(&[
+        "network",
+        "create",
+        &s.name("d"),
+        "--subnet",
+        "10.97.0.0/24",
+        "--ipv6",
+    ]);
+    assert!(e.contains("IPv6 is disabled on this host"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert_eq!(
+        s.json(&["network", "ls"]),
+        serde_json::json!([]),
+        "half-made network"
+    );
+    let n = s.network("v4", "10.97.0.0/24", &[]);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    assert!(net::ping(&a, &s.ip_of(&b), 2));
+}
+
+/// Many short IPv6 connections of every kind, with 1-2 s timeouts: nothing is left behind.
+#[test]
+fn soak_with_ipv6_connections_leaves_nothing() {
+    let n_conn: usize = std::env::var("WEIR_SOAK_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+        / 10;
+    let timeouts = [
+        "tcp-closed=1",
+        "tcp-fin=2",
+        "tcp-syn=2",
+        "udp=2",
+        "udp-stream=2",
+    ];
+    let init: Vec<&str> = timeouts.iter().flat_map(|t| ["--ct-timeout", t]).collect();
+    let s = Sandbox::new(CONTROL);
+    s.add_ipv6();
+    s.init(&init);
+    let n = s.network("d", "10.97.0.0/24", &["--subnet6", "fd00:a6::/64"]);
+    let client = s.container("client", &n, &[]);
+    let server = s.container("server", &n, &["--publish", "8080:7000"]);
+    let server6 = ip6_of(&s, &server);
+    let _srv = server.spawn(&["socat", "TCP6-LISTEN:7000,reuseaddr,fork", "EXEC:echo ok"]);
+    let _ext = s
+        .ext
+        .spawn(&["socat", "TCP6-LISTEN:7001,reuseaddr,fork", "EXEC:echo ok"]);
+    net::wait_listening(&server, 7000, "tcp");
+    net::wait_listening(&s.ext, 7001, "tcp");
+    let many = |ns: &Netns, addr: &str, port: u16| {
+        net::python(
+            ns,
+            "import socket, sys\n\
+             ok = 0\n\
+             for _ in range(int(sys.argv[3])):\n\
+             \x20   c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n\
+             \x20   ok += c.recv(10) == b'ok\\n'\n\
+             \x20   c.close()\n\
+             print(ok)\n",
+            &[addr, &port.to_string(), &n_conn.to_string()],
+        )
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0)
+    };
+    assert_eq!(
+        many(&client, &server6, 7000),
+        n_conn,
+        "container to container"
+    );
+    assert_eq!(many(&client, EXT_IP6, 7001), n_conn, "masqueraded");
+    assert_eq!(many(&s.ext, rig::UPLINK_IP6, 8080), n_conn, "published");
+    assert_eq!(
+        many(&s.host, "::1", 8080),
+        n_conn,
+        "the host through connect6"
+    );
+    let live = || s.json(&["conntrack"]).as_array().map_or(0, Vec::len);
+    assert!(
+        rig::wait_for(std::time::Duration::from_secs(10), || live() == 0),
+        "flows left: {}",
+        s.json(&["conntrack"])
+    );
+    s.ok(&["gc"]);
+    let left = s
+        .json(&["conntrack", "--all"])
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(left, 0, "entries left after gc");
+}
