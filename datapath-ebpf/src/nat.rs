@@ -26,6 +26,7 @@ use crate::{
     family::Family,
     metrics,
     packet::{Frag, ICMP_ECHO, ICMP_ECHO_REPLY, Ipv4, L3_OFF},
+    packet6::{ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST},
 };
 
 const IP_CSUM_OFF: usize = L3_OFF + 10;
@@ -98,20 +99,50 @@ pub fn set_port(
 pub fn rewrite(ctx: &TcContext, pkt: &Ipv4, new: &FlowKey) -> Result<(), DropReason> {
     set_addr(ctx, pkt, IP_SRC_OFF, pkt.saddr, new.saddr)?;
     set_addr(ctx, pkt, IP_DST_OFF, pkt.daddr, new.daddr)?;
-    let later = pkt.frag == Frag::Later;
-    let port =
-        |off: usize, old: u16, new: u16| set_port(ctx, pkt.proto, pkt.l4_off, later, off, old, new);
-    match pkt.proto {
+    let l4 = L4 {
+        proto: pkt.proto,
+        l4_off: pkt.l4_off,
+        later: pkt.frag == Frag::Later,
+        icmp_type: pkt.icmp_type,
+        sport: pkt.sport,
+        dport: pkt.dport,
+    };
+    rewrite_ports(ctx, &l4, new.sport, new.dport)
+}
+
+/// The upper layer of a packet of either family, as port rewriting needs it.
+pub struct L4 {
+    pub proto: u8,
+    pub l4_off: usize,
+    /// A later fragment: no upper-layer header to rewrite.
+    pub later: bool,
+    pub icmp_type: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Rewrites the ports (or echo identifier) of a packet of either family to `sport`/`dport`.
+#[inline(always)]
+pub fn rewrite_ports(ctx: &TcContext, l4: &L4, sport: u16, dport: u16) -> Result<(), DropReason> {
+    let port = |off: usize, old: u16, new: u16| {
+        set_port(ctx, l4.proto, l4.l4_off, l4.later, off, old, new)
+    };
+    // The echo identifier sits in `sport` for requests and `dport` for replies.
+    let (request, reply) = match l4.proto {
+        IPPROTO_ICMP => (ICMP_ECHO, ICMP_ECHO_REPLY),
+        IPPROTO_ICMPV6 => (ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY),
+        _ => (0, 0),
+    };
+    match l4.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            port(pkt.l4_off, pkt.sport, new.sport)?;
-            port(pkt.l4_off + 2, pkt.dport, new.dport)?;
+            port(l4.l4_off, l4.sport, sport)?;
+            port(l4.l4_off + 2, l4.dport, dport)?;
         }
-        IPPROTO_ICMP => {
-            // The identifier sits in `sport` for requests and `dport` for replies.
-            if pkt.icmp_type == ICMP_ECHO {
-                port(pkt.l4_off + 4, pkt.sport, new.sport)?;
-            } else if pkt.icmp_type == ICMP_ECHO_REPLY {
-                port(pkt.l4_off + 4, pkt.dport, new.dport)?;
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if l4.icmp_type == request {
+                port(l4.l4_off + 4, l4.sport, sport)?;
+            } else if l4.icmp_type == reply {
+                port(l4.l4_off + 4, l4.dport, dport)?;
             }
         }
         _ => {}

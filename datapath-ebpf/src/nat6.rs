@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use weir_common::{
     addr::Ipv6Be,
-    conntrack::{FlowKey6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, flags},
+    conntrack::{FlowKey6, IPPROTO_ICMPV6, flags},
     ports::SNAT_RETRIES,
     stats::{DropReason, Event},
 };
@@ -22,7 +22,7 @@ use crate::{
     metrics,
     nat::{self, socket_found},
     packet::Frag,
-    packet6::{DADDR_OFF, HOP_LIMIT_OFF, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, Ipv6, SADDR_OFF},
+    packet6::{DADDR_OFF, HOP_LIMIT_OFF, Ipv6, SADDR_OFF},
 };
 
 /// `bpf_l4_csum_replace`'s flag saying the update is of an IPv6 address, whose change and the
@@ -89,25 +89,15 @@ pub fn addr_diff(old: &Ipv6Be, new: &Ipv6Be) -> Result<u64, DropReason> {
 pub fn rewrite(ctx: &TcContext, pkt: &Ipv6, new: &FlowKey6) -> Result<(), DropReason> {
     set_addr(ctx, pkt, SADDR_OFF, &pkt.saddr, &new.saddr)?;
     set_addr(ctx, pkt, DADDR_OFF, &pkt.daddr, &new.daddr)?;
-    let later = pkt.frag == Frag::Later;
-    let port = |off: usize, old: u16, new: u16| {
-        nat::set_port(ctx, pkt.proto, pkt.l4_off, later, off, old, new)
+    let l4 = nat::L4 {
+        proto: pkt.proto,
+        l4_off: pkt.l4_off,
+        later: pkt.frag == Frag::Later,
+        icmp_type: pkt.icmp_type,
+        sport: pkt.sport,
+        dport: pkt.dport,
     };
-    match pkt.proto {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            port(pkt.l4_off, pkt.sport, new.sport)?;
-            port(pkt.l4_off + 2, pkt.dport, new.dport)?;
-        }
-        IPPROTO_ICMPV6 => {
-            if pkt.icmp_type == ICMP6_ECHO_REQUEST {
-                port(pkt.l4_off + 4, pkt.sport, new.sport)?;
-            } else if pkt.icmp_type == ICMP6_ECHO_REPLY {
-                port(pkt.l4_off + 4, pkt.dport, new.dport)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
+    nat::rewrite_ports(ctx, &l4, new.sport, new.dport)
 }
 
 /// Decrements the hop limit of a routed packet (IPv6 has no header checksum to amend).

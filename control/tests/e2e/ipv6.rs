@@ -34,6 +34,15 @@ fn ip6_of(s: &Sandbox, c: &Netns) -> String {
         .to_string()
 }
 
+/// [`dual`] with two containers, `a` and `b`, and `b`'s IPv6 address.
+fn two(subnet6: &str) -> (Sandbox, Netns, Netns, String) {
+    let (s, n) = dual(subnet6);
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &[]);
+    let b6 = ip6_of(&s, &b);
+    (s, a, b, b6)
+}
+
 fn ping6(ns: &Netns, addr: &str) -> bool {
     ns.run(&["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", addr])
         .status
@@ -88,10 +97,7 @@ fn dual_stack_containers_talk_reach_the_host_and_the_world() {
 
 #[test]
 fn sources_must_be_the_containers_own() {
-    let (s, n) = dual("fd00:98::/64");
-    let a = s.container("a", &n, &[]);
-    let b = s.container("b", &n, &[]);
-    let b6 = ip6_of(&s, &b);
+    let (s, a, _b, b6) = two("fd00:98::/64");
     // b's address, claimed by a: dropped before it goes anywhere.
     a.must(&[
         "ip",
@@ -172,10 +178,7 @@ fn sources_must_be_the_containers_own() {
 
 #[test]
 fn rules_are_by_identity_so_they_cover_both_families() {
-    let (s, n) = dual("fd00:99::/64");
-    let a = s.container("a", &n, &[]);
-    let b = s.container("b", &n, &[]);
-    let b6 = ip6_of(&s, &b);
+    let (s, a, b, b6) = two("fd00:99::/64");
     assert!(ping6(&a, &b6));
     s.ok(&["isolate", &a.name, &b.name]);
     let before = s.drops("policy-denied");
@@ -624,10 +627,7 @@ fn the_hosts_own_ipv6_sockets_reach_published_ports() {
 
 #[test]
 fn init_rerun_keeps_ipv6_flows_and_the_hosts_ra_route() {
-    let (s, n) = dual("fd00:a0::/64");
-    let a = s.container("a", &n, &[]);
-    let b = s.container("b", &n, &[]);
-    let b6 = ip6_of(&s, &b);
+    let (s, a, b, b6) = two("fd00:a0::/64");
     // A router-advertised default route on the host (as SLAAC hosts have): Weir never turns
     // on all.forwarding, which would make the kernel drop it.
     s.host.must(&[
@@ -716,10 +716,7 @@ fn weir_answers_too_big_and_expiring_packets_itself() {
 
 #[test]
 fn fragments_follow_their_flow() {
-    let (s, n) = dual("fd00:a2::/64");
-    let a = s.container("a", &n, &[]);
-    let b = s.container("b", &n, &[]);
-    let b6 = ip6_of(&s, &b);
+    let (s, a, _b, b6) = two("fd00:a2::/64");
     // 3000-byte echoes: the sender's stack fragments them (IPv6 routers never do); every
     // fragment follows the flow its first one opened or matched, both ways.
     let big = |ns: &Netns, to: &str| {
