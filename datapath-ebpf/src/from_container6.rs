@@ -36,6 +36,7 @@ use crate::{
     packet::{self, Frag},
     packet6::{self, ICMP6_ECHO_REQUEST, Ipv6},
     policy, publish,
+    verdict::{self, DROPPED, NO_FLOW},
 };
 
 /// What the first half decided.
@@ -52,7 +53,7 @@ pub fn from_container6(ctx: TcContext) -> i32 {
     let len = ctx.packet_len();
     let mut why = DropReason::Malformed;
     let code = first_half(&ctx, ifindex, &mut why);
-    if code == NEW_FLOW {
+    if code == NO_FLOW {
         // SAFETY: the context is this program's; on success control never returns here.
         unsafe { WEIR_TAILS.tail_call(&ctx, TAIL_FROM_CONTAINER6_NEW) };
         why = DropReason::TailCallFailed;
@@ -78,16 +79,11 @@ pub fn from_container6_new(ctx: TcContext) -> i32 {
     TC_ACT_SHOT as i32
 }
 
-/// Codes of the halves' register-sized returns (a `Result` is returned through a pointer,
-/// which costs an argument of the five BPF allows and stack): a TC verdict, or these.
-const DROPPED: i32 = -1000;
-const NEW_FLOW: i32 = -1001;
-
 #[inline(never)]
 fn first_half(ctx: &TcContext, ifindex: u32, why: &mut DropReason) -> i32 {
     match try_from_container6(ctx, ifindex) {
         Ok(Step::Verdict(v)) => v,
-        Ok(Step::NewFlow) => NEW_FLOW,
+        Ok(Step::NewFlow) => NO_FLOW,
         Err(d) => {
             *why = d;
             DROPPED
@@ -104,13 +100,7 @@ fn second_half(ctx: &TcContext, ifindex: u32, why: &mut DropReason) -> i32 {
         let src = sender(ctx, pkt, ifindex)?;
         new_flow(ctx, pkt, src)
     });
-    match r {
-        Ok(v) => v,
-        Err(d) => {
-            *why = d;
-            DROPPED
-        }
-    }
+    verdict::code(r.map(Some), why)
 }
 
 #[inline(always)]
@@ -140,19 +130,17 @@ fn try_from_container6(ctx: &TcContext, ifindex: u32) -> Result<Step, DropReason
     if pkt.is_icmp_error() {
         let mut why = DropReason::Malformed;
         match icmp6::from_container(ctx, pkt, &mut why) {
-            crate::uplink6::NO_FLOW => {}
-            crate::uplink6::DROPPED => return Err(why),
+            NO_FLOW => {}
+            DROPPED => return Err(why),
             v => return Ok(Step::Verdict(v)),
         }
     }
     if pkt.tracked() && !pkt.is_icmp_error() {
-        let v = tracked(ctx, pkt, ifindex, cfg);
-        if v != NEW_FLOW {
-            return if v == DROPPED {
-                Err(DropReason::Malformed)
-            } else {
-                Ok(Step::Verdict(v))
-            };
+        let mut why = DropReason::Malformed;
+        match tracked(ctx, pkt, cfg, &mut why) {
+            NO_FLOW => {}
+            DROPPED => return Err(why),
+            v => return Ok(Step::Verdict(v)),
         }
     }
     Ok(Step::NewFlow)
@@ -174,19 +162,12 @@ fn sender(ctx: &TcContext, pkt: &Ipv6, ifindex: u32) -> Result<&'static Endpoint
     Ok(src)
 }
 
-/// A packet of a flow conntrack knows, translated and sent on: its verdict, [`NEW_FLOW`] when
-/// no entry holds it (or a closed flow's tuple is reused), [`DROPPED`] when it cannot be sent
-/// (counted here).
+/// A packet of a flow conntrack knows, translated and sent on: its verdict, [`NO_FLOW`] when
+/// no entry holds it (or a closed flow's tuple is reused), [`DROPPED`] with `why` when it
+/// cannot be sent.
 #[inline(never)]
-fn tracked(ctx: &TcContext, pkt: &Ipv6, ifindex: u32, cfg: &Config) -> i32 {
-    match try_tracked(ctx, pkt, cfg) {
-        Ok(Some(v)) => v,
-        Ok(None) => NEW_FLOW,
-        Err(d) => {
-            metrics::dropped6(d, Hook::FromContainer, ifindex, ctx.packet_len());
-            DROPPED
-        }
-    }
+fn tracked(ctx: &TcContext, pkt: &Ipv6, cfg: &Config, why: &mut DropReason) -> i32 {
+    verdict::code(try_tracked(ctx, pkt, cfg), why)
 }
 
 #[inline(always)]
@@ -297,13 +278,7 @@ fn route_out(
     s: &mut nat6::Snat6,
     why: &mut DropReason,
 ) -> i32 {
-    match try_route_out(ctx, pkt, src, s) {
-        Ok(v) => v,
-        Err(d) => {
-            *why = d;
-            DROPPED
-        }
-    }
+    verdict::code(try_route_out(ctx, pkt, src, s).map(Some), why)
 }
 
 #[inline(always)]

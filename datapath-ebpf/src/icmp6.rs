@@ -28,7 +28,7 @@ use crate::{
     nat6,
     packet::{Frag, L3_OFF},
     packet6::{DADDR_OFF, ICMP6_ECHO_REQUEST, Ipv6, L4_OFF, SADDR_OFF, load},
-    uplink6::{DROPPED, NO_FLOW},
+    verdict,
 };
 
 /// Whose error it is, which says which side of the quoted packet is ours to translate.
@@ -107,31 +107,19 @@ fn ports(h: &[u8; 8], at: usize) -> u16 {
 }
 
 /// Translates an error from the world about a flow of a container's and hands it to that
-/// container: its verdict, [`NO_FLOW`] when the error is about none (the host's business),
-/// or [`DROPPED`] with `why`. A function of its own, off the caller's frame.
+/// container: its verdict, [`verdict::NO_FLOW`] when the error is about none (the host's business),
+/// or [`verdict::DROPPED`] with `why`. A function of its own, off the caller's frame.
 #[inline(never)]
 pub fn from_world(ctx: &TcContext, pkt: &Ipv6, why: &mut DropReason) -> i32 {
-    code(translate(ctx, pkt, Side::World), why)
+    verdict::code(translate(ctx, pkt, Side::World), why)
 }
 
 /// Translates an error a container sends about a packet of one of its translated flows (its
 /// published port's client, a masqueraded flow's far end) onto what that peer sent, and sends
-/// it there: as [`from_world`]; [`NO_FLOW`] leaves it to the container-to-container path.
+/// it there: as [`from_world`]; [`verdict::NO_FLOW`] leaves it to the container-to-container path.
 #[inline(never)]
 pub fn from_container(ctx: &TcContext, pkt: &Ipv6, why: &mut DropReason) -> i32 {
-    code(translate(ctx, pkt, Side::Container), why)
-}
-
-#[inline(always)]
-fn code(r: Result<Option<i32>, DropReason>, why: &mut DropReason) -> i32 {
-    match r {
-        Ok(Some(v)) => v,
-        Ok(None) => NO_FLOW,
-        Err(d) => {
-            *why = d;
-            DROPPED
-        }
-    }
+    verdict::code(translate(ctx, pkt, Side::Container), why)
 }
 
 #[inline(always)]

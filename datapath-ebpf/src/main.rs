@@ -24,6 +24,7 @@ mod sock;
 mod to_container;
 mod uplink;
 mod uplink6;
+mod verdict;
 
 #[cfg(not(test))]
 #[panic_handler]

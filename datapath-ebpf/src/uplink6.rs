@@ -26,6 +26,7 @@ use crate::{
     packet::Frag,
     packet6::{self, Ipv6},
     publish,
+    verdict::{self, DROPPED, NO_FLOW},
 };
 
 #[classifier]
@@ -108,23 +109,12 @@ fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
     Ok(TC_ACT_OK as i32)
 }
 
-/// Codes of register-sized returns beside a TC verdict (see from_container6's).
-pub const NO_FLOW: i32 = -1000;
-pub const DROPPED: i32 = -1001;
-
 /// A packet of a flow conntrack knows (a reply to a masqueraded flow, the world's side of a
 /// published one), translated and redirected into its container: its verdict, [`NO_FLOW`],
 /// or [`DROPPED`] with `why`. A function of its own: its keys stay off the entry's frame.
 #[inline(never)]
 fn reply(ctx: &TcContext, pkt: &Ipv6, why: &mut DropReason) -> i32 {
-    match try_reply(ctx, pkt) {
-        Ok(Some(v)) => v,
-        Ok(None) => NO_FLOW,
-        Err(d) => {
-            *why = d;
-            DROPPED
-        }
-    }
+    verdict::code(try_reply(ctx, pkt), why)
 }
 
 #[inline(always)]
