@@ -208,16 +208,24 @@ fn insert<A: Family>(key: &FlowKeyOf<A>, e: &CtEntryOf<A>, flags: u64) -> Result
     let r = A::ct().insert(key, e, flags);
     if let Err(err) = r
         && err == -E2BIG
-        && let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(A::SWEEP + SWEEP_WANTED)
+        && let (Some(want), Some(any)) = (
+            WEIR_CT_SWEEP.get_ptr_mut(A::SWEEP + SWEEP_WANTED),
+            WEIR_CT_SWEEP.get_ptr_mut(SWEEP_ANY),
+        )
     {
-        // SAFETY: array slot pointer valid for this run.
-        unsafe { *want = 1 };
+        // SAFETY: array slot pointers valid for this run.
+        unsafe {
+            *want = 1;
+            *any = 1;
+        }
     }
     r
 }
 
 const SWEEP_LAST: u32 = 0;
 const SWEEP_WANTED: u32 = 1;
+/// Set with either family's "wanted": the one slot the packet path reads.
+const SWEEP_ANY: u32 = 4;
 
 /// Minimum time between two sweeps, so a flood against a full map costs one map walk a second.
 const SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
@@ -263,19 +271,42 @@ extern "C" fn sweep_entry<A: Family>(
 /// is wanted): this is what keeps a full map recovering with no process alive.
 #[inline(always)]
 pub fn maybe_sweep() {
-    maybe_sweep_of::<weir_common::addr::Ipv4Be>();
-    maybe_sweep_of::<weir_common::addr::Ipv6Be>();
-}
-
-#[inline(always)]
-fn maybe_sweep_of<A: Family>() {
-    let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(A::SWEEP + SWEEP_WANTED) else {
+    let Some(any) = WEIR_CT_SWEEP.get_ptr_mut(SWEEP_ANY) else {
         return;
     };
     // SAFETY: array slot pointer valid for this run.
-    if unsafe { *want } != 0 {
-        sweep::<A>();
+    if unsafe { *any } != 0 {
+        sweep_wanted();
     }
+}
+
+/// Sweeps each family whose table asked for it; clears the shared flag once none still asks.
+#[inline(never)]
+fn sweep_wanted() {
+    let v4 = sweep_if_wanted::<weir_common::addr::Ipv4Be>();
+    let v6 = sweep_if_wanted::<weir_common::addr::Ipv6Be>();
+    if !v4
+        && !v6
+        && let Some(any) = WEIR_CT_SWEEP.get_ptr_mut(SWEEP_ANY)
+    {
+        // SAFETY: array slot pointer valid for this run.
+        unsafe { *any = 0 };
+    }
+}
+
+/// Sweeps family `A` if its table asked; true while it still asks (within the interval).
+#[inline(always)]
+fn sweep_if_wanted<A: Family>() -> bool {
+    let Some(want) = WEIR_CT_SWEEP.get_ptr_mut(A::SWEEP + SWEEP_WANTED) else {
+        return false;
+    };
+    // SAFETY: array slot pointer valid for this run.
+    if unsafe { *want } == 0 {
+        return false;
+    }
+    sweep::<A>();
+    // SAFETY: as above.
+    unsafe { *want != 0 }
 }
 
 #[inline(never)]

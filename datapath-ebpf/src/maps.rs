@@ -53,9 +53,10 @@ pub static WEIR_CT: HashMap<K<def::Conntrack>, V<def::Conntrack>> =
     HashMap::pinned(max::<def::Conntrack>(), 0);
 
 /// Conntrack sweep bookkeeping, two slots per family (IPv4 first): when it last ran, and
-/// whether an insert found the map full (not pinned: a rate limit, nothing to keep).
+/// whether an insert found the map full; then one flag set with either (what the packet path
+/// reads). Not pinned: a rate limit, nothing to keep.
 #[map]
-pub static WEIR_CT_SWEEP: Array<u64> = Array::with_max_entries(4, 0);
+pub static WEIR_CT_SWEEP: Array<u64> = Array::with_max_entries(5, 0);
 
 /// Per-CPU scratch space for the two entries a new flow inserts ([`SCRATCH_REPLY`],
 /// [`SCRATCH_ORIG`]): built here rather than on the stack, which the verifier bounds to 512
