@@ -8,6 +8,8 @@ use crate::addr::Ipv4Be;
 pub mod flags {
     /// The container's network is `--internal`: no egress to the world.
     pub const INTERNAL: u32 = 1 << 0;
+    /// The container's network is `--isolated`: its members reach each other only by rule.
+    pub const ISOLATED: u32 = 1 << 1;
 }
 
 #[repr(C)]

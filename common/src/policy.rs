@@ -6,7 +6,8 @@
 //!  1. a rule for exactly (src, dst, proto, port)        — `control allow A B --port P/proto`
 //!  2. a rule for (src, dst, any port)                   — `control isolate A B`, `control allow A B`
 //!  3. a rule for (anyone, dst, any port)                — `control isolate B` (default-deny ingress)
-//!  4. the network default: same network or connected networks allow, otherwise deny.
+//!  4. the network default: same network (unless it is `--isolated`) or connected networks
+//!     allow, otherwise deny.
 //!
 //! At one level an allow beats a deny (the control plane compiles both into one entry).
 //! Only new flows are checked; replies ride on conntrack.
@@ -74,6 +75,8 @@ impl NetPair {
 pub struct Peer {
     pub identity: u32,
     pub network: u32,
+    /// Its network is `--isolated`: its members do not reach each other by default.
+    pub network_isolated: bool,
 }
 
 /// Which level of the resolution order decided.
@@ -114,7 +117,8 @@ pub fn decide<S: RuleSource>(
     if let Some(v) = s.rule(&PolicyKey::new(IDENTITY_ANY, dst.identity, 0, 0)) {
         return (v == VERDICT_ALLOW, Decided::Isolated);
     }
-    let ok = src.network == dst.network || s.connected(&NetPair::new(src.network, dst.network));
+    let same = src.network == dst.network && !dst.network_isolated;
+    let ok = same || s.connected(&NetPair::new(src.network, dst.network));
     (ok, Decided::Network)
 }
 
@@ -147,6 +151,7 @@ mod tests {
         Peer {
             identity: id,
             network: net,
+            network_isolated: false,
         }
     }
 
@@ -209,6 +214,31 @@ mod tests {
         assert!(decide(&r, fe, be, IPPROTO_TCP, port_be(80)).0);
         assert!(decide(&r, be, fe, IPPROTO_TCP, port_be(80)).0);
     }
+
+    #[test]
+    fn isolated_network_members_need_a_rule() {
+        let member = |id| Peer {
+            network_isolated: true,
+            ..peer(id, NET1)
+        };
+        let (a, b, other) = (member(300), member(301), peer(400, NET2));
+        let mut r = Rules::default();
+        assert_eq!(
+            decide(&r, a, b, IPPROTO_TCP, port_be(80)),
+            (false, Decided::Network)
+        );
+        assert_eq!(
+            decide(&r, a, a, IPPROTO_TCP, port_be(80)).1,
+            Decided::Itself
+        );
+        r.rules
+            .insert(PolicyKey::new(a.identity, b.identity, 0, 0), VERDICT_ALLOW);
+        assert!(decide(&r, a, b, IPPROTO_TCP, port_be(80)).0);
+        assert!(!decide(&r, b, a, IPPROTO_TCP, port_be(80)).0);
+        // A connected network still reaches it: isolation is among its own members.
+        r.links.insert(NetPair::new(NET1, NET2));
+        assert!(decide(&r, other, b, IPPROTO_TCP, port_be(80)).0);
+    }
     use proptest::prelude::*;
 
     /// A rule as the CLI states it: who (any when None), to whom, on which port (any when
@@ -253,7 +283,10 @@ mod tests {
             None => {
                 let (a, b) = (src.network, dst.network);
                 let linked = links.iter().any(|&l| l == (a, b) || l == (b, a));
-                (a == b || linked, Decided::Network)
+                (
+                    (a == b && !dst.network_isolated) || linked,
+                    Decided::Network,
+                )
             }
         }
     }
@@ -293,7 +326,9 @@ mod tests {
             for &(a, b) in &links {
                 r.links.insert(NetPair::new(a, b));
             }
-            let (src, dst) = (peer(s.0, s.1), peer(d.0, d.1));
+            // Network 3 is `--isolated`.
+            let member = |(id, net): (u32, u32)| Peer { network_isolated: net == 3, ..peer(id, net) };
+            let (src, dst) = (member(s), member(d));
             prop_assert_eq!(
                 decide(&r, src, dst, proto, port_be(port)),
                 reference(&rules, &links, src, dst, proto, port)

@@ -60,6 +60,12 @@ pub struct Network {
     pub subnet6: Option<Ipv6Net>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<Ipv6Addr>,
+    /// The containers' MTU (`--mtu`), lower than the uplink's; None: the uplink's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Its containers reach each other only by rule (`--isolated`; Docker's `enable_icc=false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolated: bool,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

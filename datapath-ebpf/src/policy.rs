@@ -2,7 +2,7 @@
 
 use weir_common::{
     addr::PortBe,
-    endpoint::Endpoint,
+    endpoint::{Endpoint, flags},
     policy::{Decided, NetPair, Peer, PolicyKey, RuleSource, decide},
     stats::DropReason,
 };
@@ -35,10 +35,12 @@ pub fn check(src: &Endpoint, dst: &Endpoint, proto: u8, port: PortBe) -> Result<
     let s = Peer {
         identity: src.identity,
         network: src.network,
+        network_isolated: src.flags & flags::ISOLATED != 0,
     };
     let d = Peer {
         identity: dst.identity,
         network: dst.network,
+        network_isolated: dst.flags & flags::ISOLATED != 0,
     };
     match decide(&Maps, s, d, proto, port) {
         (true, _) => Ok(()),

@@ -100,6 +100,10 @@ pub const INTERNAL: &str = "com.docker.network.internal";
 pub const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
 pub const GENERIC: &str = "com.docker.network.generic";
 pub const MTU: &str = "com.docker.network.driver.mtu";
+/// Weir's own: the network's members reach each other only by rule.
+pub const ISOLATED: &str = "weir.isolated";
+/// The bridge driver's inter-container switch; `false` means what `weir.isolated=true` does.
+pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]

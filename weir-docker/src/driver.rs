@@ -14,7 +14,7 @@ use control::{
     ops::{
         Ctx,
         container::{self, Admit, AttachSpec, NetnsOwner, Origin, Peer},
-        network::{self, NetworkSpec, Reach},
+        network::{self, Members, NetworkSpec, Reach},
         policy,
         publish::{self, HostPort},
     },
@@ -487,13 +487,10 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
     } else {
         Some(address_in(&pool.gateway, subnet)?)
     };
-    if let Some(Value::Object(generic)) = req.options.get(api::GENERIC)
-        && let Some(key) = generic.keys().next()
-    {
-        return Err(Error::invalid(format!(
-            "weir-docker takes no -o options yet ({key:?} given): Weir sets every veth's MTU to the uplink's"
-        )));
-    }
+    let (mtu, members) = match req.options.get(api::GENERIC) {
+        Some(Value::Object(o)) => driver_options(o)?,
+        _ => (None, Members::Open),
+    };
     let internal = req.options.get(api::INTERNAL) == Some(&json!(true));
     Ok(NetworkSpec {
         ipv6,
@@ -504,7 +501,44 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
         } else {
             Reach::World
         },
+        mtu,
+        members,
     })
+}
+
+/// The `-o` options Weir honours: the MTU, and isolation of the network's members (Weir's own
+/// `weir.isolated`, or the bridge driver's `enable_icc`, so a network moved from the bridge
+/// keeps its meaning). Anything else is refused: ignoring it would pretend.
+fn driver_options(o: &serde_json::Map<String, Value>) -> Result<(Option<u32>, Members)> {
+    let mut mtu = None;
+    let mut members = Members::Open;
+    for (key, v) in o {
+        let v = v.as_str().unwrap_or_default();
+        let flag = || match v {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(Error::invalid(format!("-o {key}={v}: give true or false"))),
+        };
+        match key.as_str() {
+            api::MTU => {
+                mtu = Some(v.parse().map_err(|_| {
+                    Error::invalid(format!("-o {key}={v}: give the MTU in bytes, e.g. 1400"))
+                })?)
+            }
+            api::ISOLATED if flag()? => members = Members::Isolated,
+            api::ENABLE_ICC if !flag()? => members = Members::Isolated,
+            api::ISOLATED | api::ENABLE_ICC => {}
+            _ => {
+                return Err(Error::invalid(format!(
+                    "weir-docker does not know -o {key:?}: it takes {}=BYTES, {}=true and {}=false",
+                    api::MTU,
+                    api::ISOLATED,
+                    api::ENABLE_ICC
+                )));
+            }
+        }
+    }
+    Ok((mtu, members))
 }
 
 /// `10.77.0.5/24` (Docker's CIDR form) or a bare address, inside `subnet`.

@@ -2,7 +2,7 @@
 //! with Docker's meanings: `HostPort` 0 is any free port, `HostPort`–`HostPortEnd` the first
 //! free one of the range, `HostIP` "" every address.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use control::{
     Error, Result,
@@ -44,11 +44,18 @@ fn binding(b: &PortBinding) -> Result<Binding> {
     };
     let host_ip = match b.host_ip.as_str() {
         "" | "0.0.0.0" => None,
-        s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
-            Error::invalid(format!(
-                "cannot publish on {s}: Weir publishes on IPv4 host addresses only for now"
-            ))
-        })?),
+        // Weir publishes on every address of both families, or on one address.
+        "::" => {
+            return Err(Error::invalid(format!(
+                "cannot publish on [::]:{} alone: Weir publishes on every address of both families (-p {}:{}) or on one address",
+                b.host_port, b.host_port, b.port
+            )));
+        }
+        s => {
+            Some(s.parse::<IpAddr>().map_err(|_| {
+                Error::invalid(format!("cannot publish on {s:?}: not an IP address"))
+            })?)
+        }
     };
     if b.port == 0 {
         return Err(Error::invalid("a container port of 0 cannot be published"));
@@ -60,7 +67,7 @@ fn binding(b: &PortBinding) -> Result<Binding> {
     };
     Ok(Binding {
         port: Port {
-            host_ip: host_ip.map(std::net::IpAddr::V4),
+            host_ip,
             host_port: b.host_port,
             container_port: b.port,
             proto,
@@ -96,13 +103,19 @@ mod tests {
             (81, Proto::Tcp)
         );
         assert_eq!(got[2].host, HostPorts::Exactly(5353));
-        assert_eq!(got[2].port.host_ip, Some(Ipv4Addr::LOCALHOST.into()));
+        assert_eq!(
+            got[2].port.host_ip,
+            Some(std::net::Ipv4Addr::LOCALHOST.into())
+        );
         assert_eq!(
             (got[2].port.host_port, got[2].port.proto),
             (5353, Proto::Udp)
         );
         assert_eq!((got[3].port.host_ip, got[3].port.host_port), (None, 8080));
         assert!(bindings(&Options::new()).unwrap().is_empty());
+        let v6 = json!([{"Proto":6,"Port":70,"HostIP":"::1","HostPort":7000,"HostPortEnd":7000}]);
+        let got = of(v6).unwrap();
+        assert_eq!(got[0].port.host_ip, Some("::1".parse().unwrap()));
     }
 
     #[test]
@@ -110,8 +123,11 @@ mod tests {
         let sctp =
             json!([{"Proto":132,"Port":60,"HostIP":"0.0.0.0","HostPort":6000,"HostPortEnd":6000}]);
         assert!(of(sctp).unwrap_err().to_string().contains("60/sctp"));
-        let v6 = json!([{"Proto":6,"Port":70,"HostIP":"::1","HostPort":7000,"HostPortEnd":7000}]);
-        assert!(of(v6).unwrap_err().to_string().contains("::1"));
+        let any6 = json!([{"Proto":6,"Port":70,"HostIP":"::","HostPort":7000,"HostPortEnd":7000}]);
+        assert!(of(any6).unwrap_err().to_string().contains("[::]:7000"));
+        let bad =
+            json!([{"Proto":6,"Port":70,"HostIP":"nowhere","HostPort":7000,"HostPortEnd":7000}]);
+        assert!(of(bad).unwrap_err().to_string().contains("nowhere"));
         assert!(of(json!({"not": "a list"})).is_err());
     }
 }

@@ -375,6 +375,10 @@ fn docker_dual_stack_networks() {
         "dual",
         "-p",
         "8090:80",
+        "-p",
+        "[::1]:8091:80",
+        "-p",
+        &format!("[{}]:8092:80", rig::UPLINK_IP6),
         image,
         "sh",
         "-c",
@@ -398,7 +402,108 @@ fn docker_dual_stack_networks() {
         net::curl(&s.ext, &url, 5).as_deref(),
         Some("served over v6\n")
     );
+    // IPv6 host addresses in -p: loopback from the host, the uplink's from the world, and
+    // only there.
+    let on = |ns: &rig::Netns, url: &str| net::curl(ns, url, 3);
+    assert_eq!(
+        on(&s.host, "http://[::1]:8091/").as_deref(),
+        Some("served over v6\n")
+    );
+    let one = format!("http://[{}]:8092/", rig::UPLINK_IP6);
+    assert_eq!(on(&s.ext, &one).as_deref(), Some("served over v6\n"));
+    assert!(on(&s.ext, &format!("http://{UPLINK_IP}:8092/")).is_none());
+    assert!(on(&s.ext, &format!("http://[{}]:8091/", rig::UPLINK_IP6)).is_none());
+    let e = d.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "dual",
+        "-p",
+        "[::]:8093:80",
+        image,
+        "true",
+    ]);
+    assert!(e.contains("[::]:8093"), "{e}");
     d.must(&["rm", "-f", "web6"]);
     d.must(&["network", "rm", "dual"]);
     assert_eq!(s.json(&["container", "ls"]), serde_json::json!([]));
+}
+
+/// `-o` options: the MTU Docker users set for an encapsulating upstream, and isolation of
+/// the network's members (Weir's `weir.isolated` or the bridge driver's `enable_icc=false`).
+#[test]
+fn docker_network_options_mtu_and_isolation() {
+    let (s, d, drv, image) = docker_on_weir(&[]);
+    for (net, opt, subnet) in [
+        ("iso", "weir.isolated=true", "10.75.0.0/24"),
+        (
+            "noicc",
+            "com.docker.network.bridge.enable_icc=false",
+            "10.75.1.0/24",
+        ),
+    ] {
+        d.must(&words(&format!(
+            "network create -d {} --subnet {subnet} -o com.docker.network.driver.mtu=1400 -o {opt} {net}",
+            drv.name
+        )));
+        let serve = "echo hi > /www/index.html && httpd -f -p 80 -h /www";
+        let (a, b) = (format!("{net}-a"), format!("{net}-b"));
+        d.must(&[
+            "run",
+            "-d",
+            "--name",
+            &a,
+            "--network",
+            net,
+            image,
+            "sleep",
+            "600",
+        ]);
+        d.must(&[
+            "run",
+            "-d",
+            "--name",
+            &b,
+            "--network",
+            net,
+            image,
+            "sh",
+            "-c",
+            serve,
+        ]);
+        let mtu = d.must(&["exec", &a, "cat", "/sys/class/net/eth0/mtu"]);
+        assert_eq!(mtu.trim(), "1400", "{net}");
+        let bip = weir_container(&s, &d, &b, net)["ip"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let url = format!("http://{bip}/");
+        assert_eq!(
+            net::curl(&s.host, &url, 5).as_deref(),
+            Some("hi\n"),
+            "{net}"
+        );
+        assert!(
+            wget(&d, &a, &url).is_none(),
+            "{net}: members reached each other"
+        );
+        // By Docker name, a rule opens it.
+        s.ok(&["allow", &a, &b]);
+        assert_eq!(wget(&d, &a, &url).as_deref(), Some("hi\n"), "{net}");
+        d.must(&["rm", "-f", &a, &b]);
+        d.must(&["network", "rm", net]);
+    }
+    for (bad, says) in [
+        ("com.docker.network.driver.mtu=9000", "above the uplink's"),
+        ("com.docker.network.driver.mtu=lots", "in bytes"),
+        ("weir.isolated=maybe", "true or false"),
+        ("com.docker.network.bridge.name=br9", "does not know"),
+    ] {
+        let e = d.fails(&words(&format!(
+            "network create -d {} --subnet 10.75.2.0/24 -o {bad} bad",
+            drv.name
+        )));
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    assert_eq!(s.json(&["network", "ls"]), serde_json::json!([]));
 }

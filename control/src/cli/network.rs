@@ -1,6 +1,6 @@
 //! `control network create|rm|ls|connect|disconnect`.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use control::{
     Result,
     ops::{Change, Ctx, network},
@@ -17,35 +17,11 @@ pub enum NetworkCmd {
         control network create db --subnet 10.89.0.0/24 --internal   # no egress, no published ports\n  \
         control network create lan --subnet 10.90.0.0/24 --gateway 10.90.0.254\n  \
         control network create dual --subnet 10.91.0.0/24 --subnet6 fd00:91::/64   # dual stack\n  \
-        control network create auto6 --subnet 10.92.0.0/24 --ipv6   # a /64 of this host's ULA /48"
+        control network create auto6 --subnet 10.92.0.0/24 --ipv6   # a /64 of this host's ULA /48\n  \
+        control network create vpn --subnet 10.93.0.0/24 --mtu 1400   # under an encapsulating upstream\n  \
+        control network create tenants --subnet 10.94.0.0/24 --isolated   # members reach each other only by `allow`"
     )]
-    Create {
-        /// Network name (letters, digits, '-', '_', '.').
-        name: String,
-        /// IPv4 subnet between /8 and /30, e.g. 10.88.0.0/24; must not overlap another network
-        /// or contain a host address.
-        #[arg(long, value_name = "CIDR")]
-        subnet: String,
-        /// The containers' gateway (the host's address on the network): a host address of the
-        /// subnet. Default: the first one.
-        #[arg(long, value_name = "IP")]
-        gateway: Option<String>,
-        /// No egress to the world, no published ports; the host is reachable only at the
-        /// network's own gateway.
-        #[arg(long)]
-        internal: bool,
-        /// Dual stack: this IPv6 subnet too (/48 to /120, /64 usual; gateway `<prefix>::1`).
-        /// Containers get an address in it, NAT66 to the world, the same rules as IPv4.
-        #[arg(long, value_name = "CIDR6", conflicts_with = "ipv6")]
-        subnet6: Option<String>,
-        /// Dual stack on a /64 of this instance's own ULA /48 (fdXX:XXXX:XXXX::/48, derived
-        /// from the instance, as Docker derives one).
-        #[arg(long)]
-        ipv6: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Create(CreateArgs),
     /// Remove a network (it must have no containers).
     Rm {
         /// Network name.
@@ -73,24 +49,47 @@ pub enum NetworkCmd {
     },
 }
 
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Network name (letters, digits, '-', '_', '.').
+    name: String,
+    /// IPv4 subnet between /8 and /30, e.g. 10.88.0.0/24; must not overlap another network
+    /// or contain a host address.
+    #[arg(long, value_name = "CIDR")]
+    subnet: String,
+    /// The containers' gateway (the host's address on the network): a host address of the
+    /// subnet. Default: the first one.
+    #[arg(long, value_name = "IP")]
+    gateway: Option<String>,
+    /// No egress to the world, no published ports; the host is reachable only at the
+    /// network's own gateway.
+    #[arg(long)]
+    internal: bool,
+    /// Dual stack: this IPv6 subnet too (/48 to /120, /64 usual; gateway `<prefix>::1`).
+    /// Containers get an address in it, NAT66 to the world, the same rules as IPv4.
+    #[arg(long, value_name = "CIDR6", conflicts_with = "ipv6")]
+    subnet6: Option<String>,
+    /// Dual stack on a /64 of this instance's own ULA /48 (fdXX:XXXX:XXXX::/48, derived
+    /// from the instance, as Docker derives one).
+    #[arg(long)]
+    ipv6: bool,
+    /// The containers' MTU, when it must be lower than the uplink's (default: the uplink's,
+    /// followed by `control init` when it changes). At least 68, or 1280 with IPv6.
+    #[arg(long, value_name = "BYTES")]
+    mtu: Option<u32>,
+    /// Its containers do not reach each other unless a rule allows it (`allow A B`), as
+    /// Docker's `enable_icc=false`; the host, the world (published ports) and connected
+    /// networks reach them as usual.
+    #[arg(long)]
+    isolated: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
     match c {
-        NetworkCmd::Create {
-            name,
-            subnet,
-            gateway,
-            internal,
-            subnet6,
-            ipv6,
-            json: j,
-        } => {
-            let v6 = match (subnet6, ipv6) {
-                (Some(s6), _) => network::Ipv6Choice::Subnet(validate::subnet6(&s6)?),
-                (None, true) => network::Ipv6Choice::Derived,
-                (None, false) => network::Ipv6Choice::Off,
-            };
-            create(ctx, &name, &subnet, gateway.as_deref(), internal, v6, j).await?
-        }
+        NetworkCmd::Create(a) => create(ctx, a).await?,
         NetworkCmd::Rm { name } => {
             network::remove(ctx, &name).await?;
             println!("removed network {name}");
@@ -146,41 +145,49 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
 }
 
 /// `network create`: the flags parsed and checked here, once.
-async fn create(
-    ctx: &Ctx,
-    name: &str,
-    subnet: &str,
-    gateway: Option<&str>,
-    internal: bool,
-    ipv6: network::Ipv6Choice,
-    j: bool,
-) -> Result<()> {
-    let subnet = validate::subnet(subnet)?;
+async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
+    let subnet = validate::subnet(&a.subnet)?;
+    let ipv6 = match (a.subnet6, a.ipv6) {
+        (Some(s6), _) => network::Ipv6Choice::Subnet(validate::subnet6(&s6)?),
+        (None, true) => network::Ipv6Choice::Derived,
+        (None, false) => network::Ipv6Choice::Off,
+    };
     let spec = network::NetworkSpec {
         subnet,
-        gateway: gateway.map(|g| validate::gateway(subnet, g)).transpose()?,
-        reach: if internal {
+        gateway: a
+            .gateway
+            .map(|g| validate::gateway(subnet, &g))
+            .transpose()?,
+        reach: if a.internal {
             network::Reach::Internal
         } else {
             network::Reach::World
         },
         ipv6,
+        mtu: a.mtu,
+        members: if a.isolated {
+            network::Members::Isolated
+        } else {
+            network::Members::Open
+        },
     };
-    let n = network::create(ctx, name, spec).await?;
-    if j {
+    let n = network::create(ctx, &a.name, spec).await?;
+    if a.json {
         json(&n);
-    } else {
-        let v6 = match (n.subnet6, n.gateway6) {
-            (Some(s6), Some(g6)) => format!(" {s6} gateway {g6}"),
-            _ => String::new(),
-        };
-        println!(
-            "network {} {} gateway {}{v6}{}",
-            n.name,
-            n.subnet,
-            n.gateway,
-            if n.internal { " (internal)" } else { "" }
-        );
+        return Ok(());
     }
+    let mut line = format!("network {} {} gateway {}", n.name, n.subnet, n.gateway);
+    if let (Some(s6), Some(g6)) = (n.subnet6, n.gateway6) {
+        line += &format!(" {s6} gateway {g6}");
+    }
+    if let Some(m) = n.mtu {
+        line += &format!(" mtu {m}");
+    }
+    for (on, what) in [(n.internal, " (internal)"), (n.isolated, " (isolated)")] {
+        if on {
+            line += what;
+        }
+    }
+    println!("{line}");
     Ok(())
 }

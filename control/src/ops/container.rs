@@ -173,7 +173,8 @@ pub fn endpoint(st: &State, name: &str) -> Result<Endpoint> {
         ifindex: c.host_ifindex,
         identity: c.identity,
         network: net.id,
-        flags: if net.internal { ep_flags::INTERNAL } else { 0 },
+        flags: if net.internal { ep_flags::INTERNAL } else { 0 }
+            | if net.isolated { ep_flags::ISOLATED } else { 0 },
         gateway: weir_common::addr::from_std(net.gateway),
         mac: netlink::parse_mac(&c.mac).unwrap_or_default(),
         host_mac: netlink::parse_mac(&c.host_mac).unwrap_or_default(),
@@ -449,12 +450,7 @@ async fn plumb(
     };
     let nsfile =
         File::open(peer_ns).ctx(|| format!("opening network namespace {}", peer_ns.display()))?;
-    // The uplink's MTU: larger packets would not leave, and the datapath forwards without
-    // fragmenting (Docker and the CNI bridge plugin take an MTU setting for the same reason).
-    let mtu = netlink::link_by_index(&ctx.nl, st.uplink.ifindex)
-        .await?
-        .and_then(|l| l.mtu)
-        .unwrap_or(1500);
+    let mtu = super::mtu::of_network(ctx, st, &net).await?;
     netlink::create_veth(
         &ctx.nl,
         &c.host_if,

@@ -72,10 +72,14 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
     }
     problems.extend(container_problems(ctx, st).await?);
     problems.extend(ephemeral_moved(st)?);
-    let (mtu, stale) = super::mtu::out_of_step(ctx, st).await?;
-    if let Some((name, ..)) = stale.first() {
+    let stale = super::mtu::out_of_step(ctx, st).await?;
+    if let Some((name, c, _, mtu)) = stale.first() {
+        let whose = match st.networks.get(&c.network).and_then(|n| n.mtu) {
+            Some(m) if m == *mtu => "their network's",
+            _ => "the uplink's",
+        };
         problems.push(format!(
-            "{} container link(s) (e.g. {name}) do not have the uplink's MTU {mtu}: run `control init` to follow",
+            "{} container link(s) (e.g. {name}) do not have {whose} MTU {mtu}: run `control init` to follow",
             stale.len()
         ));
     }

@@ -26,6 +26,9 @@ pub struct NetworkInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<Ipv6Addr>,
     pub internal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    pub isolated: bool,
     pub containers: Vec<String>,
     pub connected: Vec<String>,
 }
@@ -37,6 +40,16 @@ pub enum Reach {
     World,
     /// The host and connected networks only (`--internal`).
     Internal,
+}
+
+/// Whether a network's containers reach each other without a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Members {
+    /// They do (the network default of the policy model).
+    Open,
+    /// Only where a rule allows it (`--isolated`): the host, the world and connected
+    /// networks still reach them as before.
+    Isolated,
 }
 
 /// Whether a network carries IPv6 too, and on which subnet.
@@ -59,6 +72,9 @@ pub struct NetworkSpec {
     pub gateway: Option<Ipv4Addr>,
     pub reach: Reach,
     pub ipv6: Ipv6Choice,
+    /// The containers' MTU when it must be lower than the uplink's (checked by [`mtu_for`]).
+    pub mtu: Option<u32>,
+    pub members: Members,
 }
 
 pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkInfo> {
@@ -75,6 +91,7 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
     if spec.ipv6 != Ipv6Choice::Off {
         crate::ipv6::host_supports()?;
     }
+    let isolated = spec.members == Members::Isolated;
     let (_lock, mut st) = ctx.begin().await?;
     if let Some(n) = st.networks.get(name) {
         let same6 = match spec.ipv6 {
@@ -82,15 +99,17 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
             Ipv6Choice::Subnet(s6) => n.subnet6 == Some(s6),
             Ipv6Choice::Derived => n.subnet6.is_some(),
         };
-        if n.subnet == subnet && n.internal == internal && n.gateway == gateway && same6 {
+        let same = n.subnet == subnet && n.internal == internal && n.gateway == gateway;
+        if same && same6 && n.mtu == spec.mtu && n.isolated == isolated {
             return Ok(info(&st, name)); // idempotent
         }
         return Err(Error::conflict(format!(
-            "network {name:?} already exists with subnet {} gateway {}{}: remove it first or pick another name",
-            n.subnet,
-            n.gateway,
-            if n.internal { " (internal)" } else { "" }
+            "network {name:?} already exists with {}: remove it first or pick another name",
+            describe(n)
         )));
+    }
+    if let Some(m) = spec.mtu {
+        mtu_for(ctx, &st, m, spec.ipv6 != Ipv6Choice::Off).await?;
     }
     check_subnet(ctx, &st, subnet).await?;
     let id = st.next_network_id;
@@ -112,6 +131,8 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
             internal,
             subnet6,
             gateway6: subnet6.map(crate::ipv6::gateway_of),
+            mtu: spec.mtu,
+            isolated,
         },
     );
     tx::run(
@@ -134,6 +155,47 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
     )
     .await?;
     Ok(info(&st, name))
+}
+
+/// What a network is, for messages: `subnet 10.88.0.0/24 gateway 10.88.0.1 (internal)`.
+fn describe(n: &Network) -> String {
+    let mut d = format!("subnet {} gateway {}", n.subnet, n.gateway);
+    if let Some(s6) = n.subnet6 {
+        d += &format!(" subnet6 {s6}");
+    }
+    if let Some(m) = n.mtu {
+        d += &format!(" mtu {m}");
+    }
+    for (on, what) in [(n.internal, " (internal)"), (n.isolated, " (isolated)")] {
+        if on {
+            d += what;
+        }
+    }
+    d
+}
+
+/// A network's own MTU must be one its families can use and no larger than the uplink's:
+/// the datapath forwards without fragmenting, so a larger one would only make the containers
+/// send what cannot leave.
+async fn mtu_for(ctx: &Ctx, st: &State, mtu: u32, ipv6: bool) -> Result<()> {
+    let (min, why) = if ipv6 {
+        (1280, "IPv6's minimum")
+    } else {
+        (68, "IPv4's minimum")
+    };
+    if mtu < min {
+        return Err(Error::invalid(format!(
+            "MTU {mtu} is below {why} {min}: give --mtu {min} or more"
+        )));
+    }
+    if let Some(up) = super::mtu::uplink(ctx, st).await?
+        && mtu > up
+    {
+        return Err(Error::invalid(format!(
+            "MTU {mtu} is above the uplink's {up}: Weir forwards without fragmenting, so a network's MTU may only be lower: omit it to follow the uplink"
+        )));
+    }
+    Ok(())
 }
 
 /// An IPv4 subnet must overlap no other network's and no address of the host.
@@ -240,6 +302,8 @@ pub fn info(st: &State, name: &str) -> NetworkInfo {
         subnet6: n.subnet6,
         gateway6: n.gateway6,
         internal: n.internal,
+        mtu: n.mtu,
+        isolated: n.isolated,
         containers: st
             .containers
             .iter()

@@ -370,11 +370,13 @@ pub fn cut_denied(ctx: &Ctx, st: &State, book: &RuleBook) -> Result<usize> {
         .containers
         .values()
         .filter_map(|c| {
+            let net = st.networks.get(&c.network)?;
             Some((
                 c.identity,
                 Peer {
                     identity: c.identity,
-                    network: st.networks.get(&c.network)?.id,
+                    network: net.id,
+                    network_isolated: net.isolated,
                 },
             ))
         })

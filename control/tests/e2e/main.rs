@@ -22,6 +22,7 @@ mod masquerade;
 mod metrics;
 mod monitor;
 mod multinet;
+mod network_options;
 mod policy;
 mod publish;
 mod reboot;
