@@ -21,12 +21,12 @@ use crate::{
     state::{Network, Phase, Settings, State, Uplink},
 };
 
-/// The `WEIR_ENDPOINTS` entry of container `name`.
-pub fn endpoint(st: &State, name: &str) -> Result<(u32, Endpoint)> {
-    Ok((
-        from_std(st.container(name)?.ip),
-        container::endpoint(st, name)?,
-    ))
+/// The `WEIR_ENDPOINTS` entry of container `name`, if it has an IPv4 address.
+pub fn endpoint(st: &State, name: &str) -> Result<Option<(u32, Endpoint)>> {
+    let Some(ip) = st.container(name)?.ip else {
+        return Ok(None);
+    };
+    Ok(Some((from_std(ip), container::endpoint(st, name)?)))
 }
 
 /// Every container's endpoint (none for a container awaiting its name: it is kept dark).
@@ -34,7 +34,7 @@ pub fn endpoints(st: &State) -> HashMap<u32, Endpoint> {
     st.containers
         .iter()
         .filter(|(_, c)| c.phase != Phase::AwaitingName)
-        .filter_map(|(n, _)| endpoint(st, n).ok())
+        .filter_map(|(n, _)| endpoint(st, n).ok().flatten())
         .collect()
 }
 
@@ -124,14 +124,15 @@ pub fn publish_key(p: &Publish) -> Option<PublishKey> {
     ))
 }
 
-/// The `WEIR_PUBLISH` entry of a published port (None: on an IPv6 address alone).
+/// The `WEIR_PUBLISH` entry of a published port (None: on an IPv6 address alone, or of a
+/// container without IPv4).
 pub fn publish_entry(st: &State, p: &Publish) -> Result<Option<(PublishKey, PublishTarget)>> {
     let c = st.container(&p.container)?;
-    let Some(key) = publish_key(p) else {
+    let (Some(key), Some(ip)) = (publish_key(p), c.ip) else {
         return Ok(None);
     };
     let target = PublishTarget {
-        addr: from_std(c.ip),
+        addr: from_std(ip),
         port: port_be(p.container_port),
         _pad: 0,
         identity: c.identity,
@@ -194,9 +195,9 @@ pub fn net_links(st: &State) -> HashMap<NetPair, u32> {
         .collect()
 }
 
-/// The `WEIR_HOST_ADDRS` entry of a network's gateway.
-pub fn gateway_addr(net: &Network) -> (u32, HostAddr) {
-    (from_std(net.gateway), HostAddr::default())
+/// The `WEIR_HOST_ADDRS` entry of a network's IPv4 gateway, if it has IPv4.
+pub fn gateway_addr(net: &Network) -> Option<(u32, HostAddr)> {
+    Some((from_std(net.gateway?), HostAddr::default()))
 }
 
 /// The host's own addresses: every gateway, the uplink's address and the host addresses
@@ -205,7 +206,7 @@ pub fn host_addrs(st: &State) -> HashMap<u32, HostAddr> {
     let uplink = std::iter::once(&st.uplink.ip).chain(&st.uplink.host_addrs);
     st.networks
         .values()
-        .map(gateway_addr)
+        .filter_map(gateway_addr)
         .chain(uplink.map(|ip| (from_std(*ip), HostAddr::default())))
         .collect()
 }
@@ -214,9 +215,9 @@ pub fn host_addrs(st: &State) -> HashMap<u32, HostAddr> {
 pub fn subnets(st: &State) -> HashMap<(u32, u32), u32> {
     st.networks
         .values()
-        .map(|n| {
-            let key = (n.subnet.prefix_len() as u32, from_std(n.subnet.network()));
-            (key, n.id)
+        .filter_map(|n| {
+            let s = n.subnet?;
+            Some(((s.prefix_len() as u32, from_std(s.network())), n.id))
         })
         .collect()
 }

@@ -52,8 +52,11 @@ pub struct Uplink {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Network {
     pub id: u32,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    /// The IPv4 subnet and its gateway; None on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     pub internal: bool,
     /// Dual stack: the IPv6 subnet and its gateway (`<prefix>::1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,7 +95,9 @@ impl Phase {
 pub struct Container {
     pub identity: u32,
     pub network: String,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; None on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// Its IPv6 address, on a dual-stack network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
@@ -261,7 +266,7 @@ impl State {
     }
 
     pub fn container_by_ip(&self, ip: Ipv4Addr) -> Option<(&String, &Container)> {
-        self.containers.iter().find(|(_, c)| c.ip == ip)
+        self.containers.iter().find(|(_, c)| c.ip == Some(ip))
     }
 
     pub fn alloc_identity(&mut self) -> u32 {

@@ -95,9 +95,7 @@ pub async fn add(ctx: &Ctx, env: &Env, conf: &NetConf, v: Version) -> CniResult<
         ifname: env.ifname.clone(),
         mac: c.mac,
         sandbox: ns.display().to_string(),
-        ip: c.ip,
-        prefix: net.subnet.prefix_len(),
-        gateway: c.gateway,
+        ip: (c.ip.zip(net.subnet).zip(c.gateway)).map(|((ip, s), gw)| (ip, s.prefix_len(), gw)),
         ip6,
     };
     Ok(result::add_result(

@@ -58,7 +58,8 @@ async fn problems(
     prev: &serde_json::Value,
 ) -> CniResult<Vec<String>> {
     let c = &st.containers[name];
-    let prefix = st.network(&c.network)?.subnet.prefix_len();
+    let v4 =
+        c.ip.zip(st.network(&c.network)?.subnet.map(|s| s.prefix_len()));
     let mut bad = Vec::new();
     if c.phase != Phase::Ready {
         bad.push(format!("it is {:?}", c.phase));
@@ -71,8 +72,10 @@ async fn problems(
             ns.display()
         ));
     }
-    if !result::ipv4s(prev).contains(&(c.ip, prefix)) {
-        bad.push(format!("prevResult does not list {}/{prefix}", c.ip));
+    if let Some((ip, prefix)) = v4
+        && !result::ipv4s(prev).contains(&(ip, prefix))
+    {
+        bad.push(format!("prevResult does not list {ip}/{prefix}"));
     }
     match netlink::link_by_name(&ctx.nl, &c.host_if).await? {
         Some(l) if l.index == c.host_ifindex && l.up => {}
@@ -85,18 +88,17 @@ async fn problems(
     if links::program_id(&ctx.inst, &links::container_egress_link(c.identity)).is_none() {
         bad.push(format!("to_container is not attached to {}", c.host_if));
     }
-    let ep = maps::endpoints(&ctx.inst)?
-        .get(&weir_common::addr::from_std(c.ip), 0)
-        .ok();
-    if !ep.is_some_and(|e| e.identity == c.identity && e.ifindex == c.host_ifindex) {
-        bad.push(format!(
-            "the endpoint entry for {} is missing or stale",
-            c.ip
-        ));
+    if let Some((ip, _)) = v4 {
+        let ep = maps::endpoints(&ctx.inst)?
+            .get(&weir_common::addr::from_std(ip), 0)
+            .ok();
+        if !ep.is_some_and(|e| e.identity == c.identity && e.ifindex == c.host_ifindex) {
+            bad.push(format!("the endpoint entry for {ip} is missing or stale"));
+        }
     }
     bad.extend(published_problems(ctx, st, name, conf)?);
     if ns.exists() {
-        bad.extend(inside(ns, &env.ifname, &c.mac, c.ip, prefix)?);
+        bad.extend(inside(ns, &env.ifname, &c.mac, v4)?);
     } else {
         bad.push(format!("namespace {} is gone", ns.display()));
     }
@@ -137,8 +139,7 @@ fn inside(
     ns: &std::path::Path,
     ifname: &str,
     mac: &str,
-    ip: Ipv4Addr,
-    prefix: u8,
+    v4: Option<(Ipv4Addr, u8)>,
 ) -> CniResult<Vec<String>> {
     let (ifname, mac) = (ifname.to_string(), mac.to_string());
     Ok(netns::run_async_in(ns, move || async move {
@@ -154,7 +155,9 @@ fn inside(
             bad.push(format!("{ifname} no longer has MAC {mac}"));
         }
         let addrs = netlink::ipv4_addrs(&h, Some(l.index)).await?;
-        if !addrs.iter().any(|(_, a, p)| *a == ip && *p == prefix) {
+        if let Some((ip, prefix)) = v4
+            && !addrs.iter().any(|(_, a, p)| *a == ip && *p == prefix)
+        {
             bad.push(format!("{ifname} no longer has {ip}/{prefix}"));
         }
         Ok(bad)

@@ -15,9 +15,8 @@ pub struct Attached {
     pub ifname: String,
     pub mac: String,
     pub sandbox: String,
-    pub ip: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Ipv4Addr,
+    /// The IPv4 address, its prefix length and gateway (None on an IPv6-only network).
+    pub ip: Option<(Ipv4Addr, u8, Ipv4Addr)>,
     /// On a dual-stack network: the IPv6 address, its prefix length and gateway.
     pub ip6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
 }
@@ -33,16 +32,18 @@ pub fn add_result(v: Version, a: &Attached, dns: Option<&Value>, prev: Option<&V
     let host_idx = interfaces.len();
     interfaces.push(json!({ "name": a.host_if, "mac": a.host_mac }));
     interfaces.push(json!({ "name": a.ifname, "mac": a.mac, "sandbox": a.sandbox }));
-    let mut ip = json!({
-        "address": format!("{}/{}", a.ip, a.prefix),
-        "gateway": a.gateway.to_string(),
-        "interface": host_idx + 1,
-    });
-    if v.ips_carry_family() {
-        ip["version"] = json!("4");
+    if let Some((ip4, prefix, gw)) = a.ip {
+        let mut ip = json!({
+            "address": format!("{ip4}/{prefix}"),
+            "gateway": gw.to_string(),
+            "interface": host_idx + 1,
+        });
+        if v.ips_carry_family() {
+            ip["version"] = json!("4");
+        }
+        array(&mut out, "ips").push(ip);
+        array(&mut out, "routes").push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
     }
-    array(&mut out, "ips").push(ip);
-    array(&mut out, "routes").push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway.to_string() }));
     if let Some((ip6, prefix6, gw6)) = a.ip6 {
         let mut ip = json!({
             "address": format!("{ip6}/{prefix6}"),
@@ -101,9 +102,7 @@ mod tests {
             ifname: "eth0".into(),
             mac: "02:42:0a:00:00:02".into(),
             sandbox: "/run/netns/x".into(),
-            ip: Ipv4Addr::new(10, 0, 0, 2),
-            prefix: 24,
-            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            ip: Some((Ipv4Addr::new(10, 0, 0, 2), 24, Ipv4Addr::new(10, 0, 0, 1))),
             ip6: None,
         }
     }

@@ -252,7 +252,10 @@ impl Driver {
         let network = weir_name(&req.network_id);
         let st = state::load_required(&self.ctx.inst)?;
         let net = st.network(&network)?;
-        let ip = address_in(&req.interface.address, net.subnet)?;
+        let subnet = net
+            .subnet
+            .ok_or_else(|| Error::invalid(format!("network {network:?} has no IPv4 subnet")))?;
+        let ip = address_in(&req.interface.address, subnet)?;
         container::choose_ip(&st, &network, Some(ip))?;
         let ip6 = match req
             .interface
@@ -338,10 +341,9 @@ impl Driver {
                 src_name: peer_name(&req.endpoint_id),
                 dst_prefix: "eth".into(),
             },
-            gateway: if net.internal {
-                String::new()
-            } else {
-                net.gateway.to_string()
+            gateway: match (net.internal, net.gateway) {
+                (false, Some(gw)) => gw.to_string(),
+                _ => String::new(),
             },
             gateway_ipv6: match (net.internal, c.ip6, net.gateway6) {
                 (false, Some(_), Some(gw6)) => gw6.to_string(),
@@ -494,7 +496,7 @@ fn network_spec(req: &CreateNetwork) -> Result<NetworkSpec> {
     let internal = req.options.get(api::INTERNAL) == Some(&json!(true));
     Ok(NetworkSpec {
         ipv6,
-        subnet,
+        subnet: Some(subnet),
         gateway,
         reach: if internal {
             Reach::Internal

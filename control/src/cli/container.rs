@@ -183,7 +183,10 @@ fn report(made: &[container::ContainerInfo], j: bool) {
         let name = i.alias.as_deref().unwrap_or(&i.name);
         println!(
             "container {name} {} on {} (netns {}, host side {})",
-            i.ip, i.network, i.netns, i.host_if
+            i.address(),
+            i.network,
+            i.netns,
+            i.host_if
         );
         for p in &i.published {
             println!("published {p}");
@@ -206,7 +209,7 @@ fn list(ctx: &Ctx, j: bool) -> Result<()> {
             vec![
                 c.alias.clone().unwrap_or_else(|| c.name.clone()),
                 c.network.clone(),
-                c.ip.to_string(),
+                c.address(),
                 c.host_if.clone(),
                 c.published.join(","),
                 if c.alias.is_some() {

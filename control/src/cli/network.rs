@@ -18,6 +18,7 @@ pub enum NetworkCmd {
         control network create lan --subnet 10.90.0.0/24 --gateway 10.90.0.254\n  \
         control network create dual --subnet 10.91.0.0/24 --subnet6 fd00:91::/64   # dual stack\n  \
         control network create auto6 --subnet 10.92.0.0/24 --ipv6   # a /64 of this host's ULA /48\n  \
+        control network create only6 --subnet6 fd00:95::/64   # IPv6-only\n  \
         control network create vpn --subnet 10.93.0.0/24 --mtu 1400   # under an encapsulating upstream\n  \
         control network create tenants --subnet 10.94.0.0/24 --isolated   # members reach each other only by `allow`"
     )]
@@ -54,23 +55,25 @@ pub struct CreateArgs {
     /// Network name (letters, digits, '-', '_', '.').
     name: String,
     /// IPv4 subnet between /8 and /30, e.g. 10.88.0.0/24; must not overlap another network
-    /// or contain a host address.
+    /// or contain a host address. Without it (and with --subnet6 or --ipv6) the network is
+    /// IPv6-only.
     #[arg(long, value_name = "CIDR")]
-    subnet: String,
-    /// The containers' gateway (the host's address on the network): a host address of the
-    /// subnet. Default: the first one.
-    #[arg(long, value_name = "IP")]
+    subnet: Option<String>,
+    /// The containers' IPv4 gateway (the host's address on the network): a host address of
+    /// the subnet. Default: the first one.
+    #[arg(long, value_name = "IP", requires = "subnet")]
     gateway: Option<String>,
     /// No egress to the world, no published ports; the host is reachable only at the
     /// network's own gateway.
     #[arg(long)]
     internal: bool,
-    /// Dual stack: this IPv6 subnet too (/48 to /120, /64 usual; gateway `<prefix>::1`).
-    /// Containers get an address in it, NAT66 to the world, the same rules as IPv4.
+    /// IPv6: this subnet (/48 to /120, /64 usual; gateway `<prefix>::1`), beside --subnet
+    /// (dual stack) or alone (IPv6-only). Containers get an address in it, NAT66 to the
+    /// world, the same rules as IPv4.
     #[arg(long, value_name = "CIDR6", conflicts_with = "ipv6")]
     subnet6: Option<String>,
-    /// Dual stack on a /64 of this instance's own ULA /48 (fdXX:XXXX:XXXX::/48, derived
-    /// from the instance, as Docker derives one).
+    /// IPv6 on a /64 of this instance's own ULA /48 (fdXX:XXXX:XXXX::/48, derived from the
+    /// instance, as Docker derives one): dual stack with --subnet, else IPv6-only.
     #[arg(long)]
     ipv6: bool,
     /// The containers' MTU, when it must be lower than the uplink's (default: the uplink's,
@@ -105,8 +108,16 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
                     .map(|n| {
                         vec![
                             n.name.clone(),
-                            n.subnet.to_string(),
-                            n.gateway.to_string(),
+                            dash(
+                                n.subnet
+                                    .map(|s| s.to_string())
+                                    .or(n.subnet6.map(|s| s.to_string())),
+                            ),
+                            dash(
+                                n.gateway
+                                    .map(|g| g.to_string())
+                                    .or(n.gateway6.map(|g| g.to_string())),
+                            ),
                             n.internal.to_string(),
                             n.containers.len().to_string(),
                             n.connected.join(","),
@@ -146,7 +157,7 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> Result<()> {
 
 /// `network create`: the flags parsed and checked here, once.
 async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
-    let subnet = validate::subnet(&a.subnet)?;
+    let subnet = a.subnet.as_deref().map(validate::subnet).transpose()?;
     let ipv6 = match (a.subnet6, a.ipv6) {
         (Some(s6), _) => network::Ipv6Choice::Subnet(validate::subnet6(&s6)?),
         (None, true) => network::Ipv6Choice::Derived,
@@ -154,10 +165,10 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
     };
     let spec = network::NetworkSpec {
         subnet,
-        gateway: a
-            .gateway
-            .map(|g| validate::gateway(subnet, &g))
-            .transpose()?,
+        gateway: match (subnet, a.gateway) {
+            (Some(s), Some(g)) => Some(validate::gateway(s, &g)?),
+            _ => None,
+        },
         reach: if a.internal {
             network::Reach::Internal
         } else {
@@ -176,7 +187,10 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
         json(&n);
         return Ok(());
     }
-    let mut line = format!("network {} {} gateway {}", n.name, n.subnet, n.gateway);
+    let mut line = format!("network {}", n.name);
+    if let (Some(s), Some(g)) = (n.subnet, n.gateway) {
+        line += &format!(" {s} gateway {g}");
+    }
     if let (Some(s6), Some(g6)) = (n.subnet6, n.gateway6) {
         line += &format!(" {s6} gateway {g6}");
     }
@@ -190,4 +204,9 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
     }
     println!("{line}");
     Ok(())
+}
+
+/// A table cell for what may be absent.
+fn dash(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "-".into())
 }

@@ -97,13 +97,12 @@ pub async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<()> {
         json(&p);
     } else {
         println!(
-            "published {}:{}/{} -> {} {}:{}",
+            "published {}:{}/{} -> {} {}",
             host(p.host_ip),
             p.host_port,
             p.proto.name(),
             p.container,
-            p.container_ip,
-            p.container_port
+            p.target()
         );
     }
     Ok(())
@@ -171,7 +170,7 @@ pub fn ports(ctx: &Ctx, a: PortsArgs) -> Result<()> {
                     .get(&p.container)
                     .and_then(|c| c.alias.clone())
                     .unwrap_or_else(|| p.container.clone()),
-                format!("{}:{}", p.container_ip, p.container_port),
+                p.target(),
             ]
         })
         .collect();

@@ -111,8 +111,10 @@ pub struct ContainerInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
     pub network: String,
-    pub ip: Ipv4Addr,
-    pub gateway: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,14 +127,21 @@ pub struct ContainerInfo {
     pub published: Vec<String>,
 }
 
+impl ContainerInfo {
+    /// Its IPv4 address, or its IPv6 one on an IPv6-only network.
+    pub fn address(&self) -> String {
+        match (self.ip, self.ip6) {
+            (Some(ip), _) => ip.to_string(),
+            (None, Some(ip6)) => ip6.to_string(),
+            (None, None) => "-".into(),
+        }
+    }
+}
+
 /// What `container ls` shows of `name`; `pubs`: the published ports (all, or its own).
 pub fn info(st: &State, pubs: &[Publish], name: &str) -> ContainerInfo {
     let c = &st.containers[name];
-    let gw = st
-        .networks
-        .get(&c.network)
-        .map(|n| n.gateway)
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let gw = st.networks.get(&c.network).and_then(|n| n.gateway);
     ContainerInfo {
         name: name.to_string(),
         alias: c.alias.clone(),
@@ -175,51 +184,56 @@ pub fn endpoint(st: &State, name: &str) -> Result<Endpoint> {
         network: net.id,
         flags: if net.internal { ep_flags::INTERNAL } else { 0 }
             | if net.isolated { ep_flags::ISOLATED } else { 0 },
-        gateway: weir_common::addr::from_std(net.gateway),
+        // Self-hairpin's SNAT source; an IPv6-only network has no IPv4 to hairpin.
+        gateway: weir_common::addr::from_std(net.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED)),
         mac: netlink::parse_mac(&c.mac).unwrap_or_default(),
         host_mac: netlink::parse_mac(&c.host_mac).unwrap_or_default(),
     })
 }
 
-/// Picks the requested address (checked) or the lowest free one.
-pub fn choose_ip(st: &State, network: &str, want: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
+/// The IPv4 address of a new container on `network`: the requested one (checked) or the
+/// lowest free one; None on an IPv6-only network.
+pub fn choose_ip(st: &State, network: &str, want: Option<Ipv4Addr>) -> Result<Option<Ipv4Addr>> {
     let net = st.network(network)?;
-    let used = |ip: Ipv4Addr| {
+    let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
+        return match want {
+            Some(ip) => Err(Error::invalid(format!(
+                "network {network:?} is IPv6-only (cannot give {ip}): use --ip6, or a network with --subnet"
+            ))),
+            None => Ok(None),
+        };
+    };
+    let user = |ip: Ipv4Addr| {
         st.containers
-            .values()
-            .any(|c| c.network == network && c.ip == ip)
+            .iter()
+            .find(|(_, c)| c.network == network && c.ip == Some(ip))
+            .map(|(n, _)| n.clone())
     };
     if let Some(ip) = want {
-        if !net.subnet.contains(&ip) {
+        if !subnet.contains(&ip) {
             return Err(Error::invalid(format!(
-                "{ip} is outside network {network:?} ({}): pick an address inside it",
-                net.subnet
+                "{ip} is outside network {network:?} ({subnet}): pick an address inside it"
             )));
         }
-        if ip == net.subnet.network() || ip == net.subnet.broadcast() || ip == net.gateway {
+        if ip == subnet.network() || ip == subnet.broadcast() || ip == gw {
             return Err(Error::invalid(format!(
-                "{ip} is the network, broadcast or gateway address of {}: pick a host address",
-                net.subnet
+                "{ip} is the network, broadcast or gateway address of {subnet}: pick a host address"
             )));
         }
-        if let Some((other, _)) = st
-            .containers
-            .iter()
-            .find(|(_, c)| c.network == network && c.ip == ip)
-        {
+        if let Some(other) = user(ip) {
             return Err(Error::conflict(format!(
                 "{ip} is already used by container {other:?}"
             )));
         }
-        return Ok(ip);
+        return Ok(Some(ip));
     }
-    net.subnet
+    subnet
         .hosts()
-        .find(|ip| *ip != net.gateway && !used(*ip))
+        .find(|ip| *ip != gw && user(*ip).is_none())
+        .map(Some)
         .ok_or_else(|| {
             Error::conflict(format!(
-                "network {network:?} ({}) has no free address left",
-                net.subnet
+                "network {network:?} ({subnet}) has no free address left"
             ))
         })
 }
@@ -280,19 +294,37 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
-/// A new container record (phase Creating) with its identity, MACs and host-side name.
-pub fn new_record(st: &mut State, network: &str, ip: Ipv4Addr) -> Container {
+/// The four address bytes a container's MACs are derived from: its IPv4 address, or on an
+/// IPv6-only network the low 32 bits of its IPv6 one (unique on its network, which is all a
+/// MAC must be: every veth is a segment of its own).
+fn mac_seed(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> Ipv4Addr {
+    match (ip, ip6) {
+        (Some(ip), _) => ip,
+        (None, Some(ip6)) => Ipv4Addr::from(u128::from(ip6) as u32),
+        (None, None) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+/// A new container record (phase Creating) with its identity, addresses, MACs and host-side
+/// name.
+pub fn new_record(
+    st: &mut State,
+    network: &str,
+    ip: Option<Ipv4Addr>,
+    ip6: Option<Ipv6Addr>,
+) -> Container {
     let identity = st.alloc_identity();
-    let o = ip.octets();
+    let seed = mac_seed(ip, ip6);
+    let o = seed.octets();
     Container {
         identity,
         network: network.to_string(),
         ip,
-        mac: netlink::mac_string(&mac_for(ip)),
+        mac: netlink::mac_string(&mac_for(seed)),
         host_mac: netlink::mac_string(&[0x02, 0xfe, o[0], o[1], o[2], o[3]]),
         host_if: format!("wr-{identity:x}"),
         host_ifindex: 0,
-        ip6: None,
+        ip6,
         phase: Phase::Creating,
         external_netns: None,
         cni_id: None,
@@ -324,8 +356,7 @@ pub async fn attach(ctx: &Ctx, st: &mut State, spec: AttachSpec) -> Result<Conta
             netns::RUN_DIR
         )));
     }
-    let mut rec = record(st, &spec, ip);
-    rec.ip6 = ip6;
+    let rec = record(st, &spec, ip, ip6);
     st.containers.insert(name.to_string(), rec);
     let what = match spec.origin {
         Origin::Cli => format!("container create {name}"),
@@ -403,8 +434,13 @@ pub async fn name(ctx: &Ctx, st: &mut State, name: &str, alias: Option<&str>) ->
 }
 
 /// The new record of what `spec` asks for, at `ip`.
-fn record(st: &mut State, spec: &AttachSpec, ip: Ipv4Addr) -> Container {
-    let mut rec = new_record(st, &spec.network, ip);
+fn record(
+    st: &mut State,
+    spec: &AttachSpec,
+    ip: Option<Ipv4Addr>,
+    ip6: Option<Ipv6Addr>,
+) -> Container {
+    let mut rec = new_record(st, &spec.network, ip, ip6);
     if let NetnsOwner::Runtime(p) = &spec.netns {
         rec.external_netns = Some(p.display().to_string());
     }
@@ -475,19 +511,25 @@ async fn plumb(
     links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
     netlink::set_up(&ctx.nl, host.index).await?;
 
-    let (ip, prefix, gw) = (c.ip, net.subnet.prefix_len(), net.gateway);
     if peer == Peer::MoveIntoNetns {
         // The default route is the first network's; a further one's subnet is on its link.
-        let gw = c.alias.is_none().then_some(gw);
+        let first = c.alias.is_none();
+        let v4 = c.ip.zip(net.subnet).map(|(ip, s)| Inside4 {
+            ip,
+            prefix: s.prefix_len(),
+            gateway: net.gateway.filter(|_| first),
+        });
         let v6 = c.ip6.zip(net.subnet6).map(|(ip6, s6)| Inside6 {
             ip: ip6,
             prefix: s6.prefix_len(),
-            gateway: net.gateway6.filter(|_| c.alias.is_none()),
+            gateway: net.gateway6.filter(|_| first),
         });
-        configure_inside(ns, ifname, ip, prefix, gw, v6)?;
+        configure_inside(ns, ifname, v4, v6)?;
     }
-    netlink::add_host_route(&ctx.nl, ip, host.index, gw).await?;
-    netlink::add_neigh(&ctx.nl, host.index, ip.into(), mac).await?;
+    if let (Some(ip), Some(gw)) = (c.ip, net.gateway) {
+        netlink::add_host_route(&ctx.nl, ip, host.index, gw).await?;
+        netlink::add_neigh(&ctx.nl, host.index, ip.into(), mac).await?;
+    }
     if let Some(ip6) = c.ip6 {
         netlink::add_host_route6(&ctx.nl, ip6, host.index, net.gateway6).await?;
         netlink::add_neigh(&ctx.nl, host.index, ip6.into(), mac).await?;
@@ -512,10 +554,21 @@ fn admit_endpoint(ctx: &Ctx, st: &State, name: &str) -> Result<()> {
             .insert(key, ep, 0)
             .ctx(|| "adding the IPv6 endpoint".into())?;
     }
-    let (key, ep) = crate::desired::endpoint(st, name)?;
-    maps::endpoints(&ctx.inst)?
-        .insert(key, ep, 0)
-        .ctx(|| "adding the endpoint".into())
+    if let Some((key, ep)) = crate::desired::endpoint(st, name)? {
+        maps::endpoints(&ctx.inst)?
+            .insert(key, ep, 0)
+            .ctx(|| "adding the endpoint".into())?;
+    }
+    Ok(())
+}
+
+/// A container's IPv4 side, as its namespace gets it.
+#[derive(Clone, Copy)]
+struct Inside4 {
+    ip: Ipv4Addr,
+    prefix: u8,
+    /// The default route's next hop (the first network's gateway only).
+    gateway: Option<Ipv4Addr>,
 }
 
 /// A container's IPv6 side, as its namespace gets it.
@@ -533,9 +586,7 @@ struct Inside6 {
 fn configure_inside(
     ns: &Path,
     ifname: &str,
-    ip: Ipv4Addr,
-    prefix: u8,
-    gw: Option<Ipv4Addr>,
+    v4: Option<Inside4>,
     v6: Option<Inside6>,
 ) -> Result<()> {
     let ifname_owned = ifname.to_string();
@@ -555,12 +606,14 @@ fn configure_inside(
                     "{ifname_owned} missing in the container namespace"
                 ))
             })?;
-        netlink::add_addr(&h, eth.index, ip, prefix).await?;
+        if let Some(v4) = v4 {
+            netlink::add_addr(&h, eth.index, v4.ip, v4.prefix).await?;
+        }
         if let Some(v6) = v6 {
             netlink::add_addr6(&h, eth.index, v6.ip, v6.prefix).await?;
         }
         netlink::set_up(&h, eth.index).await?;
-        if let Some(gw) = gw {
+        if let Some(gw) = v4.and_then(|v| v.gateway) {
             netlink::add_default_route(&h, gw).await?;
         }
         match v6.and_then(|v| v.gateway) {
@@ -693,8 +746,9 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
         let _ = netlink::delete_link(&ctx.nl, l.index).await;
     }
     let _ = links::container_detach(&ctx.inst, c.identity);
-    let ip = weir_common::addr::from_std(c.ip);
-    if let Ok(mut m) = maps::endpoints(&ctx.inst)
+    let ip = c.ip.map(weir_common::addr::from_std);
+    if let Some(ip) = ip
+        && let Ok(mut m) = maps::endpoints(&ctx.inst)
         && m.get(&ip, 0).is_ok_and(|e| e.identity == c.identity)
     {
         let _ = m.remove(&ip);
@@ -705,7 +759,9 @@ pub async fn teardown(ctx: &Ctx, st: &State, name: &str) {
         }
     }
     let _ = policy::remove_for(ctx, st, name);
-    let _ = purge_conntrack(ctx, |k, _| k.saddr == ip || k.daddr == ip);
+    if let Some(ip) = ip {
+        let _ = purge_conntrack(ctx, |k, _| k.saddr == ip || k.daddr == ip);
+    }
     if let Some(ip6) = c.ip6.map(weir_common::addr::from_std6) {
         if let Ok(mut m) = maps::endpoints6(&ctx.inst)
             && m.get(&ip6, 0).is_ok_and(|e| e.ep.identity == c.identity)

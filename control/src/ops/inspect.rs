@@ -562,7 +562,7 @@ pub fn flush(ctx: &Ctx, st: &State, container: Option<&str>) -> Result<usize> {
             let records = st.answering_some(n)?;
             let ips: Vec<u32> = records
                 .iter()
-                .map(|r| weir_common::addr::from_std(st.containers[*r].ip))
+                .filter_map(|r| st.containers[*r].ip.map(weir_common::addr::from_std))
                 .collect();
             let ips6: Vec<[u32; 4]> = records
                 .iter()

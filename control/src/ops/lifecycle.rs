@@ -274,7 +274,7 @@ async fn attach_all(ctx: &Ctx, st: &mut State, uplink: &Uplink, xdp: &XdpMode) -
         links::container_attach(&ctx.inst, c.identity, &c.host_if)?;
         containers += 1;
     }
-    let gateways: Vec<Ipv4Addr> = st.networks.values().map(|n| n.gateway).collect();
+    let gateways: Vec<Ipv4Addr> = st.networks.values().filter_map(|n| n.gateway).collect();
     let host_addrs = netlink::ipv4_addrs(&ctx.nl, None)
         .await?
         .into_iter()
@@ -388,7 +388,9 @@ pub async fn ensure_gateway_dev(ctx: &Ctx, st: &State) -> Result<()> {
         .ok_or_else(|| Error::Other(anyhow::anyhow!("{GATEWAY_DEV} vanished after creation")))?;
     netlink::set_up(&ctx.nl, dev.index).await?;
     for n in st.networks.values() {
-        netlink::add_addr(&ctx.nl, dev.index, n.gateway, 32).await?;
+        if let Some(gw) = n.gateway {
+            netlink::add_addr(&ctx.nl, dev.index, gw, 32).await?;
+        }
         if let Some(gw6) = n.gateway6 {
             netlink::add_addr6(&ctx.nl, dev.index, gw6, 128).await?;
         }
@@ -454,7 +456,7 @@ pub async fn down(ctx: &Ctx, unreadable: Unreadable) -> Result<DownReport> {
     // Without a readable state the pinned subnet map still names the networks: their gateway
     // addresses go too (left on the gateway device, the host would answer them forever).
     let gateways: Vec<Ipv4Addr> = match &st_for_gw {
-        Some(st) => st.networks.values().map(|n| n.gateway).collect(),
+        Some(st) => st.networks.values().filter_map(|n| n.gateway).collect(),
         None => pinned_gateways(ctx),
     };
     // (IPv6 gateways need a readable state: the IPv6 subnet trie's keys name prefixes only.)

@@ -19,8 +19,10 @@ use crate::{
 pub struct NetworkInfo {
     pub name: String,
     pub id: u32,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subnet6: Option<Ipv6Net>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,8 +69,9 @@ pub enum Ipv6Choice {
 /// [`validate::gateway`], [`validate::subnet6`]).
 #[derive(Clone, Copy, Debug)]
 pub struct NetworkSpec {
-    pub subnet: Ipv4Net,
-    /// The gateway address, else the subnet's first host address.
+    /// The IPv4 subnet; None for an IPv6-only network.
+    pub subnet: Option<Ipv4Net>,
+    /// The IPv4 gateway address, else the subnet's first host address.
     pub gateway: Option<Ipv4Addr>,
     pub reach: Reach,
     pub ipv6: Ipv6Choice,
@@ -79,28 +82,25 @@ pub struct NetworkSpec {
 
 pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkInfo> {
     validate::name("network", name)?;
-    let NetworkSpec { subnet, reach, .. } = spec;
-    let internal = reach == Reach::Internal;
-    let gateway = match spec.gateway {
-        Some(g) => g,
-        None => subnet
-            .hosts()
-            .next()
-            .ok_or_else(|| Error::invalid(format!("subnet {subnet} has no host addresses")))?,
-    };
+    if spec.subnet.is_none() && spec.ipv6 == Ipv6Choice::Off {
+        return Err(Error::invalid(
+            "a network needs an IPv4 subnet (--subnet), an IPv6 one (--subnet6 or --ipv6), or both",
+        ));
+    }
+    let gateway = spec
+        .subnet
+        .map(|s| gateway_of(s, spec.gateway))
+        .transpose()?;
     if spec.ipv6 != Ipv6Choice::Off {
         crate::ipv6::host_supports()?;
     }
-    let isolated = spec.members == Members::Isolated;
+    let (internal, isolated) = (
+        spec.reach == Reach::Internal,
+        spec.members == Members::Isolated,
+    );
     let (_lock, mut st) = ctx.begin().await?;
     if let Some(n) = st.networks.get(name) {
-        let same6 = match spec.ipv6 {
-            Ipv6Choice::Off => n.subnet6.is_none(),
-            Ipv6Choice::Subnet(s6) => n.subnet6 == Some(s6),
-            Ipv6Choice::Derived => n.subnet6.is_some(),
-        };
-        let same = n.subnet == subnet && n.internal == internal && n.gateway == gateway;
-        if same && same6 && n.mtu == spec.mtu && n.isolated == isolated {
+        if is_like(n, &spec, gateway) {
             return Ok(info(&st, name)); // idempotent
         }
         return Err(Error::conflict(format!(
@@ -111,7 +111,9 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
     if let Some(m) = spec.mtu {
         mtu_for(ctx, &st, m, spec.ipv6 != Ipv6Choice::Off).await?;
     }
-    check_subnet(ctx, &st, subnet).await?;
+    if let Some(s) = spec.subnet {
+        check_subnet(ctx, &st, s).await?;
+    }
     let id = st.next_network_id;
     let subnet6 = match spec.ipv6 {
         Ipv6Choice::Off => None,
@@ -126,7 +128,7 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
         name.to_string(),
         Network {
             id,
-            subnet,
+            subnet: spec.subnet,
             gateway,
             internal,
             subnet6,
@@ -141,10 +143,11 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
         &mut st,
         async |st| {
             lifecycle::ensure_gateway_dev(ctx, st).await?;
-            let (addr, host) = desired::gateway_addr(&st.networks[name]);
-            maps::host_addrs(&ctx.inst)?
-                .insert(addr, host, 0)
-                .ctx(|| "adding the gateway to the host addresses map".into())?;
+            if let Some((addr, host)) = desired::gateway_addr(&st.networks[name]) {
+                maps::host_addrs(&ctx.inst)?
+                    .insert(addr, host, 0)
+                    .ctx(|| "adding the gateway to the host addresses map".into())?;
+            }
             if let Some((addr, host)) = desired::gateway_addr6(&st.networks[name]) {
                 maps::host_addrs6(&ctx.inst)?
                     .insert(addr, host, 0)
@@ -157,12 +160,42 @@ pub async fn create(ctx: &Ctx, name: &str, spec: NetworkSpec) -> Result<NetworkI
     Ok(info(&st, name))
 }
 
+/// The IPv4 gateway: the one asked for, else the subnet's first host address.
+fn gateway_of(subnet: Ipv4Net, asked: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
+    match asked {
+        Some(g) => Ok(g),
+        None => subnet
+            .hosts()
+            .next()
+            .ok_or_else(|| Error::invalid(format!("subnet {subnet} has no host addresses"))),
+    }
+}
+
+/// Whether existing network `n` is what `spec` (with IPv4 gateway `gateway`) asks for.
+fn is_like(n: &Network, spec: &NetworkSpec, gateway: Option<Ipv4Addr>) -> bool {
+    let same6 = match spec.ipv6 {
+        Ipv6Choice::Off => n.subnet6.is_none(),
+        Ipv6Choice::Subnet(s6) => n.subnet6 == Some(s6),
+        Ipv6Choice::Derived => n.subnet6.is_some(),
+    };
+    n.subnet == spec.subnet
+        && n.gateway == gateway
+        && n.internal == (spec.reach == Reach::Internal)
+        && same6
+        && n.mtu == spec.mtu
+        && n.isolated == (spec.members == Members::Isolated)
+}
+
 /// What a network is, for messages: `subnet 10.88.0.0/24 gateway 10.88.0.1 (internal)`.
 fn describe(n: &Network) -> String {
-    let mut d = format!("subnet {} gateway {}", n.subnet, n.gateway);
-    if let Some(s6) = n.subnet6 {
-        d += &format!(" subnet6 {s6}");
+    let mut d = Vec::new();
+    if let (Some(s), Some(g)) = (n.subnet, n.gateway) {
+        d.push(format!("subnet {s} gateway {g}"));
     }
+    if let Some(s6) = n.subnet6 {
+        d.push(format!("subnet6 {s6}"));
+    }
+    let mut d = d.join(" ");
     if let Some(m) = n.mtu {
         d += &format!(" mtu {m}");
     }
@@ -201,14 +234,15 @@ async fn mtu_for(ctx: &Ctx, st: &State, mtu: u32, ipv6: bool) -> Result<()> {
 /// An IPv4 subnet must overlap no other network's and no address of the host.
 async fn check_subnet(ctx: &Ctx, st: &State, subnet: Ipv4Net) -> Result<()> {
     for (other, n) in &st.networks {
-        if n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network()) {
+        if let Some(o) = n.subnet
+            && (o.contains(&subnet.network()) || subnet.contains(&o.network()))
+        {
             return Err(Error::conflict(format!(
-                "subnet {subnet} overlaps network {other:?} ({}): pick a disjoint range",
-                n.subnet
+                "subnet {subnet} overlaps network {other:?} ({o}): pick a disjoint range"
             )));
         }
     }
-    let gateways: Vec<Ipv4Addr> = st.networks.values().map(|n| n.gateway).collect();
+    let gateways: Vec<Ipv4Addr> = st.networks.values().filter_map(|n| n.gateway).collect();
     for (idx, ip, plen) in netlink::ipv4_addrs(&ctx.nl, None).await? {
         if gateways.contains(&ip) || ip.is_loopback() {
             continue;
@@ -276,12 +310,16 @@ pub async fn remove(ctx: &Ctx, name: &str) -> Result<()> {
             }
         }
         st.net_links.retain(|(a, b)| a != name && b != name);
-        let _ = maps::host_addrs(&ctx.inst)?.remove(&desired::gateway_addr(&net).0);
+        if let Some((addr, _)) = desired::gateway_addr(&net) {
+            let _ = maps::host_addrs(&ctx.inst)?.remove(&addr);
+        }
         if let Some((addr, _)) = desired::gateway_addr6(&net) {
             let _ = maps::host_addrs6(&ctx.inst)?.remove(&addr);
         }
         if let Some(dev) = netlink::link_by_name(&ctx.nl, lifecycle::GATEWAY_DEV).await? {
-            netlink::del_addr(&ctx.nl, dev.index, net.gateway).await?;
+            if let Some(gw) = net.gateway {
+                netlink::del_addr(&ctx.nl, dev.index, gw).await?;
+            }
             if let Some(gw6) = net.gateway6 {
                 netlink::del_addr6(&ctx.nl, dev.index, gw6).await?;
             }

@@ -23,7 +23,21 @@ pub struct PublishInfo {
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
-    pub container_ip: Ipv4Addr,
+    /// None: a container of an IPv6-only network.
+    pub container_ip: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_ip6: Option<std::net::Ipv6Addr>,
+}
+
+impl PublishInfo {
+    /// `10.88.0.2:80`, or `[fd00::2]:80` for a container without IPv4.
+    pub fn target(&self) -> String {
+        match (self.container_ip, self.container_ip6) {
+            (Some(ip), _) => format!("{ip}:{}", self.container_port),
+            (None, Some(ip6)) => format!("[{ip6}]:{}", self.container_port),
+            (None, None) => format!("-:{}", self.container_port),
+        }
+    }
 }
 
 pub fn describe(p: &Publish) -> String {
@@ -48,11 +62,8 @@ pub fn list(st: &State, pubs: &[Publish]) -> Vec<PublishInfo> {
             host_port: p.host_port,
             container_port: p.container_port,
             proto: p.proto,
-            container_ip: st
-                .containers
-                .get(&p.container)
-                .map(|c| c.ip)
-                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            container_ip: st.containers.get(&p.container).and_then(|c| c.ip),
+            container_ip6: st.containers.get(&p.container).and_then(|c| c.ip6),
         })
         .collect()
 }
@@ -200,10 +211,17 @@ pub async fn add(
 /// container with IPv6.
 async fn check_host_ip(ctx: &Ctx, st: &State, container: &str, ip: IpAddr) -> Result<()> {
     let local = match ip {
-        IpAddr::V4(v4) => netlink::ipv4_addrs(&ctx.nl, None)
-            .await?
-            .iter()
-            .any(|(_, a, _)| *a == v4),
+        IpAddr::V4(v4) => {
+            if st.container(container)?.ip.is_none() {
+                return Err(Error::invalid(format!(
+                    "--host-ip {ip} is an IPv4 address but container {container:?} has no IPv4 (an IPv6-only network): use an IPv6 address"
+                )));
+            }
+            netlink::ipv4_addrs(&ctx.nl, None)
+                .await?
+                .iter()
+                .any(|(_, a, _)| *a == v4)
+        }
         IpAddr::V6(v6) => {
             if st.container(container)?.ip6.is_none() {
                 return Err(Error::invalid(format!(
@@ -391,7 +409,7 @@ fn remove_entry4(ctx: &Ctx, st: &State, p: &Publish, key: PublishKey) -> Result<
     let mut m = maps::publish(&ctx.inst)?;
     // Only if it still points at this container (a stale state must not remove someone else's).
     if let (Ok(cur), Some(c)) = (m.get(&key, 0), st.containers.get(&p.container))
-        && cur.addr != weir_common::addr::from_std(c.ip)
+        && c.ip.map(weir_common::addr::from_std) != Some(cur.addr)
     {
         return Ok(());
     }

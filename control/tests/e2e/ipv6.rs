@@ -919,3 +919,71 @@ fn soak_with_ipv6_connections_leaves_nothing() {
         .map_or(0, Vec::len);
     assert_eq!(left, 0, "entries left after gc");
 }
+
+/// An IPv6-only network (`--subnet6` without `--subnet`): its containers have no IPv4 at all,
+/// talk to each other, the host and the world (NAT66), and publish on the host's IPv6
+/// addresses; IPv4 asks are refused by name and nothing is left after removal.
+#[test]
+fn ipv6_only_networks() {
+    let s = Sandbox::new(CONTROL);
+    s.add_ipv6();
+    s.init(&[]);
+    let n = s.name("only6");
+    let out = s.ok(&["network", "create", &n, "--subnet6", "fd00:4a::/64"]);
+    assert!(out.contains("fd00:4a::/64 gateway fd00:4a::1"), "{out}");
+    assert!(!out.contains("10."), "{out}");
+    // The same create again is a no-op; IPv4 asks of it are refused.
+    s.ok(&["network", "create", &n, "--subnet6", "fd00:4a::/64"]);
+    let e = s.fails(&[
+        "container",
+        "create",
+        &s.name("x"),
+        "--network",
+        &n,
+        "--ip",
+        "10.1.0.5",
+    ]);
+    assert!(e.contains("IPv6-only"), "{e}");
+    let e = s.fails(&["network", "create", &s.name("none")]);
+    assert!(e.contains("--subnet6"), "{e}");
+    let a = s.container("a", &n, &[]);
+    let b = s.container("b", &n, &["--publish", "8081:80"]);
+    let (a6, b6) = (ip6_of(&s, &a), ip6_of(&s, &b));
+    assert_eq!(a6, "fd00:4a::2");
+    let v4 = a.must(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        v4.trim().is_empty(),
+        "an IPv4 address on an IPv6-only network: {v4}"
+    );
+    let listed = s.json(&["container", "ls"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.get("ip").is_none()),
+        "{listed}"
+    );
+    assert!(ping6(&a, &b6), "a -> b");
+    assert!(ping6(&a, "fd00:4a::1"), "a -> its gateway");
+    assert!(ping6(&a, EXT_IP6), "a -> ext through NAT66");
+    let _srv = net::peer_echo6(&b, 80);
+    assert_eq!(canon(&net::ask_peer6(&a, &b6, 80)), a6, "TCP a -> b");
+    assert!(!net::ask_peer6(&s.host, &b6, 80).is_empty(), "the host -> b");
+    // The world through the published port sees the client's own address.
+    assert_eq!(
+        canon(&net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8081)),
+        EXT_IP6
+    );
+    let ports = s.ok(&["ports"]);
+    assert!(ports.contains(&format!("[{b6}]:80")), "{ports}");
+    // An IPv4 host address cannot reach a container without IPv4.
+    let e = s.fails(&["publish", &b.name, "8082:80", "--host-ip", "127.0.0.1"]);
+    assert!(e.contains("has no IPv4"), "{e}");
+    // Removal leaves nothing.
+    s.ok(&["container", "rm", &a.name]);
+    s.ok(&["container", "rm", &b.name]);
+    s.ok(&["network", "rm", &n]);
+    assert_eq!(s.json(&["network", "ls"]), serde_json::json!([]));
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+}
