@@ -980,6 +980,11 @@ fn ipv6_only_networks() {
     // An IPv4 host address cannot reach a container without IPv4.
     let e = s.fails(&["publish", &b.name, "8082:80", "--host-ip", "127.0.0.1"]);
     assert!(e.contains("has no IPv4"), "{e}");
+    // Nothing drifts, and a re-init keeps it all working.
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+    s.init(&[]);
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+    assert_eq!(canon(&net::ask_peer6(&a, &b6, 80)), a6, "after init");
     // Removal leaves nothing.
     s.ok(&["container", "rm", &a.name]);
     s.ok(&["container", "rm", &b.name]);
