@@ -18,8 +18,10 @@ pub struct Plan {
     pub blast: Duration,
     /// "Other published ports" / "isolation rules" counts for the rate-vs-count workloads.
     pub counts: Vec<usize>,
-    /// Samples of one control-plane update.
+    /// Samples of one control-plane update (and of one `docker run`).
     pub update_samples: usize,
+    /// "Other published containers" counts of the docker workload (each one a container).
+    pub docker_counts: Vec<usize>,
 }
 
 impl Plan {
@@ -33,6 +35,7 @@ impl Plan {
             blast: Duration::from_secs(3),
             counts: vec![0, 1_000, 10_000],
             update_samples: 5,
+            docker_counts: vec![0, 100, 1_000],
         }
     }
 
@@ -46,6 +49,7 @@ impl Plan {
             blast: Duration::from_millis(700),
             counts: vec![0, 100],
             update_samples: 1,
+            docker_counts: vec![0, 10],
         }
     }
 
