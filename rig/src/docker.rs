@@ -119,8 +119,11 @@ impl Dockerd {
     pub fn stop(&mut self) {
         if let Some(pid) = self.pid() {
             unsafe { libc::kill(pid, libc::SIGTERM) };
-            wait_for(Duration::from_secs(20), || {
-                !Path::new(&format!("/proc/{pid}")).exists()
+            // Our own child stays in /proc as a zombie until reaped: ask it, not /proc.
+            let daemon = &mut self.daemon;
+            wait_for(Duration::from_secs(20), || match daemon.as_mut() {
+                Some(d) => !d.is_running(),
+                None => !Path::new(&format!("/proc/{pid}")).exists(),
             });
         }
         drop(self.daemon.take());

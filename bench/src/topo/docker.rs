@@ -38,10 +38,12 @@ pub const PARALLEL: usize = 8;
 const IDLE: [&str; 2] = ["sleep", "1000000"];
 
 /// A container's network namespace under a name of ours (`ip netns attach`), so every tool
-/// the other topologies use runs in it unchanged. Never kills what runs in it: the container's
-/// processes are dockerd's.
+/// the other topologies use runs in it unchanged. Dropping it kills what the bench left in
+/// it — nginx's workers outlive their killed master — but not the container's own process,
+/// which is dockerd's to stop.
 pub struct Attached {
     ns: ManuallyDrop<Netns>,
+    container_pid: String,
 }
 
 impl Attached {
@@ -49,12 +51,22 @@ impl Attached {
         super::host_must(&["ip", "netns", "attach", &name, pid])?;
         Ok(Self {
             ns: ManuallyDrop::new(Netns::borrowed(&name)),
+            container_pid: pid.to_string(),
         })
     }
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
+        let pids = rig::run(&["ip", "netns", "pids", &self.ns.name]);
+        for pid in rig::text(&pids.stdout).split_whitespace() {
+            if pid != self.container_pid
+                && let Ok(p) = pid.parse::<i32>()
+            {
+                // SAFETY: plain kill(2) of a process in a namespace the bench made.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
         let _ = rig::run(&["ip", "netns", "del", &self.ns.name]);
     }
 }
@@ -332,5 +344,6 @@ impl Drop for Docker {
         // dockerd's own drop removes the rest (client, server, a sample's leftovers) while the
         // driver still serves, then stops dockerd by its pid; the fields after it follow.
         drop(self.dockerd.take());
+        drop(self.driver.take());
     }
 }
