@@ -21,7 +21,7 @@ Topologies (each in its own sandbox of network namespaces — nothing touches th
   docker-weir    the same dockerd with --iptables=false --bridge=none --ip-forward=false, on
             a Weir instance through the weir-docker driver (WEIR_DOCKER)
 All share the addresses: containers 10.99.0.2 (client) and 10.99.0.3 (server) in
-10.99.0.0/24 (10.99.0.0/16 for the docker ones: room for 1,000 fillers), host uplink
+10.99.0.0/24 (10.99.0.0/16 for the docker ones: room for their fillers), host uplink
 198.18.0.1, \"ext\" (the world) 198.18.0.2. The docker-* topologies take part in the docker
 workload only, the others in every other workload.
 
@@ -37,7 +37,7 @@ Workloads:
                   rules, plus the time to add one more
   docker          docker-weir against docker-bridge, same `docker run` workloads: container
                   start to first byte served through its published port; time of `docker run
-                  -p` with 0 / 100 / 1,000 published containers present; iperf3, sockperf and
+                  -p` with 0 / 100 / 500 published containers present; iperf3, sockperf and
                   wrk (nginx) on the three paths, run in the containers' network namespaces
 
 Every case is measured in rounds; each round measures every topology back to back in

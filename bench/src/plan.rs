@@ -35,7 +35,9 @@ impl Plan {
             blast: Duration::from_secs(3),
             counts: vec![0, 1_000, 10_000],
             update_samples: 5,
-            docker_counts: vec![0, 100, 1_000],
+            // Not 1,000: at 1,000 on both Docker topologies at once their shims and
+            // docker-proxies need ~36,000 threads, past this machine's pid_max (32,768).
+            docker_counts: vec![0, 100, 500],
         }
     }
 

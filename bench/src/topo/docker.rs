@@ -29,11 +29,17 @@ use rig::{
 
 use super::{CLIENT_IP, GATEWAY, PUBLISHED, SERVER_IP, Topology, port};
 
-/// Big enough for 1,000 filler containers beside the client and server.
+/// Room for 1,000 filler containers beside the client and server.
 pub const DOCKER_SUBNET: &str = "10.99.0.0/16";
 /// `docker run` processes at once while filling: dockerd does the work, mostly waiting on
 /// containerd and disk, so a few in flight keep both cores busy.
 pub const PARALLEL: usize = 8;
+/// Threads (pids) one published container costs, measured here: its containerd shim runs 12,
+/// and on docker-bridge its two docker-proxies (0.0.0.0 and ::) 7 each.
+const THREADS_PER_CONTAINER: usize = 30;
+/// Share of the machine's pid space the fillers may fill: it is shared with other people's
+/// builds and tests, and a fork failing there breaks their work, not only ours.
+const PID_BUDGET: f64 = 0.7;
 /// What a container runs when it only has to exist.
 const IDLE: [&str; 2] = ["sleep", "1000000"];
 
@@ -275,8 +281,10 @@ impl Docker {
     /// Makes `total` filler containers exist, each publishing a port of its own, started
     /// `PARALLEL` at a time. Returns how long the new ones took.
     pub fn fill(&mut self, total: usize) -> Result<Duration> {
+        affordable(total.saturating_sub(self.fillers.len()))?;
         let t = Instant::now();
         while self.fillers.len() < total {
+            crate::interrupt::check()?;
             let first = self.fillers.len();
             let n = PARALLEL.min(total - first);
             let made: Vec<Result<String>> = std::thread::scope(|s| {
@@ -299,6 +307,32 @@ impl Docker {
         }
         Ok(t.elapsed())
     }
+}
+
+/// Fails, before starting any, when `more` containers would take the machine's pid space
+/// (pid_max 32,768 here: 1,000 containers on both Docker topologies at once need ~36,000
+/// threads) past [`PID_BUDGET`].
+fn affordable(more: usize) -> Result<()> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    // /proc/loadavg's fourth field: runnable/total scheduling entities, i.e. threads.
+    let in_use: usize = read("/proc/loadavg")
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split('/').nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let limit = ["/proc/sys/kernel/pid_max", "/proc/sys/kernel/threads-max"]
+        .iter()
+        .filter_map(|p| read(p).trim().parse::<usize>().ok())
+        .min()
+        .unwrap_or(usize::MAX);
+    let need = more * THREADS_PER_CONTAINER;
+    if (in_use + need) as f64 > limit as f64 * PID_BUDGET {
+        bail!(
+            "{more} more containers need ~{need} threads; {in_use} of the machine's {limit} are              in use, and the bench keeps within {:.0}% of them: unaffordable here (lower the              docker counts)",
+            PID_BUDGET * 100.0
+        );
+    }
+    Ok(())
 }
 
 impl Topology for Docker {
