@@ -301,8 +301,16 @@ impl Docker {
                     .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("panicked"))))
                     .collect()
             });
+            // Keep every one that started, so the parallel removal finds them all.
+            let mut first_error = None;
             for m in made {
-                self.fillers.push(m?);
+                match m {
+                    Ok(id) => self.fillers.push(id),
+                    Err(e) => first_error = first_error.or(Some(e)),
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
             }
         }
         Ok(t.elapsed())

@@ -213,25 +213,18 @@ fn published_containers(r: &mut Runner, topos: &mut Topos) -> Result<(Workload, 
     let mut sample = 0usize;
     let mut fill_note = String::new();
     for &n in &r.plan.docker_counts.clone() {
-        for t in topos.iter_mut() {
-            let label = t.label();
-            let d = t.as_docker().context("not a docker topology")?;
-            let before = d.filler_count();
-            r.note(&format!(
-                "{label}: starting {} filler containers",
-                n - before
-            ));
-            let took = d.fill(n)?;
-            if n > before {
-                let per = took.as_secs_f64() * 1e3 / (n - before) as f64;
-                let _ = write!(
-                    fill_note,
-                    " {label}: {} more in {:.1} s ({per:.0} ms each).",
-                    n - before,
-                    took.as_secs_f64()
-                );
-                r.note(&format!("{label}: {per:.0} ms per filler container"));
+        // A count the machine cannot afford (or a failed start) ends the workload with an
+        // error on its cases, keeping what the smaller counts measured.
+        if let Err(e) = fill_all(r, topos, n, &mut fill_note) {
+            r.note(&format!("filling to {n} failed: {e:#}"));
+            for t in topos.iter() {
+                let e = format!("filling to {n}: {e:#}");
+                rate.case(&format!("{n} other published containers"))
+                    .error(t.label(), e.clone());
+                run.case(&format!("{n} published containers present"))
+                    .error(t.label(), e);
             }
+            break;
         }
         let case = format!("{n} other published containers");
         r.interleave(&mut rate, topos, &[case], r.plan.samples, |t| {
@@ -258,6 +251,31 @@ fn published_containers(r: &mut Runner, topos: &mut Topos) -> Result<(Workload, 
         );
     }
     Ok((rate, run))
+}
+
+/// Makes `n` filler containers exist on every topology, noting what each step cost.
+fn fill_all(r: &Runner, topos: &mut Topos, n: usize, note: &mut String) -> Result<()> {
+    for t in topos.iter_mut() {
+        let label = t.label();
+        let d = t.as_docker().context("not a docker topology")?;
+        let before = d.filler_count();
+        r.note(&format!(
+            "{label}: starting {} filler containers",
+            n - before
+        ));
+        let took = d.fill(n)?;
+        if n > before {
+            let per = took.as_secs_f64() * 1e3 / (n - before) as f64;
+            let _ = write!(
+                note,
+                " {label}: {} more in {:.1} s ({per:.0} ms each).",
+                n - before,
+                took.as_secs_f64()
+            );
+            r.note(&format!("{label}: {per:.0} ms per filler container"));
+        }
+    }
+    Ok(())
 }
 
 /// CLOCK_MONOTONIC in ns: one clock for the bench and its helper in ext (no time namespace).
