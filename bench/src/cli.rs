@@ -47,7 +47,7 @@ absolute numbers swing ±30% between runs on shared VMs.
 
 Output: results.md (tables with median, min–max and ratios), results.json (raw samples),
 and SVG charts, in --out (default bench/results, or bench/results/quick with --quick).
-The full run takes about 15 minutes on 2 cores plus ~17 for the docker workload; --quick
+The full run takes about 15 minutes on 2 cores plus ~20 for the docker workload; --quick
 about 2 minutes (what CI runs: it
 checks that every topology and workload produces numbers, never a speed).
 
