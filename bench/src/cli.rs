@@ -16,8 +16,14 @@ Topologies (each in its own sandbox of network namespaces — nothing touches th
   veth      bare veth pairs, plain routing, no NAT and no rules: the upper bound
   weir-base with --baseline-control PATH: Weir again, built from other code (say, the commit
             before a change), so weir/weir-base shows what the change costs or gains
+  docker-bridge  a dockerd of the bench's own in the sandbox's host namespace, Docker's bridge
+            driver as shipped (--iptables=true, docker-proxy), a user-defined bridge network
+  docker-weir    the same dockerd with --iptables=false --bridge=none --ip-forward=false, on
+            a Weir instance through the weir-docker driver (WEIR_DOCKER)
 All share the addresses: containers 10.99.0.2 (client) and 10.99.0.3 (server) in
-10.99.0.0/24, host uplink 198.18.0.1, \"ext\" (the world) 198.18.0.2.
+10.99.0.0/24 (10.99.0.0/16 for the docker ones: room for their fillers), host uplink
+198.18.0.1, \"ext\" (the world) 198.18.0.2. The docker-* topologies take part in the docker
+workload only, the others in every other workload.
 
 Workloads:
   throughput      iperf3, 1 and 2 streams: container→container, container→ext (MASQUERADE),
@@ -29,14 +35,20 @@ Workloads:
                   with 0 / 1,000 / 10,000 other ports published, plus the time to publish one more
   connrate-rules  new connections/s container→container with 0 / 1,000 / 10,000 isolation
                   rules, plus the time to add one more
+  docker          docker-weir against docker-bridge, same `docker run` workloads: container
+                  start to first byte served through its published port; time of `docker run
+                  -p` with 0 / 100 / 500 published containers present; iperf3, sockperf and
+                  wrk (nginx) on the three paths, run in the containers' network namespaces
 
 Every case is measured in rounds; each round measures every topology back to back in
-rotating order, so the ratios (weir/iptables, weir/netavark, weir/veth) are what counts:
+rotating order, so the ratios (weir/iptables, weir/netavark, weir/veth,
+docker-weir/docker-bridge) are what counts:
 absolute numbers swing ±30% between runs on shared VMs.
 
 Output: results.md (tables with median, min–max and ratios), results.json (raw samples),
 and SVG charts, in --out (default bench/results, or bench/results/quick with --quick).
-The full run takes about 15 minutes on 2 cores; --quick about a minute (what CI runs: it
+The full run takes about 15 minutes on 2 cores plus ~20 for the docker workload; --quick
+about 2 minutes (what CI runs: it
 checks that every topology and workload produces numbers, never a speed).
 
 Run as root:  cargo xtask bench [--quick]     (builds control and bench in release first)";
@@ -55,11 +67,11 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
     /// Only these workloads (comma-separated): throughput, latency, packets, connrate-ports,
-    /// connrate-rules.
+    /// connrate-rules, docker.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub only: Vec<String>,
-    /// Only these topologies (comma-separated): weir, iptables, netavark, veth (and weir-base
-    /// with --baseline-control).
+    /// Only these topologies (comma-separated): weir, iptables, netavark, veth, docker-bridge,
+    /// docker-weir (and weir-base with --baseline-control).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub topologies: Vec<String>,
     /// Where to write results.md, results.json and the charts.
@@ -78,16 +90,27 @@ pub struct Cli {
     /// `cargo build --release` there).
     #[arg(long, value_name = "PATH")]
     pub baseline_control: Option<PathBuf>,
+    /// The `weir-docker` driver binary (topology docker-weir).
+    #[arg(
+        long,
+        env = "WEIR_DOCKER",
+        default_value = "target/release/weir-docker",
+        value_name = "PATH"
+    )]
+    pub weir_docker: PathBuf,
 }
 
-pub const WORKLOADS: [&str; 5] = [
+pub const WORKLOADS: [&str; 6] = [
     "throughput",
     "latency",
     "packets",
     "connrate-ports",
     "connrate-rules",
+    "docker",
 ];
 pub const TOPOLOGIES: [&str; 4] = ["weir", "iptables", "netavark", "veth"];
+/// The topologies of the docker workload (and only of it).
+pub const DOCKER_TOPOLOGIES: [&str; 2] = ["docker-bridge", "docker-weir"];
 /// The topology of `--baseline-control`.
 pub const BASELINE: &str = "weir-base";
 
@@ -104,7 +127,15 @@ impl Cli {
         if self.baseline_control.is_some() {
             v.insert(1, BASELINE.to_string());
         }
+        v.extend(DOCKER_TOPOLOGIES.iter().map(|s| s.to_string()));
         v
+    }
+
+    /// The chosen topologies, split: (those of every workload but docker, the docker ones).
+    pub fn split_topologies(&self) -> (Vec<String>, Vec<String>) {
+        self.topologies()
+            .into_iter()
+            .partition(|t| !DOCKER_TOPOLOGIES.contains(&t.as_str()))
     }
 
     pub fn out_dir(&self) -> PathBuf {
@@ -125,9 +156,21 @@ mod tests {
 
     #[test]
     fn a_baseline_joins_the_default_topologies_only_when_given() {
-        assert_eq!(topologies(&[]), TOPOLOGIES);
+        let all = [&TOPOLOGIES[..], &DOCKER_TOPOLOGIES[..]].concat();
+        assert_eq!(topologies(&[]), all);
         let with = topologies(&["--baseline-control", "/x/control"]);
-        assert_eq!(with, ["weir", BASELINE, "iptables", "netavark", "veth"]);
+        assert_eq!(
+            with,
+            [
+                "weir",
+                BASELINE,
+                "iptables",
+                "netavark",
+                "veth",
+                "docker-bridge",
+                "docker-weir"
+            ]
+        );
         // An explicit list is taken as it is.
         let only = topologies(&["--baseline-control", "/x", "--topologies", "weir,weir-base"]);
         assert_eq!(only, ["weir", BASELINE]);

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             "__udp-flood" => helpers::udp_flood(rest),
             "__udp-sink" => helpers::udp_sink(rest),
             "__timed" => helpers::timed(rest),
+            "__http-first" => workload::docker::http_first(rest),
             other => Err(anyhow::anyhow!("unknown helper {other}")),
         };
         return match r {
@@ -100,10 +101,13 @@ fn preflight(cli: &Cli) -> Result<()> {
         if t == cli::BASELINE && cli.baseline_control.is_none() {
             bail!("topology {t} needs --baseline-control PATH (the other control binary)");
         }
-        if t != cli::BASELINE && !cli::TOPOLOGIES.contains(&t.as_str()) {
+        let known =
+            cli::TOPOLOGIES.contains(&t.as_str()) || cli::DOCKER_TOPOLOGIES.contains(&t.as_str());
+        if t != cli::BASELINE && !known {
             bail!(
-                "unknown topology {t:?}: pick from {:?} or {}",
+                "unknown topology {t:?}: pick from {:?}, {:?} or {}",
                 cli::TOPOLOGIES,
+                cli::DOCKER_TOPOLOGIES,
                 cli::BASELINE
             );
         }
@@ -113,7 +117,7 @@ fn preflight(cli: &Cli) -> Result<()> {
             bail!("unknown workload {w:?}: pick from {:?}", cli::WORKLOADS);
         }
     }
-    Ok(())
+    workload::docker::preflight(cli)
 }
 
 fn build(cli: &Cli, control: &Path, which: &[String], r: &Runner) -> Result<Topos> {
@@ -216,7 +220,7 @@ fn run(cli: Cli) -> Result<bool> {
         results.topologies.join(", "),
         cli.out_dir().display()
     );
-    let which = results.topologies.clone();
+    let (which, _) = cli.split_topologies();
     let mut updates = connrate::updates();
     let outcome = phases(
         &cli,
@@ -225,7 +229,8 @@ fn run(cli: Cli) -> Result<bool> {
         &mut r,
         &mut results.workloads,
         &mut updates,
-    );
+    )
+    .and_then(|()| workload::docker::phase(&cli, &control, &mut r, &mut results.workloads));
     if !updates.cases.is_empty() {
         results.workloads.push(updates);
     }
@@ -250,6 +255,9 @@ fn phases(
     out: &mut Vec<Workload>,
     updates: &mut Workload,
 ) -> Result<()> {
+    if which.is_empty() {
+        return Ok(());
+    }
     if cli.wants("throughput") || cli.wants("latency") || cli.wants("packets") {
         let mut topos = build(cli, control, which, r)?;
         let _servers = start_servers(&topos)?;

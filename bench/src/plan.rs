@@ -18,8 +18,10 @@ pub struct Plan {
     pub blast: Duration,
     /// "Other published ports" / "isolation rules" counts for the rate-vs-count workloads.
     pub counts: Vec<usize>,
-    /// Samples of one control-plane update.
+    /// Samples of one control-plane update (and of one `docker run`).
     pub update_samples: usize,
+    /// "Other published containers" counts of the docker workload (each one a container).
+    pub docker_counts: Vec<usize>,
 }
 
 impl Plan {
@@ -33,6 +35,9 @@ impl Plan {
             blast: Duration::from_secs(3),
             counts: vec![0, 1_000, 10_000],
             update_samples: 5,
+            // Not 1,000: at 1,000 on both Docker topologies at once their shims and
+            // docker-proxies need ~36,000 threads, past this machine's pid_max (32,768).
+            docker_counts: vec![0, 100, 500],
         }
     }
 
@@ -46,6 +51,7 @@ impl Plan {
             blast: Duration::from_millis(700),
             counts: vec![0, 100],
             update_samples: 1,
+            docker_counts: vec![0, 10],
         }
     }
 

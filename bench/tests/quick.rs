@@ -29,6 +29,43 @@ fn control() -> PathBuf {
     beside
 }
 
+/// The weir-docker driver: $WEIR_DOCKER, else the one beside `bench` (built for weir-docker's
+/// own tests by `cargo test` at the workspace root).
+fn weir_docker() -> PathBuf {
+    if let Ok(p) = std::env::var("WEIR_DOCKER") {
+        return p.into();
+    }
+    let beside = Path::new(BENCH).with_file_name("weir-docker");
+    assert!(
+        beside.exists(),
+        "no weir-docker binary at {}: run `cargo test` at the workspace root, `cargo build -p \
+         weir-docker` first, or set WEIR_DOCKER",
+        beside.display()
+    );
+    beside
+}
+
+/// The topologies of every workload but docker's, and of docker's (bench/src/cli.rs).
+const TOPOLOGIES: [&str; 4] = ["weir", "iptables", "netavark", "veth"];
+const DOCKER_TOPOLOGIES: [&str; 2] = ["docker-bridge", "docker-weir"];
+
+/// The workloads of a whole run, in report order (the update workload is fed by both
+/// connection-rate phases, and comes last).
+const WORKLOAD_IDS: [&str; 12] = [
+    "throughput",
+    "latency",
+    "packets-dnat",
+    "packets-drop",
+    "connrate-ports",
+    "connrate-rules",
+    "docker-throughput",
+    "docker-latency",
+    "docker-start",
+    "docker-connrate",
+    "docker-run",
+    "update",
+];
+
 /// (workload, topology) pairs that have nothing to measure by design.
 const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("packets-drop", "netavark"), // forwards world traffic to containers: no filter to time
@@ -45,11 +82,24 @@ const PATHS: [&str; 3] = [
 
 /// The port and rule counts of the quick plan (bench/src/plan.rs, `Plan::quick().counts`).
 const QUICK_COUNTS: [usize; 2] = [0, 100];
+/// The published-container counts of the quick plan's docker workload (`docker_counts`).
+const QUICK_DOCKER_COUNTS: [usize; 2] = [0, 10];
 
 /// Every case workload `id` must report, in the order it measures them
 /// (bench/src/workload/*.rs).
 fn expected_cases(id: &str) -> Vec<String> {
     match id {
+        "docker-throughput" => expected_cases("throughput"),
+        "docker-latency" => expected_cases("latency"),
+        "docker-start" => vec!["docker run -p to first byte from ext".into()],
+        "docker-connrate" => QUICK_DOCKER_COUNTS
+            .iter()
+            .map(|n| format!("{n} other published containers"))
+            .collect(),
+        "docker-run" => QUICK_DOCKER_COUNTS
+            .iter()
+            .map(|n| format!("{n} published containers present"))
+            .collect(),
         "throughput" => PATHS
             .iter()
             .flat_map(|p| [format!("{p}, 1 stream"), format!("{p}, 2 streams")])
@@ -147,6 +197,7 @@ fn quick_bench_measures_every_topology_and_workload() {
     let status = Command::new(BENCH)
         .args(["--quick", "--out", out.to_str().unwrap()])
         .env("WEIR_CONTROL", control())
+        .env("WEIR_DOCKER", weir_docker())
         .status()
         .expect("running bench --quick");
     let json = std::fs::read_to_string(out.join("results.json"));
@@ -168,24 +219,16 @@ fn quick_bench_measures_every_topology_and_workload() {
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
-    assert_eq!(topologies, ["weir", "iptables", "netavark", "veth"]);
+    assert_eq!(
+        topologies,
+        [&TOPOLOGIES[..], &DOCKER_TOPOLOGIES[..]].concat()
+    );
     let workloads = r["workloads"].as_array().unwrap();
     let ids: Vec<&str> = workloads
         .iter()
         .map(|w| w["id"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        ids,
-        [
-            "throughput",
-            "latency",
-            "packets-dnat",
-            "packets-drop",
-            "connrate-ports",
-            "connrate-rules",
-            "update"
-        ]
-    );
+    assert_eq!(ids, WORKLOAD_IDS);
     // Quick: one round of everything, so every topology has exactly one sample per case.
     assert_eq!(r["mode"], "quick");
     assert_eq!(r["samples_per_case"], 1);
@@ -196,7 +239,11 @@ fn quick_bench_measures_every_topology_and_workload() {
         assert!(!cases.is_empty(), "{id} has no cases");
         let names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, expected_cases(id), "{id}: not the expected cases");
-        let mut expected = topologies.clone();
+        let mut expected = if id.starts_with("docker-") {
+            DOCKER_TOPOLOGIES.to_vec()
+        } else {
+            TOPOLOGIES.to_vec()
+        };
         if id == "packets-drop" {
             expected.push("weir-xdp");
         }
@@ -205,10 +252,11 @@ fn quick_bench_measures_every_topology_and_workload() {
             checked += check_case(id, c, &expected);
         }
     }
-    // 6 + 12 + 2 + 2 + 2 + 2 + 4 cases; 4 topologies (5 for packets-drop) less the n/a ones.
+    // 6 + 12 + 2 + 2 + 2 + 2 + 4 cases; 4 topologies (5 for packets-drop) less the n/a ones;
+    // docker: 6 + 12 + 1 + 2 + 2 cases on 2 topologies.
     assert_eq!(
         checked,
-        (6 + 12 + 2 + 2 + 2) * 4 + 2 * 3 + 4 * 3,
+        (6 + 12 + 2 + 2 + 2) * 4 + 2 * 3 + 4 * 3 + (6 + 12 + 1 + 2 + 2) * 2,
         "numbers checked"
     );
     // Every workload's table and chart made it into the report.

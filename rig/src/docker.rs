@@ -1,6 +1,8 @@
 //! A dockerd of a test's own, inside a sandbox namespace: its own data and exec roots, socket
-//! and pidfile under one temporary directory, no iptables, no bridge, no forwarding sysctl.
-//! Started with `nsenter --net=` (`ip netns exec` remounts /sys and hides the v1 cgroup
+//! and pidfile under one temporary directory; by default no iptables, no bridge, no forwarding
+//! sysctl ([`Networking::None`], what a remote driver needs), or Docker's own bridge driver with
+//! its iptables rules ([`Networking::Bridge`], whose rules and sysctls live in that namespace
+//! alone: the bench's baseline). Started with `nsenter --net=` (`ip netns exec` remounts /sys and hides the v1 cgroup
 //! mounts dockerd 20.10 needs). Dropping it stops dockerd by its own pid (it stops its
 //! containers and containerd), then unmounts and removes everything under its directory.
 
@@ -18,11 +20,38 @@ const DOCKER: &str = "/usr/bin/docker";
 /// The image [`Dockerd::busybox`] imports: busybox-static's applets, nothing else.
 pub const BUSYBOX: &str = "weir-busybox:test";
 
+/// What dockerd itself does to the network of its namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Networking {
+    /// Nothing: no iptables, no default bridge, no forwarding sysctl, no userland proxy.
+    None,
+    /// Docker's defaults: iptables rules, the default bridge, forwarding on, docker-proxy for
+    /// published ports (only in its namespace: the root namespace's rules stay untouched).
+    Bridge,
+}
+
+impl Networking {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Networking::None => &[
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+            ],
+            Networking::Bridge => &["--iptables=true", "--ip6tables=false"],
+        }
+    }
+}
+
 pub struct Dockerd {
     daemon: Option<Bg>,
     pub dir: PathBuf,
     pub socket: PathBuf,
     netns: PathBuf,
+    networking: Networking,
     extra: Vec<String>,
 }
 
@@ -30,17 +59,25 @@ impl Dockerd {
     /// Starts dockerd in `ns` with these extra flags (`--live-restore`) and waits until it
     /// answers.
     pub fn start_with(ns: &Netns, extra: &[&str]) -> Self {
+        Self::try_start(ns, Networking::None, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts dockerd in `ns` with `networking` and these extra flags; the error carries its log.
+    pub fn try_start(ns: &Netns, networking: Networking, extra: &[&str]) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(unique("weir-dockerd-"));
-        std::fs::create_dir_all(&dir).expect("dockerd dir");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("dockerd dir: {e}"))?;
         let mut d = Self {
             daemon: None,
             socket: dir.join("docker.sock"),
             dir,
             netns: ns.path(),
+            networking,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        assert!(d.launch(), "dockerd did not start: {}", d.log());
-        d
+        if !d.launch() {
+            return Err(format!("dockerd did not start: {}", d.log()));
+        }
+        Ok(d)
     }
 
     /// Starts dockerd and waits (a minute at most) until it answers; false if it does not.
@@ -62,12 +99,7 @@ impl Dockerd {
             ])
             .args(["--pidfile", &arg("dockerd.pid")])
             .arg(format!("--host=unix://{}", self.socket.display()))
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
-            .args([
-                "--ip-forward=false",
-                "--ip-masq=false",
-                "--userland-proxy=false",
-            ])
+            .args(self.networking.flags())
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -87,8 +119,11 @@ impl Dockerd {
     pub fn stop(&mut self) {
         if let Some(pid) = self.pid() {
             unsafe { libc::kill(pid, libc::SIGTERM) };
-            wait_for(Duration::from_secs(20), || {
-                !Path::new(&format!("/proc/{pid}")).exists()
+            // Our own child stays in /proc as a zombie until reaped: ask it, not /proc.
+            let daemon = &mut self.daemon;
+            wait_for(Duration::from_secs(20), || match daemon.as_mut() {
+                Some(d) => !d.is_running(),
+                None => !Path::new(&format!("/proc/{pid}")).exists(),
             });
         }
         drop(self.daemon.take());

@@ -74,11 +74,21 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { args } => {
             setup::run()?;
-            cargo(&["build", "--release", "-p", "control", "-p", "bench"])?;
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "control",
+                "-p",
+                "weir-docker",
+                "-p",
+                "bench",
+            ])?;
             let root = workspace_root()?;
             let status = Command::new(root.join("target/release/bench"))
                 .args(&args)
                 .env("WEIR_CONTROL", root.join("target/release/control"))
+                .env("WEIR_DOCKER", root.join("target/release/weir-docker"))
                 .status()
                 .context("running the bench")?;
             if !status.success() {

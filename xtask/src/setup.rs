@@ -32,8 +32,9 @@ const TOOLS: &[&str] = &[
     "runc",
     // promtool, which the metrics tests check `control metrics` with.
     "prometheus",
-    // dockerd and its client for weir-docker's tests, which start their own dockerd in a
-    // sandbox namespace (the package's docker.service is never started: NoServiceStarts).
+    // dockerd and its client for weir-docker's tests and the bench's docker workload, which
+    // start their own dockerd in a sandbox namespace (the package's docker.service is never
+    // started: NoServiceStarts).
     "docker.io",
     // systemd-analyze, which checks the units in dist/systemd.
     "systemd",

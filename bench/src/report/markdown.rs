@@ -9,13 +9,15 @@ use crate::{
 };
 
 /// Display order of topology columns.
-pub const ORDER: [&str; 6] = [
+pub const ORDER: [&str; 8] = [
     "weir-xdp",
     "weir",
     "weir-base",
     "iptables",
     "netavark",
     "veth",
+    "docker-weir",
+    "docker-bridge",
 ];
 
 /// Topologies a workload mentions, in display order.
@@ -144,17 +146,21 @@ pub fn table(w: &Workload) -> String {
 
 /// Every case where the primary topology has a ratio against iptables: (workload, case, ratio, ahead).
 pub fn versus_iptables(r: &Results) -> String {
-    let mut s =
-        String::from("| workload | case | weir/iptables | weir ahead |\n|---|---|---:|:---:|\n");
+    versus(r, "weir", "iptables")
+}
+
+/// Every case where the primary topology (`me` in the header) has a ratio against `other`.
+fn versus(r: &Results, me: &str, other: &str) -> String {
+    let mut s = format!("| workload | case | {me}/{other} | {me} ahead |\n|---|---|---:|:---:|\n");
     for w in &r.workloads {
         for c in &w.cases {
-            if let Some(x) = ratio(c, w.primary, "iptables") {
-                let a = match ahead(w, c, "iptables") {
+            if let Some(x) = ratio(c, w.primary, other) {
+                let a = match ahead(w, c, other) {
                     Some(true) => "yes",
                     _ if (0.98..=1.02).contains(&x) => "tie",
                     _ => "**no**",
                 };
-                let who = if w.primary == "weir" {
+                let who = if w.primary == me {
                     String::new()
                 } else {
                     format!(" ({})", w.primary)
@@ -201,6 +207,11 @@ pub fn document(r: &Results, charts: &[(String, String)]) -> String {
     }
     s.push_str("## Weir against the Docker-equivalent baseline\n\n");
     s.push_str(&versus_iptables(r));
+    let docker = versus(r, "docker-weir", "docker-bridge");
+    if docker.lines().count() > 2 {
+        s.push_str("\n## The Weir Docker driver against Docker's bridge driver\n\n");
+        s.push_str(&docker);
+    }
     for w in &r.workloads {
         let dir = if w.higher_is_better {
             "higher is better"

@@ -6,6 +6,7 @@
 //! creates and is removed by RAII guards.
 
 pub mod bridge;
+pub mod docker;
 pub mod iptables;
 pub mod netavark;
 pub mod veth;
@@ -93,6 +94,10 @@ pub trait Topology {
     /// Packets the world addressed to a container directly that were dropped so far; None:
     /// this topology has no such filter.
     fn direct_drops(&self) -> Result<Option<u64>>;
+    /// The Docker topologies, for what only they measure (`docker run`).
+    fn as_docker(&mut self) -> Option<&mut docker::Docker> {
+        None
+    }
 }
 
 /// Runs `args` in `ns`, failing with its stderr.

@@ -3,6 +3,7 @@
 //! one each round), so slow drift of a shared VM hits all topologies alike.
 
 pub mod connrate;
+pub mod docker;
 pub mod latency;
 pub mod packets;
 pub mod throughput;
