@@ -30,6 +30,13 @@ Workloads:
   connrate-rules  new connections/s container→container with 0 / 1,000 / 10,000 isolation
                   rules, plus the time to add one more
 
+IPv6 twins (same cases, over IPv6; tables titled \"(IPv6)\"): throughput6, latency6,
+connrate-ports6, connrate-rules6 — fd00:99::2/::3 in fd00:99::/64, uplink 2001:db8:18::1,
+ext 2001:db8:18::2; NAT66 MASQUERADE and DNAT to the host's IPv6 address; iptables is the
+same bridge with Docker 27's ip6tables rules. latency6 uses the bench's own ping-pong
+(Debian's sockperf 3.7 has no IPv6). netavark is IPv4-only here (n/a). Select with --only,
+e.g. --only throughput6,latency6; the default runs both families.
+
 Every case is measured in rounds; each round measures every topology back to back in
 rotating order, so the ratios (weir/iptables, weir/netavark, weir/veth) are what counts:
 absolute numbers swing ±30% between runs on shared VMs.
@@ -55,7 +62,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
     /// Only these workloads (comma-separated): throughput, latency, packets, connrate-ports,
-    /// connrate-rules.
+    /// connrate-rules, and the IPv6 twins throughput6, latency6, connrate-ports6,
+    /// connrate-rules6.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub only: Vec<String>,
     /// Only these topologies (comma-separated): weir, iptables, netavark, veth (and weir-base
@@ -80,12 +88,16 @@ pub struct Cli {
     pub baseline_control: Option<PathBuf>,
 }
 
-pub const WORKLOADS: [&str; 5] = [
+pub const WORKLOADS: [&str; 9] = [
     "throughput",
     "latency",
     "packets",
     "connrate-ports",
     "connrate-rules",
+    "throughput6",
+    "latency6",
+    "connrate-ports6",
+    "connrate-rules6",
 ];
 pub const TOPOLOGIES: [&str; 4] = ["weir", "iptables", "netavark", "veth"];
 /// The topology of `--baseline-control`.

@@ -12,8 +12,8 @@ use anyhow::Result;
 use rig::{Netns, Sandbox};
 
 use super::{
-    CLIENT_IP, CLIENT_IP6, GATEWAY, GATEWAY6, SERVER_IP, SERVER_IP6, Topology, dummy_ip,
-    dummy_ip6, enable_forwarding, ip6tables_restore, iptables, iptables_restore, must, port,
+    CLIENT_IP, CLIENT_IP6, GATEWAY, GATEWAY6, SERVER_IP, SERVER_IP6, Topology, dummy_ip, dummy_ip6,
+    enable_forwarding, ip6tables_restore, iptables, iptables_restore, must, port,
     route_ext_to_containers, route_ext_to_containers6, timed_in, veth,
 };
 

@@ -72,7 +72,11 @@ pub fn docker_base(br: &str, containers: &[&str], f: &Fam) -> String {
         "-A OUTPUT ! -d {} -m addrtype --dst-type LOCAL -j DOCKER",
         f.loopback
     );
-    let _ = writeln!(nat, "-A POSTROUTING -s {} ! -o {br} -j MASQUERADE", f.subnet);
+    let _ = writeln!(
+        nat,
+        "-A POSTROUTING -s {} ! -o {br} -j MASQUERADE",
+        f.subnet
+    );
     for (p, proto) in PUBLISHED {
         let _ = writeln!(
             nat,
@@ -162,9 +166,21 @@ pub fn docker_filler_ports(br: &str, from: usize, to: usize, to_ip: &str, f: &Fa
     let (mut nat, mut filter) = (String::from("*nat\n"), String::from("*filter\n"));
     for i in from..to {
         let p = port::FILLER_BASE + i as u16;
-        let _ = writeln!(nat, "-I DOCKER 2 {}", docker_dnat(br, p, to_ip, p, "tcp", f));
-        let _ = writeln!(nat, "-I POSTROUTING 2 {}", docker_hairpin(to_ip, p, "tcp", f));
-        let _ = writeln!(filter, "-I DOCKER 1 {}", docker_accept(br, to_ip, p, "tcp", f));
+        let _ = writeln!(
+            nat,
+            "-I DOCKER 2 {}",
+            docker_dnat(br, p, to_ip, p, "tcp", f)
+        );
+        let _ = writeln!(
+            nat,
+            "-I POSTROUTING 2 {}",
+            docker_hairpin(to_ip, p, "tcp", f)
+        );
+        let _ = writeln!(
+            filter,
+            "-I DOCKER 1 {}",
+            docker_accept(br, to_ip, p, "tcp", f)
+        );
     }
     format!("{nat}COMMIT\n{filter}COMMIT\n")
 }
@@ -286,7 +302,10 @@ mod tests {
             assert!(r.contains(want), "missing {want:?} in\n{r}");
         }
         let i = isolation_rules(0, 1, &V6);
-        assert!(i.contains("-s fd00:99::100/128 -d fd00:99::101/128 -j DROP"), "{i}");
+        assert!(
+            i.contains("-s fd00:99::100/128 -d fd00:99::101/128 -j DROP"),
+            "{i}"
+        );
     }
 
     #[test]

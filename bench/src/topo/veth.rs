@@ -111,7 +111,10 @@ fn ipv6(host: &Netns, client: &Netns, server: &Netns) -> Result<()> {
             ],
         )?;
         let host_route = format!("{ip6}/128");
-        must(host, &["ip", "-6", "route", "replace", &host_route, "dev", hostif])?;
+        must(
+            host,
+            &["ip", "-6", "route", "replace", &host_route, "dev", hostif],
+        )?;
         let peer = format!("{peer6}/128");
         must(c, &["ip", "-6", "route", "replace", &peer, "dev", "p2p"])?;
     }

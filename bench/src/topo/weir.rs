@@ -68,7 +68,13 @@ impl Weir {
         ])?;
         let net = me.network.clone();
         me.ctl(&[
-            "network", "create", &net, "--subnet", SUBNET, "--subnet6", SUBNET6,
+            "network",
+            "create",
+            &net,
+            "--subnet",
+            SUBNET,
+            "--subnet6",
+            SUBNET6,
         ])?;
         let cli = me.client.name.clone();
         me.ctl(&[
