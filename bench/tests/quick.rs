@@ -34,6 +34,11 @@ const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("packets-drop", "netavark"), // forwards world traffic to containers: no filter to time
     ("packets-drop", "veth"),
     ("update", "veth"), // no control plane
+    // IPv4-only in the bench.
+    ("throughput6", "netavark"),
+    ("latency6", "netavark"),
+    ("connrate-ports6", "netavark"),
+    ("connrate-rules6", "netavark"),
 ];
 
 /// The three paths of throughput and latency (bench/src/workload/mod.rs, `Path::name`).
@@ -49,6 +54,8 @@ const QUICK_COUNTS: [usize; 2] = [0, 100];
 /// Every case workload `id` must report, in the order it measures them
 /// (bench/src/workload/*.rs).
 fn expected_cases(id: &str) -> Vec<String> {
+    // The IPv6 twins have the IPv4 workloads' cases.
+    let id = id.strip_suffix('6').unwrap_or(id);
     match id {
         "throughput" => PATHS
             .iter()
@@ -181,8 +188,12 @@ fn quick_bench_measures_every_topology_and_workload() {
             "latency",
             "packets-dnat",
             "packets-drop",
+            "throughput6",
+            "latency6",
             "connrate-ports",
+            "connrate-ports6",
             "connrate-rules",
+            "connrate-rules6",
             "update"
         ]
     );
@@ -205,10 +216,11 @@ fn quick_bench_measures_every_topology_and_workload() {
             checked += check_case(id, c, &expected);
         }
     }
-    // 6 + 12 + 2 + 2 + 2 + 2 + 4 cases; 4 topologies (5 for packets-drop) less the n/a ones.
+    // 6 + 12 + 2 + 2 + 2 + 2 + 4 cases; 4 topologies (5 for packets-drop) less the n/a ones;
+    // the IPv6 twins' 6 + 12 + 2 + 2 cases on the 3 topologies with IPv6.
     assert_eq!(
         checked,
-        (6 + 12 + 2 + 2 + 2) * 4 + 2 * 3 + 4 * 3,
+        (6 + 12 + 2 + 2 + 2) * 4 + 2 * 3 + 4 * 3 + (6 + 12 + 2 + 2) * 3,
         "numbers checked"
     );
     // Every workload's table and chart made it into the report.
