@@ -43,7 +43,7 @@ absolute numbers swing ±30% between runs on shared VMs.
 
 Output: results.md (tables with median, min–max and ratios), results.json (raw samples),
 and SVG charts, in --out (default bench/results, or bench/results/quick with --quick).
-The full run takes about 15 minutes on 2 cores; --quick about a minute (what CI runs: it
+The full run takes about 20 minutes on 2 cores; --quick about two minutes (what CI runs: it
 checks that every topology and workload produces numbers, never a speed).
 
 Run as root:  cargo xtask bench [--quick]     (builds control and bench in release first)";
