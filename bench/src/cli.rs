@@ -43,8 +43,9 @@ absolute numbers swing ±30% between runs on shared VMs.
 
 Output: results.md (tables with median, min–max and ratios), results.json (raw samples),
 and SVG charts, in --out (default bench/results, or bench/results/quick with --quick).
-The full run takes about 20 minutes on 2 cores; --quick about two minutes (what CI runs: it
-checks that every topology and workload produces numbers, never a speed).
+The full run takes about 28 minutes on 2 cores (10 of them the IPv6 twins); --quick about
+two minutes (what CI runs: it checks that every topology and workload produces numbers,
+never a speed).
 
 Run as root:  cargo xtask bench [--quick]     (builds control and bench in release first)";
 
