@@ -185,11 +185,11 @@ fn quick_bench_measures_every_topology_and_workload() {
         ids,
         [
             "throughput",
+            "throughput6",
             "latency",
+            "latency6",
             "packets-dnat",
             "packets-drop",
-            "throughput6",
-            "latency6",
             "connrate-ports",
             "connrate-ports6",
             "connrate-rules",
