@@ -40,6 +40,13 @@ Workloads:
                   -p` with 0 / 100 / 500 published containers present; iperf3, sockperf and
                   wrk (nginx) on the three paths, run in the containers' network namespaces
 
+IPv6 twins (same cases, over IPv6; tables titled \"(IPv6)\"): throughput6, latency6,
+connrate-ports6, connrate-rules6 — fd00:99::2/::3 in fd00:99::/64, uplink 2001:db8:18::1,
+ext 2001:db8:18::2; NAT66 MASQUERADE and DNAT to the host's IPv6 address; iptables is the
+same bridge with Docker 27's ip6tables rules. latency6 uses the bench's own ping-pong
+(Debian's sockperf 3.7 has no IPv6). netavark is IPv4-only here (n/a). Select with --only,
+e.g. --only throughput6,latency6; the default runs both families.
+
 Every case is measured in rounds; each round measures every topology back to back in
 rotating order, so the ratios (weir/iptables, weir/netavark, weir/veth,
 docker-weir/docker-bridge) are what counts:
@@ -47,9 +54,9 @@ absolute numbers swing ±30% between runs on shared VMs.
 
 Output: results.md (tables with median, min–max and ratios), results.json (raw samples),
 and SVG charts, in --out (default bench/results, or bench/results/quick with --quick).
-The full run takes about 15 minutes on 2 cores plus ~20 for the docker workload; --quick
-about 2 minutes (what CI runs: it
-checks that every topology and workload produces numbers, never a speed).
+The full run takes about 48 minutes on 2 cores (10 of them the IPv6 twins, 20 the docker
+workload); --quick about three minutes (what CI runs: it checks that every topology and
+workload produces numbers, never a speed).
 
 Run as root:  cargo xtask bench [--quick]     (builds control and bench in release first)";
 
@@ -67,7 +74,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
     /// Only these workloads (comma-separated): throughput, latency, packets, connrate-ports,
-    /// connrate-rules, docker.
+    /// connrate-rules, the IPv6 twins throughput6, latency6, connrate-ports6,
+    /// connrate-rules6, and docker.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub only: Vec<String>,
     /// Only these topologies (comma-separated): weir, iptables, netavark, veth, docker-bridge,
@@ -100,12 +108,16 @@ pub struct Cli {
     pub weir_docker: PathBuf,
 }
 
-pub const WORKLOADS: [&str; 6] = [
+pub const WORKLOADS: [&str; 10] = [
     "throughput",
     "latency",
     "packets",
     "connrate-ports",
     "connrate-rules",
+    "throughput6",
+    "latency6",
+    "connrate-ports6",
+    "connrate-rules6",
     "docker",
 ];
 pub const TOPOLOGIES: [&str; 4] = ["weir", "iptables", "netavark", "veth"];

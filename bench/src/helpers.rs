@@ -1,7 +1,8 @@
 //! Small programs the bench runs inside sandbox namespaces (as `bench __NAME ...`): a UDP
-//! flood, a UDP sink, and a timer for commands.
+//! flood, a UDP sink, a timer for commands, and an IPv6 ping-pong (client and server).
 
 use std::{
+    io::{Read, Write},
     net::{SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
     process::{Command, Stdio},
@@ -108,5 +109,134 @@ pub fn timed(args: &[String]) -> Result<()> {
         }
     }
     println!("{:.6}", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Message size of the ping-pong helpers (sockperf's `-m 64`).
+const MSG: usize = 64;
+
+/// `__pingpong-server PORT`: echoes 64-byte messages over TCP and UDP on `[::]:PORT`, IPv6
+/// only — the IPv6 twin of `sockperf sr`, whose Debian build (3.7) has no IPv6; the IPv4
+/// sockperf servers keep `0.0.0.0:PORT`.
+pub fn pingpong_server(args: &[String]) -> Result<()> {
+    let [port] = args else {
+        bail!("usage: __pingpong-server PORT");
+    };
+    let port: u16 = port.parse().context("PORT")?;
+    let tcp = std::net::TcpListener::from(v6only(libc::SOCK_STREAM, port)?);
+    let udp = UdpSocket::from(v6only(libc::SOCK_DGRAM, port)?);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..n], from);
+        }
+    });
+    for conn in tcp.incoming() {
+        let Ok(mut c) = conn else { continue };
+        std::thread::spawn(move || {
+            let _ = c.set_nodelay(true);
+            let mut buf = [0u8; MSG];
+            while c.read_exact(&mut buf).is_ok() && c.write_all(&buf).is_ok() {}
+        });
+    }
+    Ok(())
+}
+
+/// A socket bound to `[::]:port` with IPV6_V6ONLY (listening, for TCP), so it shares the
+/// port with an IPv4 socket on 0.0.0.0.
+fn v6only(kind: libc::c_int, port: u16) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor owned from creation; the address is a
+    // zero-initialised sockaddr_in6 with family and port set.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, kind | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        for (level, opt) in [
+            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        ] {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                level,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+        }
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = port.to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in6).cast(),
+            len,
+        ) < 0
+        {
+            bail!("bind [::]:{port}: {}", std::io::Error::last_os_error());
+        }
+        if kind == libc::SOCK_STREAM && libc::listen(fd.as_raw_fd(), 128) < 0 {
+            bail!("listen: {}", std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+/// `__pingpong ADDR PORT tcp|udp SECS`: 64-byte ping-pong against `__pingpong-server`, after
+/// a 400 ms warm-up as sockperf's; prints p50 and p99 of half the round trip in µs, as
+/// sockperf reports them.
+pub fn pingpong(args: &[String]) -> Result<()> {
+    let [addr, port, proto, secs] = args else {
+        bail!("usage: __pingpong ADDR PORT tcp|udp SECS");
+    };
+    let ip: std::net::IpAddr = addr.parse().context("ADDR")?;
+    let to = std::net::SocketAddr::new(ip, port.parse().context("PORT")?);
+    let secs: u64 = secs.parse().context("SECS")?;
+    let mut round: Box<dyn FnMut() -> Result<bool>> = match proto.as_str() {
+        "tcp" => {
+            let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+            c.set_nodelay(true)?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut buf = [0x5au8; MSG];
+            Box::new(move || {
+                c.write_all(&buf)?;
+                c.read_exact(&mut buf)?;
+                Ok(true)
+            })
+        }
+        "udp" => {
+            let s = UdpSocket::bind(if ip.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
+            s.connect(to)?;
+            s.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let mut buf = [0x5au8; MSG];
+            // A lost datagram costs one timeout and no sample (sockperf's UDP does the same).
+            Box::new(move || {
+                s.send(&buf)?;
+                Ok(s.recv(&mut buf).is_ok())
+            })
+        }
+        other => bail!("protocol {other}: tcp or udp"),
+    };
+    let warm = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < warm {
+        round()?;
+    }
+    let (end, mut half_rtt) = (Instant::now() + Duration::from_secs(secs), Vec::new());
+    while Instant::now() < end {
+        let t = Instant::now();
+        if round()? {
+            half_rtt.push(t.elapsed().as_secs_f64() * 1e6 / 2.0);
+        }
+    }
+    if half_rtt.is_empty() {
+        bail!("no reply from {to}");
+    }
+    half_rtt.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    let pct = |p: f64| half_rtt[((half_rtt.len() - 1) as f64 * p).round() as usize];
+    println!("{:.3} {:.3}", pct(0.50), pct(0.99));
     Ok(())
 }

@@ -27,7 +27,7 @@ use crate::{
     results::{Results, Workload},
     tools::Servers,
     topo::{Topology, bridge::Bridge, netavark::Netavark, veth::Veth, weir::Weir},
-    workload::{Runner, Topos, connrate, latency, packets, throughput},
+    workload::{Family, Runner, Topos, connrate, latency, packets, throughput},
 };
 
 fn main() -> ExitCode {
@@ -40,6 +40,8 @@ fn main() -> ExitCode {
             "__udp-sink" => helpers::udp_sink(rest),
             "__timed" => helpers::timed(rest),
             "__http-first" => workload::docker::http_first(rest),
+            "__pingpong" => helpers::pingpong(rest),
+            "__pingpong-server" => helpers::pingpong_server(rest),
             other => Err(anyhow::anyhow!("unknown helper {other}")),
         };
         return match r {
@@ -258,14 +260,22 @@ fn phases(
     if which.is_empty() {
         return Ok(());
     }
-    if cli.wants("throughput") || cli.wants("latency") || cli.wants("packets") {
+    let fams = |id: &str| -> Vec<Family> {
+        [(Family::V4, ""), (Family::V6, "6")]
+            .into_iter()
+            .filter(|(_, s)| cli.wants(&format!("{id}{s}")))
+            .map(|(f, _)| f)
+            .collect()
+    };
+    let (tput, lat) = (fams("throughput"), fams("latency"));
+    if !tput.is_empty() || !lat.is_empty() || cli.wants("packets") {
         let mut topos = build(cli, control, which, r)?;
         let _servers = start_servers(&topos)?;
-        if cli.wants("throughput") {
-            out.push(throughput::run(r, &mut topos)?);
+        for f in &tput {
+            out.push(throughput::run(r, &mut topos, *f)?);
         }
-        if cli.wants("latency") {
-            out.push(latency::run(r, &mut topos)?);
+        for f in &lat {
+            out.push(latency::run(r, &mut topos, *f)?);
         }
         if cli.wants("packets") {
             out.push(packets::dnat(r, &mut topos)?);
@@ -274,15 +284,17 @@ fn phases(
             }
         }
     }
-    if cli.wants("connrate-ports") {
+    let ports = fams("connrate-ports");
+    if !ports.is_empty() {
         let mut topos = build(cli, control, which, r)?;
         let _servers = start_servers(&topos)?;
-        out.push(connrate::published_ports(r, &mut topos, updates)?);
+        out.extend(connrate::published_ports(r, &mut topos, updates, &ports)?);
     }
-    if cli.wants("connrate-rules") {
+    let rules = fams("connrate-rules");
+    if !rules.is_empty() {
         let mut topos = build(cli, control, which, r)?;
         let _servers = start_servers(&topos)?;
-        out.push(connrate::isolation_rules(r, &mut topos, updates)?);
+        out.extend(connrate::isolation_rules(r, &mut topos, updates, &rules)?);
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! How long and how often to measure: the full run (under 20 minutes on 2 cores) and the
-//! quick smoke run CI executes (every topology and workload once, about a minute).
+//! How long and how often to measure: the full run (about 28 minutes on 2 cores) and the
+//! quick smoke run CI executes (every topology and workload once, about two minutes).
 
 use std::time::Duration;
 

@@ -47,10 +47,37 @@ impl Servers {
             wait_listening(ns, port::SOCKPERF, "tcp")?;
             wait_listening(ns, port::SOCKPERF, "udp")?;
         }
+        // After sockperf is up, so its wait cannot mistake this server's port for its own.
+        if t.ipv6() {
+            let (exe, p) = (std::env::current_exe()?, port::SOCKPERF.to_string());
+            let e = exe.to_string_lossy();
+            for ns in [srv, ext] {
+                let pp = ["taskset", "-c", LATENCY_CPU, &e, "__pingpong-server", &p];
+                bg.push(ns.spawn(&pp));
+                wait_listening6(ns, port::SOCKPERF)?;
+            }
+        }
         wait_listening(srv, port::HTTP, "tcp")?;
         wait_listening(srv, port::SINK, "udp")?;
         Ok(Self { _bg: bg, _www: www })
     }
+}
+
+/// Waits for the IPv6 ping-pong server (TCP and UDP on `[::]`) in `ns`.
+fn wait_listening6(ns: &Netns, port: u16) -> Result<()> {
+    let ok = rig::wait_for(Duration::from_secs(10), || {
+        ["-tln", "-uln"].iter().all(|flag| {
+            let o = ns.run(&["ss", "-H", "-6", flag, "sport", &format!("= :{port}")]);
+            !rig::text(&o.stdout).trim().is_empty()
+        })
+    });
+    if !ok {
+        bail!(
+            "the IPv6 ping-pong server does not listen on {port} in {}",
+            ns.name
+        );
+    }
+    Ok(())
 }
 
 /// One worker (2 cores: the other is left to wrk and softirq work), no logging, a tiny reply.
@@ -60,8 +87,9 @@ fn nginx_conf(dir: &str) -> String {
          error_log {dir}/error.log error;\nevents {{ worker_connections 8192; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
          \x20 fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
-         \x20 server {{\n    listen {} backlog=8192;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-        port::HTTP
+         \x20 server {{\n    listen {p} backlog=8192;\n    listen [::]:{p} backlog=8192;\n\
+         \x20   location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+        p = port::HTTP
     )
 }
 
@@ -161,21 +189,63 @@ fn sockperf_args(addr: &str, secs: u32, tcp: bool) -> Vec<String> {
     a
 }
 
-/// sockperf ping-pong latency (sockperf's figure: half the round trip) in µs: (p50, p99).
+/// The bench's own ping-pong client (`__pingpong`), pinned like sockperf: for IPv6 addresses.
+fn pingpong_args(addr: &str, secs: u32, tcp: bool) -> Vec<String> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "bench".into());
+    let t = (secs + 10).to_string();
+    let proto = if tcp { "tcp" } else { "udp" };
+    let p = port::SOCKPERF.to_string();
+    let e = exe.to_string_lossy();
+    [
+        "timeout",
+        "-k",
+        "2",
+        &t,
+        "taskset",
+        "-c",
+        LATENCY_CPU,
+        &e,
+        "__pingpong",
+        addr,
+        &p,
+        proto,
+        &secs.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The latency client for `addr`: sockperf for IPv4, `__pingpong` for IPv6.
+fn latency_args(addr: &str, secs: u32, tcp: bool) -> Vec<String> {
+    if addr.contains(':') {
+        pingpong_args(addr, secs, tcp)
+    } else {
+        sockperf_args(addr, secs, tcp)
+    }
+}
+
+/// Ping-pong latency (half the round trip, as sockperf reports it) in µs: (p50, p99).
 pub fn sockperf(ns: &Netns, addr: &str, secs: u32, tcp: bool) -> Result<(f64, f64)> {
-    let a = sockperf_args(addr, secs, tcp);
+    let a = latency_args(addr, secs, tcp);
     let o = ns.run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     sockperf_result(&o)
 }
 
-/// Starts a sockperf client in the background (the quick run measures topologies at once:
+/// Starts a latency client in the background (the quick run measures topologies at once:
 /// sockperf spends a fixed 2 s warming up each run).
 pub fn sockperf_spawn(ns: &Netns, addr: &str, secs: u32, tcp: bool) -> Bg {
-    let a = sockperf_args(addr, secs, tcp);
+    let a = latency_args(addr, secs, tcp);
     ns.spawn_piped(&a.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// Reads sockperf's percentiles, or `__pingpong`'s one line "P50 P99".
 pub fn sockperf_result(o: &std::process::Output) -> Result<(f64, f64)> {
+    if o.status.success()
+        && let [p50, p99] = rig::text(&o.stdout).split_whitespace().collect::<Vec<_>>()[..]
+        && let (Ok(p50), Ok(p99)) = (p50.parse(), p99.parse())
+    {
+        return Ok((p50, p99));
+    }
     let out = rig::text(&o.stdout) + &rig::text(&o.stderr);
     if !o.status.success() {
         bail!("sockperf failed ({}): {}", o.status, out.trim());
@@ -191,7 +261,11 @@ pub fn sockperf_result(o: &std::process::Output) -> Result<(f64, f64)> {
 
 /// New HTTP connections per second (wrk, `Connection: close`) from `ns` to `addr:port`.
 pub fn wrk(ns: &Netns, addr: &str, port: u16, secs: u32) -> Result<f64> {
-    let url = format!("http://{addr}:{port}/");
+    let url = if addr.contains(':') {
+        format!("http://[{addr}]:{port}/")
+    } else {
+        format!("http://{addr}:{port}/")
+    };
     let d = format!("{secs}s");
     let out = run_bounded(
         ns,

@@ -2,7 +2,9 @@
 //! veths enslaved, kernel forwarding on, and Docker's iptables rules (DESIGN.md §6) — all
 //! inside the sandbox's host namespace (iptables there never touches the root namespace).
 //! Bridged container-to-container traffic passes iptables too (bridge-nf-call-iptables is 1
-//! in every namespace here, as Docker requires).
+//! in every namespace here, as Docker requires). IPv6 is Docker 27's `--ipv6` network with
+//! ip6tables on: gateway fd00:99::1/64 on the bridge, the same rules in ip6tables (NAT66
+//! MASQUERADE, DNAT `! -s fe80::/10`), IPv6 forwarding on in the sandbox's host namespace.
 
 use std::time::Duration;
 
@@ -10,8 +12,9 @@ use anyhow::Result;
 use rig::{Netns, Sandbox};
 
 use super::{
-    CLIENT_IP, GATEWAY, SERVER_IP, Topology, dummy_ip, iptables, must, port,
-    route_ext_to_containers, timed_in, veth,
+    CLIENT_IP, CLIENT_IP6, GATEWAY, GATEWAY6, SERVER_IP, SERVER_IP6, Topology, dummy_ip, dummy_ip6,
+    enable_forwarding, ip6tables_restore, iptables, iptables_restore, must, port,
+    route_ext_to_containers, route_ext_to_containers6, timed_in, veth,
 };
 
 const BR: &str = "br0";
@@ -28,6 +31,7 @@ pub struct Bridge {
 impl Bridge {
     pub fn build(control: &std::path::Path) -> Result<Self> {
         let sandbox = Sandbox::new(control);
+        sandbox.add_ipv6();
         let client = Netns::new(&sandbox.name("cli"));
         let server = Netns::new(&sandbox.name("srv"));
         let host = &sandbox.host;
@@ -36,19 +40,32 @@ impl Bridge {
             host,
             &["ip", "addr", "add", &format!("{GATEWAY}/24"), "dev", BR],
         )?;
+        let gw6 = format!("{GATEWAY6}/64");
+        must(host, &["ip", "-6", "addr", "add", &gw6, "dev", BR, "nodad"])?;
         must(host, &["ip", "link", "set", BR, "up"])?;
-        for (c, ip, hostif) in [(&client, CLIENT_IP, "vc"), (&server, SERVER_IP, "vs")] {
+        let ends = [
+            (&client, CLIENT_IP, CLIENT_IP6, "vc"),
+            (&server, SERVER_IP, SERVER_IP6, "vs"),
+        ];
+        for (c, ip, ip6, hostif) in ends {
             veth(host, hostif, c, "eth0")?;
             must(host, &["ip", "link", "set", hostif, "master", BR])?;
             must(
                 c,
                 &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
             )?;
+            let a6 = format!("{ip6}/64");
+            must(c, &["ip", "-6", "addr", "add", &a6, "dev", "eth0", "nodad"])?;
             must(c, &["ip", "route", "add", "default", "via", GATEWAY])?;
+            must(c, &["ip", "-6", "route", "add", "default", "via", GATEWAY6])?;
         }
-        must(host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        super::iptables_restore(host, &iptables::docker_base(BR, &[CLIENT_IP, SERVER_IP]))?;
+        enable_forwarding(host)?;
+        let base = iptables::docker_base(BR, &[CLIENT_IP, SERVER_IP], &iptables::V4);
+        iptables_restore(host, &base)?;
+        let base6 = iptables::docker_base(BR, &[CLIENT_IP6, SERVER_IP6], &iptables::V6);
+        ip6tables_restore(host, &base6)?;
         route_ext_to_containers(&sandbox.ext)?;
+        route_ext_to_containers6(&sandbox.ext)?;
         Ok(Self {
             client,
             server,
@@ -79,8 +96,12 @@ impl Topology for Bridge {
 
     fn set_published_ports(&mut self, total: usize) -> Result<()> {
         if total > self.ports {
-            let rules = iptables::docker_filler_ports(BR, self.ports, total, &dummy_ip(0));
-            super::iptables_restore(&self.sandbox.host, &rules)?;
+            let (from, v4, v6) = (self.ports, &iptables::V4, &iptables::V6);
+            let rules = iptables::docker_filler_ports(BR, from, total, &dummy_ip(0), v4);
+            iptables_restore(&self.sandbox.host, &rules)?;
+            // Docker publishes on both families when no host IP is given.
+            let rules = iptables::docker_filler_ports(BR, from, total, &dummy_ip6(0), v6);
+            ip6tables_restore(&self.sandbox.host, &rules)?;
             self.ports = total;
         }
         Ok(())
@@ -88,8 +109,10 @@ impl Topology for Bridge {
 
     fn set_isolation_rules(&mut self, total: usize) -> Result<()> {
         if total > self.rules {
-            let rules = iptables::isolation_rules(self.rules, total);
-            super::iptables_restore(&self.sandbox.host, &rules)?;
+            let rules = iptables::isolation_rules(self.rules, total, &iptables::V4);
+            iptables_restore(&self.sandbox.host, &rules)?;
+            let rules = iptables::isolation_rules(self.rules, total, &iptables::V6);
+            ip6tables_restore(&self.sandbox.host, &rules)?;
             self.rules = total;
         }
         Ok(())
@@ -102,17 +125,17 @@ impl Topology for Bridge {
             (
                 "-t nat",
                 "DOCKER",
-                iptables::docker_dnat(BR, p, SERVER_IP, p, "tcp"),
+                iptables::docker_dnat(BR, p, SERVER_IP, p, "tcp", &iptables::V4),
             ),
             (
                 "",
                 "DOCKER",
-                iptables::docker_accept(BR, SERVER_IP, p, "tcp"),
+                iptables::docker_accept(BR, SERVER_IP, p, "tcp", &iptables::V4),
             ),
             (
                 "-t nat",
                 "POSTROUTING",
-                iptables::docker_hairpin(SERVER_IP, p, "tcp"),
+                iptables::docker_hairpin(SERVER_IP, p, "tcp", &iptables::V4),
             ),
         ];
         let add: Vec<String> = rules

@@ -21,7 +21,14 @@ pub const SUBNET: &str = "10.99.0.0/24";
 pub const GATEWAY: &str = "10.99.0.1";
 pub const CLIENT_IP: &str = "10.99.0.2";
 pub const SERVER_IP: &str = "10.99.0.3";
-pub use rig::{EXT_IP, UPLINK_IP};
+pub use rig::{EXT_IP, EXT_IP6, UPLINK_IP, UPLINK_IP6};
+
+/// The IPv6 side of the same network (a ULA /64, as Docker 27 derives by default); the
+/// uplink and ext have rig's 2001:db8:18::1 and ::2.
+pub const SUBNET6: &str = "fd00:99::/64";
+pub const GATEWAY6: &str = "fd00:99::1";
+pub const CLIENT_IP6: &str = "fd00:99::2";
+pub const SERVER_IP6: &str = "fd00:99::3";
 
 /// Server ports; each is published with the same host port number.
 pub mod port {
@@ -50,6 +57,12 @@ pub const PUBLISHED: &[(u16, &str)] = &[
 pub fn dummy_ip(i: usize) -> String {
     assert!(i < 150, "dummy containers live in 10.99.0.100-249");
     format!("10.99.0.{}", 100 + i)
+}
+
+/// The IPv6 address of the i-th dummy container (fd00:99::100 up, beside its IPv4 one).
+pub fn dummy_ip6(i: usize) -> String {
+    assert!(i < 150, "dummy containers live in fd00:99::100-249");
+    format!("fd00:99::{}", 100 + i)
 }
 
 /// The k-th distinct pair of dummies, in the order (0,1), (0,2), (1,2), (0,3), ... so the
@@ -81,6 +94,16 @@ pub trait Topology {
     /// The address ext uses for the server's published ports.
     fn published_addr(&self) -> &str {
         UPLINK_IP
+    }
+    /// Whether this topology carries IPv6 (netavark is IPv4-only in this bench).
+    fn ipv6(&self) -> bool {
+        true
+    }
+    fn server_addr6(&self) -> &str {
+        SERVER_IP6
+    }
+    fn published_addr6(&self) -> &str {
+        UPLINK_IP6
     }
     /// Makes `total` filler ports published (to other containers) besides the server's own,
     /// so that the server's are looked up among them. Counts only grow.
@@ -155,11 +178,17 @@ pub fn timed_here(args: &[&str]) -> Result<Duration> {
 
 /// Loads iptables rules (iptables-restore syntax) into `ns` without flushing what is there.
 pub fn iptables_restore(ns: &Netns, rules: &str) -> Result<()> {
+    restore_with(ns, "iptables-restore", rules)
+}
+
+/// The same for ip6tables rules.
+pub fn ip6tables_restore(ns: &Netns, rules: &str) -> Result<()> {
+    restore_with(ns, "ip6tables-restore", rules)
+}
+
+fn restore_with(ns: &Netns, tool: &str, rules: &str) -> Result<()> {
     let f = Scratch::file(&format!("{}-rules", ns.name), rules)?;
-    must(
-        ns,
-        &["iptables-restore", "--noflush", f.path.to_str().unwrap()],
-    )?;
+    must(ns, &[tool, "--noflush", f.path.to_str().unwrap()])?;
     Ok(())
 }
 
@@ -172,6 +201,24 @@ pub fn route_ext_to_containers(ext: &Netns) -> Result<()> {
         ext,
         &["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"],
     )?;
+    Ok(())
+}
+
+/// The IPv6 twin of [`route_ext_to_containers`], on the sandbox's IPv6 uplink addresses
+/// (`Sandbox::add_ipv6`, which the topologies call before anything else).
+pub fn route_ext_to_containers6(ext: &Netns) -> Result<()> {
+    must(
+        ext,
+        &["ip", "-6", "route", "replace", SUBNET6, "via", UPLINK_IP6],
+    )?;
+    Ok(())
+}
+
+/// Routing between the containers and the world inside a sandbox's host namespace (never
+/// the root namespace's): both families.
+pub fn enable_forwarding(host: &Netns) -> Result<()> {
+    must(host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    must(host, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
     Ok(())
 }
 

@@ -117,6 +117,10 @@ impl Netavark {
 }
 
 impl Topology for Netavark {
+    /// Its IPv6 setup (a second subnet in the JSON, ip6tables) is not built here.
+    fn ipv6(&self) -> bool {
+        false
+    }
     fn label(&self) -> &'static str {
         "netavark"
     }
@@ -143,7 +147,7 @@ impl Topology for Netavark {
     fn set_isolation_rules(&mut self, total: usize) -> Result<()> {
         self.ensure_isolation_chain()?;
         if total > self.rules {
-            let rules = iptables::isolation_rules(self.rules, total);
+            let rules = iptables::isolation_rules(self.rules, total, &iptables::V4);
             super::iptables_restore(&self.sandbox.host, &rules)?;
             self.rules = total;
         }

@@ -1,5 +1,6 @@
-//! Weir: `control init` on the sandbox's uplink, one network 10.99.0.0/24, the client and
-//! server containers at fixed addresses, the server's ports published — no bridge, no rule.
+//! Weir: `control init` on the sandbox's uplink (IPv4 and IPv6), one dual-stack network
+//! 10.99.0.0/24 + fd00:99::/64, the client and server containers at fixed addresses, the
+//! server's ports published (both families, no host IP given) — no bridge, no rule.
 //!
 //! Filler published ports belong to filler containers (`container create --publish ...`, one
 //! command per count step); filler isolation rules are `isolate A B` pairs among dummy
@@ -12,8 +13,9 @@ use anyhow::{Result, bail};
 use rig::{Netns, Sandbox};
 
 use super::{
-    CLIENT_IP, PUBLISHED, SERVER_IP, SUBNET, Scratch, Topology, dummies_for, dummy_ip, pair, port,
-    route_ext_to_containers, timed_here,
+    CLIENT_IP, CLIENT_IP6, PUBLISHED, SERVER_IP, SERVER_IP6, SUBNET, SUBNET6, Scratch, Topology,
+    dummies_for, dummy_ip, dummy_ip6, pair, port, route_ext_to_containers,
+    route_ext_to_containers6, timed_here,
 };
 
 pub struct Weir {
@@ -43,6 +45,9 @@ impl Weir {
 
     fn build_as(control: &Path, xdp: bool, label: &'static str) -> Result<Self> {
         let sandbox = Sandbox::new(control);
+        // Before `init`: ports published without a host IP answer on the addresses the host
+        // has at `init`, IPv6 ones included.
+        sandbox.add_ipv6();
         let mut me = Self {
             label,
             client: Netns::borrowed(&sandbox.name("cli")),
@@ -62,7 +67,15 @@ impl Weir {
             if xdp { "on" } else { "off" },
         ])?;
         let net = me.network.clone();
-        me.ctl(&["network", "create", &net, "--subnet", SUBNET])?;
+        me.ctl(&[
+            "network",
+            "create",
+            &net,
+            "--subnet",
+            SUBNET,
+            "--subnet6",
+            SUBNET6,
+        ])?;
         let cli = me.client.name.clone();
         me.ctl(&[
             "container",
@@ -72,6 +85,8 @@ impl Weir {
             &net,
             "--ip",
             CLIENT_IP,
+            "--ip6",
+            CLIENT_IP6,
         ])?;
         let srv = me.server.name.clone();
         let mut a: Vec<String> = [
@@ -82,6 +97,8 @@ impl Weir {
             &net,
             "--ip",
             SERVER_IP,
+            "--ip6",
+            SERVER_IP6,
         ]
         .map(String::from)
         .to_vec();
@@ -91,6 +108,7 @@ impl Weir {
         }
         me.ctl(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
         route_ext_to_containers(&me.sandbox.ext)?;
+        route_ext_to_containers6(&me.sandbox.ext)?;
         Ok(me)
     }
 
@@ -123,12 +141,23 @@ impl Weir {
 
     fn ensure_dummies(&mut self, n: usize) -> Result<()> {
         while self.dummies < n {
-            let (name, ip, net) = (
+            let (name, ip, ip6, net) = (
                 self.dummy(self.dummies),
                 dummy_ip(self.dummies),
+                dummy_ip6(self.dummies),
                 self.network.clone(),
             );
-            self.ctl(&["container", "create", &name, "--network", &net, "--ip", &ip])?;
+            self.ctl(&[
+                "container",
+                "create",
+                &name,
+                "--network",
+                &net,
+                "--ip",
+                &ip,
+                "--ip6",
+                &ip6,
+            ])?;
             self.dummies += 1;
         }
         Ok(())
@@ -163,10 +192,21 @@ impl Topology for Weir {
         }
         let name = self.sandbox.name(&format!("f{}", self.fillers));
         let ip = format!("10.99.0.{}", 10 + self.fillers);
+        let ip6 = format!("fd00:99::{}", 10 + self.fillers);
         let net = self.network.clone();
-        let mut a: Vec<String> = ["container", "create", &name, "--network", &net, "--ip", &ip]
-            .map(String::from)
-            .to_vec();
+        let mut a: Vec<String> = [
+            "container",
+            "create",
+            &name,
+            "--network",
+            &net,
+            "--ip",
+            &ip,
+            "--ip6",
+            &ip6,
+        ]
+        .map(String::from)
+        .to_vec();
         for i in self.ports..total {
             let p = port::FILLER_BASE + i as u16;
             a.push("--publish".into());

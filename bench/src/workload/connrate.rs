@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{Outcome, Runner, Topos};
+use super::{Family, Outcome, Runner, Topos};
 use crate::{results::Workload, tools, topo::port};
 
 /// The control-plane workload both rate workloads feed.
@@ -23,11 +23,65 @@ pub fn updates() -> Workload {
     )
 }
 
-pub fn published_ports(r: &mut Runner, topos: &mut Topos, upd: &mut Workload) -> Result<Workload> {
+/// One workload per family in `fams` (same topologies, same counts: each count's filler ports
+/// serve both families, as Docker publishes on both); the update cost only beside IPv4.
+pub fn published_ports(
+    r: &mut Runner,
+    topos: &mut Topos,
+    upd: &mut Workload,
+    fams: &[Family],
+) -> Result<Vec<Workload>> {
     let secs = r.plan.wrk_secs;
-    let mut w = Workload::new(
+    let mut ws: Vec<Workload> = fams.iter().map(|f| ports_workload(secs, *f)).collect();
+    r.heading("new connections vs published ports (wrk)");
+    let mut sample = 0usize;
+    for &n in &r.plan.counts.clone() {
+        r.note(&format!("publishing {n} filler ports on every topology"));
+        for t in topos.iter_mut() {
+            t.set_published_ports(n)?;
+        }
+        for (w, f) in ws.iter_mut().zip(fams) {
+            let case = format!("{n} other published ports");
+            r.interleave(w, topos, &[case], r.plan.samples, |t| {
+                if let Some(na) = f.missing(t) {
+                    return Ok(na);
+                }
+                let addr = match f {
+                    Family::V4 => t.published_addr(),
+                    Family::V6 => t.published_addr6(),
+                }
+                .to_string();
+                let v = tools::wrk(t.ext(), &addr, port::HTTP, secs)?;
+                Ok(Outcome::Values(vec![v]))
+            })?;
+        }
+        if !fams.contains(&Family::V4) {
+            continue;
+        }
+        let case = format!("publish one port, {n} present");
+        let rounds = r.plan.update_samples;
+        r.interleave(upd, topos, &[case], rounds, |t| {
+            sample += 1;
+            Ok(ms(t.time_publish(sample)?, "has no published ports"))
+        })?;
+    }
+    Ok(ws)
+}
+
+fn ports_workload(secs: u32, f: Family) -> Workload {
+    let (id, title) = f.workload(
         "connrate-ports",
         "New connections from ext through a published port",
+    );
+    let six = if f == Family::V6 {
+        " Over IPv6: ext 2001:db8:18::2 to the host's 2001:db8:18::1 (wrk http://[addr]:8080/, \
+         nginx on [::]); iptables is Docker's ip6tables layout, its filler ports in ip6tables too."
+    } else {
+        ""
+    };
+    Workload::new(
+        id,
+        title,
         "conn/s",
         true,
         format!(
@@ -36,41 +90,69 @@ pub fn published_ports(r: &mut Runner, topos: &mut Topos, upd: &mut Workload) ->
              other containers. iptables and netavark get the N ports in Docker's and netavark's \
              own rule layouts, ahead of the server's (the server is the newest container); \
              veth has no DNAT (ext connects to the server directly) and repeats its measurement \
-             at every N, which shows the machine's drift."
+             at every N, which shows the machine's drift.{six}"
         ),
-    );
-    r.heading("new connections vs published ports (wrk)");
+    )
+}
+
+/// One workload per family in `fams`, as [`published_ports`].
+pub fn isolation_rules(
+    r: &mut Runner,
+    topos: &mut Topos,
+    upd: &mut Workload,
+    fams: &[Family],
+) -> Result<Vec<Workload>> {
+    let secs = r.plan.wrk_secs;
+    let mut ws: Vec<Workload> = fams.iter().map(|f| rules_workload(secs, *f)).collect();
+    r.heading("new connections vs isolation rules (wrk)");
     let mut sample = 0usize;
     for &n in &r.plan.counts.clone() {
-        r.note(&format!("publishing {n} filler ports on every topology"));
+        r.note(&format!("installing {n} isolation rules on every topology"));
         for t in topos.iter_mut() {
-            t.set_published_ports(n)?;
+            t.set_isolation_rules(n)?;
         }
-        let case = format!("{n} other published ports");
-        r.interleave(&mut w, topos, &[case], r.plan.samples, |t| {
-            let addr = t.published_addr().to_string();
-            Ok(Outcome::Values(vec![tools::wrk(
-                t.ext(),
-                &addr,
-                port::HTTP,
-                secs,
-            )?]))
-        })?;
-        let case = format!("publish one port, {n} present");
+        for (w, f) in ws.iter_mut().zip(fams) {
+            let case = format!("{n} isolation rules");
+            r.interleave(w, topos, &[case], r.plan.samples, |t| {
+                if let Some(na) = f.missing(t) {
+                    return Ok(na);
+                }
+                let addr = match f {
+                    Family::V4 => t.server_addr(),
+                    Family::V6 => t.server_addr6(),
+                }
+                .to_string();
+                let v = tools::wrk(t.client(), &addr, port::HTTP, secs)?;
+                Ok(Outcome::Values(vec![v]))
+            })?;
+        }
+        if !fams.contains(&Family::V4) {
+            continue;
+        }
+        let case = format!("add one isolation rule, {n} present");
         let rounds = r.plan.update_samples;
         r.interleave(upd, topos, &[case], rounds, |t| {
             sample += 1;
-            Ok(ms(t.time_publish(sample)?, "has no published ports"))
+            Ok(ms(t.time_isolate(sample)?, "has no isolation rules"))
         })?;
     }
-    Ok(w)
+    Ok(ws)
 }
 
-pub fn isolation_rules(r: &mut Runner, topos: &mut Topos, upd: &mut Workload) -> Result<Workload> {
-    let secs = r.plan.wrk_secs;
-    let mut w = Workload::new(
+fn rules_workload(secs: u32, f: Family) -> Workload {
+    let (id, title) = f.workload(
         "connrate-rules",
         "New connections container→container with isolation rules",
+    );
+    let six = if f == Family::V6 {
+        " Over IPv6: fd00:99::2 to fd00:99::3; Weir's `isolate` rules cover both families \
+         (identities), iptables gets the N rules again in ip6tables (dummies fd00:99::100 up)."
+    } else {
+        ""
+    };
+    Workload::new(
+        id,
+        title,
         "conn/s",
         true,
         format!(
@@ -80,34 +162,9 @@ pub fn isolation_rules(r: &mut Runner, topos: &mut Topos, upd: &mut Workload) ->
              weir: N `isolate A B` pairs among dummy containers (`rules import`); iptables and \
              netavark: N `-s A -d B -j DROP` rules (one direction each, so they cover half the \
              pairs) in a chain jumped to after the ESTABLISHED accept, so only new connections \
-             walk it; veth has no rules and repeats its measurement at every N."
+             walk it; veth has no rules and repeats its measurement at every N.{six}"
         ),
-    );
-    r.heading("new connections vs isolation rules (wrk)");
-    let mut sample = 0usize;
-    for &n in &r.plan.counts.clone() {
-        r.note(&format!("installing {n} isolation rules on every topology"));
-        for t in topos.iter_mut() {
-            t.set_isolation_rules(n)?;
-        }
-        let case = format!("{n} isolation rules");
-        r.interleave(&mut w, topos, &[case], r.plan.samples, |t| {
-            let addr = t.server_addr().to_string();
-            Ok(Outcome::Values(vec![tools::wrk(
-                t.client(),
-                &addr,
-                port::HTTP,
-                secs,
-            )?]))
-        })?;
-        let case = format!("add one isolation rule, {n} present");
-        let rounds = r.plan.update_samples;
-        r.interleave(upd, topos, &[case], rounds, |t| {
-            sample += 1;
-            Ok(ms(t.time_isolate(sample)?, "has no isolation rules"))
-        })?;
-    }
-    Ok(w)
+    )
 }
 
 fn ms(d: Option<std::time::Duration>, why: &'static str) -> Outcome {

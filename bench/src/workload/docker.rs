@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{Outcome, Runner, Topos, latency, throughput};
+use super::{Family, Outcome, Runner, Topos, latency, throughput};
 use crate::{
     cli::{self, Cli},
     results::Workload,
@@ -90,14 +90,14 @@ pub fn phase(cli: &Cli, control: &Path, r: &mut Runner, out: &mut Vec<Workload>)
         .iter()
         .map(|t| Servers::start(t.as_ref()))
         .collect::<Result<_>>()?;
-    let tp = throughput::run(r, &mut topos)?;
+    let tp = throughput::run(r, &mut topos, Family::V4)?;
     out.push(docker_view(
         tp,
         "docker-throughput",
         "Docker: TCP throughput",
         PATHS,
     ));
-    let lat = latency::run(r, &mut topos)?;
+    let lat = latency::run(r, &mut topos, Family::V4)?;
     out.push(docker_view(
         lat,
         "docker-latency",

@@ -156,6 +156,39 @@ pub fn fmt_value(v: f64) -> String {
     }
 }
 
+/// The address family a workload measures: each IPv4 workload has an IPv6 twin (its id
+/// suffixed `6`, its title " (IPv6)") with the same cases.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The twin of workload (id, title) in this family.
+    pub fn workload(self, id: &'static str, title: &'static str) -> (&'static str, &'static str) {
+        match (self, id) {
+            (Family::V4, _) => (id, title),
+            (Family::V6, "throughput") => ("throughput6", "TCP throughput (IPv6)"),
+            (Family::V6, "latency") => ("latency6", "Latency (ping-pong, IPv6)"),
+            (Family::V6, "connrate-ports") => (
+                "connrate-ports6",
+                "New connections from ext through a published port (IPv6)",
+            ),
+            (Family::V6, "connrate-rules") => (
+                "connrate-rules6",
+                "New connections container→container with isolation rules (IPv6)",
+            ),
+            (Family::V6, other) => unreachable!("{other} has no IPv6 twin"),
+        }
+    }
+
+    /// Why a topology has no number for this family, if it has none.
+    pub fn missing(self, t: &dyn Topology) -> Option<Outcome> {
+        (self == Family::V6 && !t.ipv6()).then_some(Outcome::NotApplicable("IPv4-only here"))
+    }
+}
+
 /// The three paths every throughput and latency workload measures, with who is the client
 /// and which address it aims at.
 #[derive(Clone, Copy)]
@@ -181,11 +214,15 @@ impl Path {
     }
 
     /// (client namespace, server address) on topology `t`.
-    pub fn ends(self, t: &dyn Topology) -> (&rig::Netns, String) {
+    pub fn ends(self, t: &dyn Topology, f: Family) -> (&rig::Netns, String) {
+        let v4 = f == Family::V4;
         match self {
-            Path::ContainerToContainer => (t.client(), t.server_addr().to_string()),
-            Path::ContainerToExt => (t.client(), crate::topo::EXT_IP.to_string()),
-            Path::ExtToPublished => (t.ext(), t.published_addr().to_string()),
+            Path::ContainerToContainer if v4 => (t.client(), t.server_addr().to_string()),
+            Path::ContainerToContainer => (t.client(), t.server_addr6().to_string()),
+            Path::ContainerToExt if v4 => (t.client(), crate::topo::EXT_IP.to_string()),
+            Path::ContainerToExt => (t.client(), crate::topo::EXT_IP6.to_string()),
+            Path::ExtToPublished if v4 => (t.ext(), t.published_addr().to_string()),
+            Path::ExtToPublished => (t.ext(), t.published_addr6().to_string()),
         }
     }
 }

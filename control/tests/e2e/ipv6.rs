@@ -969,7 +969,10 @@ fn ipv6_only_networks() {
     assert!(ping6(&a, EXT_IP6), "a -> ext through NAT66");
     let _srv = net::peer_echo6(&b, 80);
     assert_eq!(canon(&net::ask_peer6(&a, &b6, 80)), a6, "TCP a -> b");
-    assert!(!net::ask_peer6(&s.host, &b6, 80).is_empty(), "the host -> b");
+    assert!(
+        !net::ask_peer6(&s.host, &b6, 80).is_empty(),
+        "the host -> b"
+    );
     // The world through the published port sees the client's own address.
     assert_eq!(
         canon(&net::ask_peer6(&s.ext, rig::UPLINK_IP6, 8081)),
