@@ -185,7 +185,21 @@ fn into_endpoint(ctx: &TcContext, pkt: &Ipv4, ep: &Endpoint) -> Result<i32, Drop
 
 #[xdp]
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
-    match try_uplink_xdp(&ctx) {
+    run_uplink_xdp(&ctx, true)
+}
+
+/// `uplink_xdp` without the metadata marker, for kernels that refuse `bpf_xdp_adjust_meta`
+/// to XDP programs (a 6.18 build seen here does): the same drops, and `uplink_tc` makes the
+/// address lookups itself. `control init` loads it when the kernel refuses `uplink_xdp`.
+#[xdp]
+pub fn uplink_xdp_plain(ctx: XdpContext) -> u32 {
+    run_uplink_xdp(&ctx, false)
+}
+
+/// `mark` is a constant at each entry point: the plain one holds no call to the helper.
+#[inline(always)]
+fn run_uplink_xdp(ctx: &XdpContext, mark: bool) -> u32 {
+    match try_uplink_xdp(ctx, mark) {
         Ok(v) => v,
         Err(d) => {
             // SAFETY: the context pointer is valid for the whole program run.
@@ -197,7 +211,7 @@ pub fn uplink_xdp(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
+fn try_uplink_xdp(ctx: &XdpContext, mark: bool) -> Result<u32, Drop> {
     if packet::ether_type(ctx) != Some(ETH_P_IP) {
         return Ok(xdp_action::XDP_PASS);
     }
@@ -216,7 +230,9 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, Drop> {
     if in_weir_subnet(addrs.saddr) || is_host_addr(addrs.saddr) {
         return Err(Drop::flow(DropReason::SpoofedSource, addrs));
     }
-    mark_addresses_passed(ctx);
+    if mark {
+        mark_addresses_passed(ctx);
+    }
     Ok(xdp_action::XDP_PASS)
 }
 

@@ -41,6 +41,9 @@ pub const TAILS: [(&str, u32); 4] = [
 pub const TO_CONTAINER: &str = "to_container";
 pub const UPLINK_TC: &str = "uplink_tc";
 pub const UPLINK_XDP: &str = "uplink_xdp";
+/// `uplink_xdp` without its XDP-metadata marker, loaded (and pinned as `uplink_xdp`) where
+/// the kernel refuses `bpf_xdp_adjust_meta` to XDP programs.
+pub const UPLINK_XDP_PLAIN: &str = "uplink_xdp_plain";
 /// The uplink's egress guard: nothing from a Weir network leaves untranslated.
 pub const UPLINK_EGRESS: &str = "uplink_egress";
 /// The links pinned on the uplink (named as their programs), moved when the uplink changes.
@@ -215,25 +218,17 @@ pub fn load_and_pin(inst: &Instance, conntrack_max: u32) -> Result<Ebpf> {
         .load(OBJECT)
         .map_err(|e| Error::NoBpf(format!("loading the eBPF object failed: {e}")))?;
     for name in PROGRAMS {
-        let prog = bpf.program_mut(name).ok_or_else(|| {
-            Error::Other(anyhow::anyhow!(
-                "program {name} missing from the eBPF object"
-            ))
-        })?;
         // bpffs refuses names containing a dot.
         let tmp = inst.prog_pin(&format!("{name}_new"));
         let _ = fs::remove_file(&tmp);
-        let loaded = match prog {
-            aya::programs::Program::SchedClassifier(p) => {
-                load_pin(p, &tmp, |p| p.load(), |p, t| p.pin(t))
-            }
-            aya::programs::Program::Xdp(p) => load_pin(p, &tmp, |p| p.load(), |p, t| p.pin(t)),
-            aya::programs::Program::CgroupSockAddr(p) => {
-                load_pin(p, &tmp, |p| p.load(), |p, t| p.pin(t))
-            }
-            _ => Err(format!("unexpected program type for {name}")),
+        let loaded = if name == UPLINK_XDP {
+            load_uplink_xdp(&mut bpf)
+        } else {
+            load_program(&mut bpf, name).map(|()| name)
         };
-        loaded.map_err(|e| Error::NoBpf(format!("loading program {name}: {e}")))?;
+        loaded
+            .and_then(|actual| pin_program(&mut bpf, actual, &tmp))
+            .map_err(|e| Error::NoBpf(format!("loading program {name}: {e}")))?;
         fs::rename(&tmp, inst.prog_pin(name)).ctx(|| format!("pinning program {name}"))?;
     }
     fill_tails(&mut bpf)?;
@@ -276,14 +271,37 @@ pub fn fill_tails(bpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-fn load_pin<P>(
-    p: &mut P,
-    tmp: &Path,
-    load: impl FnOnce(&mut P) -> Result<(), aya::programs::ProgramError>,
-    pin: impl FnOnce(&mut P, &Path) -> Result<(), aya::pin::PinError>,
-) -> std::result::Result<(), String> {
-    load(p).map_err(|e| verifier_message(&e))?;
-    pin(p, tmp).map_err(|e| e.to_string())
+/// Loads `uplink_xdp`, or where the kernel refuses it (its metadata helper), the same checks
+/// without the marker; returns the name of the program loaded. The first error is the one
+/// reported when neither loads.
+pub fn load_uplink_xdp(bpf: &mut Ebpf) -> std::result::Result<&'static str, String> {
+    match load_program(bpf, UPLINK_XDP) {
+        Ok(()) => Ok(UPLINK_XDP),
+        Err(e) => load_program(bpf, UPLINK_XDP_PLAIN)
+            .map(|()| UPLINK_XDP_PLAIN)
+            .map_err(|_| e),
+    }
+}
+
+fn load_program(bpf: &mut Ebpf, name: &str) -> std::result::Result<(), String> {
+    let loaded = match bpf.program_mut(name) {
+        None => return Err(format!("program {name} missing from the eBPF object")),
+        Some(aya::programs::Program::SchedClassifier(p)) => p.load(),
+        Some(aya::programs::Program::Xdp(p)) => p.load(),
+        Some(aya::programs::Program::CgroupSockAddr(p)) => p.load(),
+        Some(_) => return Err(format!("unexpected program type for {name}")),
+    };
+    loaded.map_err(|e| verifier_message(&e))
+}
+
+fn pin_program(bpf: &mut Ebpf, name: &str, at: &Path) -> std::result::Result<(), String> {
+    let pinned = match bpf.program_mut(name) {
+        Some(aya::programs::Program::SchedClassifier(p)) => p.pin(at),
+        Some(aya::programs::Program::Xdp(p)) => p.pin(at),
+        Some(aya::programs::Program::CgroupSockAddr(p)) => p.pin(at),
+        _ => return Err(format!("program {name} is not loaded")),
+    };
+    pinned.map_err(|e| e.to_string())
 }
 
 fn verifier_message(e: &aya::programs::ProgramError) -> String {

@@ -24,7 +24,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use nix::sched::{CloneFlags, setns};
 use weir_common::{
@@ -150,6 +150,9 @@ pub struct Datapath {
     /// ifindex of each container's host-side veth, by container name.
     ifindex: BTreeMap<&'static str, u32>,
     pub uplink_ifindex: u32,
+    /// The `uplink_xdp` loaded: [`control::datapath::UPLINK_XDP_PLAIN`] where the kernel
+    /// refuses the metadata helper (then no frame carries the marker).
+    pub xdp: &'static str,
 }
 
 static SHARED: OnceLock<Mutex<Datapath>> = OnceLock::new();
@@ -227,7 +230,9 @@ fn topology_netns() -> (File, BTreeMap<&'static str, u32>, u32) {
 
 /// The eBPF object with its maps pinned in a directory of its own (removed at once: the
 /// maps live on through the object's fds), every program loaded and the tail calls filled.
-fn load_programs() -> Ebpf {
+/// Also returns which `uplink_xdp` the kernel took (the plain one where it refuses the
+/// metadata helper).
+fn load_programs() -> (Ebpf, &'static str) {
     control::datapath::ensure_bpffs().expect("bpffs");
     let pins = PinDir(PathBuf::from(format!(
         "/sys/fs/bpf/{}",
@@ -258,13 +263,9 @@ fn load_programs() -> Ebpf {
         p.load().unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
     }
     control::datapath::fill_tails(&mut bpf).expect("filling the tail-call slots");
-    let x: &mut Xdp = bpf
-        .program_mut(control::datapath::UPLINK_XDP)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    x.load().expect("loading uplink_xdp");
-    bpf
+    let xdp = control::datapath::load_uplink_xdp(&mut bpf)
+        .unwrap_or_else(|e| panic!("loading uplink_xdp: {e}"));
+    (bpf, xdp)
 }
 
 // Methods are named after the programs they run (`from_container` is not a conversion).
@@ -273,8 +274,10 @@ impl Datapath {
     /// Own namespace, own maps, programs loaded.
     fn new() -> Self {
         let (ns_file, ifindex, uplink_ifindex) = topology_netns();
+        let (bpf, xdp) = load_programs();
         Self {
-            bpf: load_programs(),
+            bpf,
+            xdp,
             ns_file,
             ifindex,
             uplink_ifindex,
@@ -553,7 +556,7 @@ impl Datapath {
     }
 
     pub fn try_uplink_xdp(&mut self, frame: &[u8]) -> std::io::Result<Run> {
-        self.run(control::datapath::UPLINK_XDP, frame, None)
+        self.run(self.xdp, frame, None)
     }
 }
 
