@@ -9,7 +9,7 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rig::{Netns, Sandbox};
 
 use super::{
@@ -28,6 +28,8 @@ pub struct Weir {
     fillers: usize,
     rules: usize,
     dummies: usize,
+    /// Whether this build of `control` has IPv6 (a baseline from before it has not).
+    ipv6: bool,
 }
 
 impl Weir {
@@ -45,6 +47,7 @@ impl Weir {
 
     fn build_as(control: &Path, xdp: bool, label: &'static str) -> Result<Self> {
         let sandbox = Sandbox::new(control);
+        let ipv6 = has_ipv6(control)?;
         // Before `init`: ports published without a host IP answer on the addresses the host
         // has at `init`, IPv6 ones included.
         sandbox.add_ipv6();
@@ -58,6 +61,7 @@ impl Weir {
             fillers: 0,
             rules: 0,
             dummies: 0,
+            ipv6,
         };
         me.ctl(&[
             "init",
@@ -67,49 +71,60 @@ impl Weir {
             if xdp { "on" } else { "off" },
         ])?;
         let net = me.network.clone();
-        me.ctl(&[
-            "network",
-            "create",
-            &net,
-            "--subnet",
-            SUBNET,
-            "--subnet6",
-            SUBNET6,
-        ])?;
+        let mut a = vec!["network", "create", &net, "--subnet", SUBNET];
+        if ipv6 {
+            a.extend(["--subnet6", SUBNET6]);
+        }
+        me.ctl(&a)?;
         let cli = me.client.name.clone();
-        me.ctl(&[
-            "container",
-            "create",
-            &cli,
-            "--network",
-            &net,
-            "--ip",
-            CLIENT_IP,
-            "--ip6",
+        me.ctl(&me.v6(
+            &[
+                "container",
+                "create",
+                &cli,
+                "--network",
+                &net,
+                "--ip",
+                CLIENT_IP,
+            ],
             CLIENT_IP6,
-        ])?;
+        ))?;
         let srv = me.server.name.clone();
-        let mut a: Vec<String> = [
-            "container",
-            "create",
-            &srv,
-            "--network",
-            &net,
-            "--ip",
-            SERVER_IP,
-            "--ip6",
-            SERVER_IP6,
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut a: Vec<String> = me
+            .v6(
+                &[
+                    "container",
+                    "create",
+                    &srv,
+                    "--network",
+                    &net,
+                    "--ip",
+                    SERVER_IP,
+                ],
+                SERVER_IP6,
+            )
+            .into_iter()
+            .map(String::from)
+            .collect();
         for (p, proto) in PUBLISHED {
             a.push("--publish".into());
             a.push(format!("{p}:{p}/{proto}"));
         }
         me.ctl(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
         route_ext_to_containers(&me.sandbox.ext)?;
-        route_ext_to_containers6(&me.sandbox.ext)?;
+        if ipv6 {
+            route_ext_to_containers6(&me.sandbox.ext)?;
+        }
         Ok(me)
+    }
+
+    /// `args` with `--ip6 ip6` when this build has IPv6.
+    fn v6<'a>(&self, args: &[&'a str], ip6: &'a str) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        if self.ipv6 {
+            v.extend(["--ip6", ip6]);
+        }
+        v
     }
 
     /// Runs `control` against this instance.
@@ -147,17 +162,11 @@ impl Weir {
                 dummy_ip6(self.dummies),
                 self.network.clone(),
             );
-            self.ctl(&[
-                "container",
-                "create",
-                &name,
-                "--network",
-                &net,
-                "--ip",
-                &ip,
-                "--ip6",
+            let a = self.v6(
+                &["container", "create", &name, "--network", &net, "--ip", &ip],
                 &ip6,
-            ])?;
+            );
+            self.ctl(&a)?;
             self.dummies += 1;
         }
         Ok(())
@@ -185,6 +194,9 @@ impl Topology for Weir {
     fn server(&self) -> &Netns {
         &self.server
     }
+    fn ipv6(&self) -> bool {
+        self.ipv6
+    }
 
     fn set_published_ports(&mut self, total: usize) -> Result<()> {
         if total <= self.ports {
@@ -194,19 +206,14 @@ impl Topology for Weir {
         let ip = format!("10.99.0.{}", 10 + self.fillers);
         let ip6 = format!("fd00:99::{}", 10 + self.fillers);
         let net = self.network.clone();
-        let mut a: Vec<String> = [
-            "container",
-            "create",
-            &name,
-            "--network",
-            &net,
-            "--ip",
-            &ip,
-            "--ip6",
-            &ip6,
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut a: Vec<String> = self
+            .v6(
+                &["container", "create", &name, "--network", &net, "--ip", &ip],
+                &ip6,
+            )
+            .into_iter()
+            .map(String::from)
+            .collect();
         for i in self.ports..total {
             let p = port::FILLER_BASE + i as u16;
             a.push("--publish".into());
@@ -261,4 +268,14 @@ impl Topology for Weir {
                 .unwrap_or(0),
         ))
     }
+}
+
+/// Whether a build of `control` has IPv6 networks (`network create --subnet6`): a baseline
+/// from before the IPv6 work runs the IPv4 workloads only.
+fn has_ipv6(control: &Path) -> Result<bool> {
+    let o = std::process::Command::new(control)
+        .args(["network", "create", "--help"])
+        .output()
+        .with_context(|| format!("running {}", control.display()))?;
+    Ok(rig::text(&o.stdout).contains("--subnet6"))
 }
