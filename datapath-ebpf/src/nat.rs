@@ -8,7 +8,10 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_F_CURRENT_NETNS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, bpf_sock_tuple},
+    bindings::{
+        BPF_F_CURRENT_NETNS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM,
+        bpf_sock_tuple,
+    },
     helpers::{bpf_get_prandom_u32, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     programs::TcContext,
 };
@@ -44,6 +47,18 @@ pub fn l4_csum(proto: u8, l4_off: usize) -> Option<(usize, u64)> {
         _ => None,
     }
 }
+
+/// Whether the upper layer at `l4_off` is UDP sent without a checksum (zero). Rewrites then
+/// leave the field alone (`BPF_F_MARK_MANGLED_0`), so nothing amends skb->csum for the bytes
+/// they change: on a CHECKSUM_COMPLETE skb (a NIC that sums every frame) those writes must
+/// amend it themselves (`BPF_F_RECOMPUTE_CSUM`), or the receiver finds the sum stale.
+#[inline(always)]
+pub fn udp_unsummed(ctx: &TcContext, proto: u8, l4_off: usize) -> bool {
+    proto == IPPROTO_UDP && ctx.load::<u16>(l4_off + 6).is_ok_and(|c| c == 0)
+}
+
+/// `bpf_skb_store_bytes` flags for a write no checksum field compensates: skb->csum amended.
+pub const UNCOMPENSATED: u64 = BPF_F_RECOMPUTE_CSUM as u64;
 
 #[inline(always)]
 fn set_addr(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u32, new: u32) -> Result<(), DropReason> {
@@ -89,6 +104,11 @@ pub fn set_port(
             None => return Ok(()),
         },
     };
+    if udp_unsummed(ctx, proto, l4_off) {
+        return ctx
+            .store(off, &new, UNCOMPENSATED)
+            .map_err(|_| DropReason::WriteFailed);
+    }
     ctx.l4_csum_replace(csum_off, old as u64, new as u64, extra | 2)
         .map_err(|_| DropReason::ChecksumFailed)?;
     ctx.store(off, &new, 0).map_err(|_| DropReason::WriteFailed)

@@ -54,9 +54,10 @@ pub fn set_addr(
     if Ipv6Be::same(old, new) {
         return Ok(());
     }
-    if pkt.frag != Frag::Later
-        && let Some((csum_off, extra)) = pseudo_csum(pkt)
-    {
+    // A later fragment, checksum-less UDP (illegal over IPv6, yet a sender may send it) and
+    // protocols without a checksum have no field that compensates the change in skb->csum.
+    let compensated = pkt.frag != Frag::Later && !nat::udp_unsummed(ctx, pkt.proto, pkt.l4_off);
+    if compensated && let Some((csum_off, extra)) = pseudo_csum(pkt) {
         let diff = addr_diff(old, new)?;
         // Size 0: `to` is a precomputed difference.
         let flags = BPF_F_PSEUDO_HDR as u64 | extra;
@@ -67,8 +68,10 @@ pub fn set_addr(
             ctx.l4_csum_replace(csum_off, 0, diff, flags)
                 .map_err(|_| DropReason::ChecksumFailed)?;
         }
+        return ctx.store(off, new, 0).map_err(|_| DropReason::WriteFailed);
     }
-    ctx.store(off, new, 0).map_err(|_| DropReason::WriteFailed)
+    ctx.store(off, new, nat::UNCOMPENSATED)
+        .map_err(|_| DropReason::WriteFailed)
 }
 
 /// The checksum difference of an address changing from `old` to `new`.
@@ -100,13 +103,15 @@ pub fn rewrite(ctx: &TcContext, pkt: &Ipv6, new: &FlowKey6) -> Result<(), DropRe
     nat::rewrite_ports(ctx, &l4, new.sport, new.dport)
 }
 
-/// Decrements the hop limit of a routed packet (IPv6 has no header checksum to amend).
+/// Decrements the hop limit of a routed packet. IPv6 has no header checksum to compensate
+/// the change, so skb->csum is amended (a CHECKSUM_COMPLETE skb would otherwise reach the
+/// receiver with a stale sum).
 #[inline(always)]
 pub fn dec_hop_limit(ctx: &TcContext, hop_limit: u8) -> Result<(), DropReason> {
     if hop_limit <= 1 {
         return Err(DropReason::TtlExceeded);
     }
-    ctx.store(HOP_LIMIT_OFF, &(hop_limit - 1), 0)
+    ctx.store(HOP_LIMIT_OFF, &(hop_limit - 1), nat::UNCOMPENSATED)
         .map_err(|_| DropReason::WriteFailed)
 }
 

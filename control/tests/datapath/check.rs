@@ -4,7 +4,7 @@
 //! checksum in them (IPv4 header, TCP/UDP with pseudo-header, ICMP, and the headers an ICMP
 //! error quotes).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// One's-complement sum of big-endian 16-bit words (odd length padded with zero), starting
 /// from `seed`, not yet complemented.
@@ -34,6 +34,16 @@ pub fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
     p.extend_from_slice(&dst.octets());
     p.extend_from_slice(&[0, proto]);
     p.extend_from_slice(&(len as u16).to_be_bytes());
+    sum(0, &p)
+}
+
+/// Partial sum of the IPv6 pseudo-header (RFC 8200 §8.1).
+pub fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, len: u32, next: u8) -> u32 {
+    let mut p = Vec::with_capacity(40);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, next]);
     sum(0, &p)
 }
 
@@ -206,6 +216,87 @@ fn verify_quote(q: &[u8], what: &str) {
 /// [`verify_ip`] on the IPv4 packet of an Ethernet frame.
 pub fn verify(frame: &[u8], what: &str) {
     verify_ip(&frame[14..], what);
+}
+
+/// An IPv6 packet as seen in an output frame (no extension headers), or quoted in an
+/// ICMPv6 error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen6 {
+    pub hop_limit: u8,
+    pub next: u8,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// TCP/UDP ports; ICMPv6 echo: the identifier in both.
+    pub sport: u16,
+    pub dport: u16,
+    pub icmp_type: u8,
+    pub inner: Option<Box<Seen6>>,
+}
+
+fn addr6(b: &[u8], off: usize) -> Ipv6Addr {
+    Ipv6Addr::from(<[u8; 16]>::try_from(&b[off..off + 16]).unwrap())
+}
+
+/// Parses the IPv6 packet at the start of `p` (which may be a truncated quote).
+pub fn parse_ip6(p: &[u8]) -> Seen6 {
+    let (next, l4) = (p[6], p.get(40..).unwrap_or(&[]));
+    let mut s = Seen6 {
+        hop_limit: p[7],
+        next,
+        src: addr6(p, 8),
+        dst: addr6(p, 24),
+        sport: 0,
+        dport: 0,
+        icmp_type: 0,
+        inner: None,
+    };
+    match next {
+        6 | 17 if l4.len() >= 8 => (s.sport, s.dport) = (be16(l4, 0), be16(l4, 2)),
+        58 if l4.len() >= 8 => {
+            s.icmp_type = l4[0];
+            match l4[0] {
+                128 | 129 => (s.sport, s.dport) = (be16(l4, 4), be16(l4, 4)),
+                1..=4 if l4.len() >= 48 => s.inner = Some(Box::new(parse_ip6(&l4[8..]))),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    s
+}
+
+/// Asserts the upper-layer checksum of the IPv6 packet `p` is valid (TCP, UDP — whose zero
+/// checksum is illegal over IPv6 — and ICMPv6), and for an ICMPv6 error, the quoted
+/// packet's when the quote holds all of it.
+pub fn verify_ip6(p: &[u8], what: &str) {
+    let len = be16(p, 4) as usize;
+    assert_eq!(p.len(), 40 + len, "{what}: payload length");
+    let (src, dst, next, l4) = (addr6(p, 8), addr6(p, 24), p[6], &p[40..]);
+    let name = match next {
+        6 => "TCP",
+        17 => "UDP",
+        58 => "ICMPv6",
+        _ => return,
+    };
+    if next == 17 {
+        assert_ne!(be16(l4, 6), 0, "{what}: a zero UDP checksum over IPv6");
+    }
+    assert!(
+        valid(pseudo6(src, dst, len as u32, next), l4),
+        "{what}: bad {name} checksum"
+    );
+    if next == 58 && (1..=4).contains(&l4[0]) && l4.len() >= 48 {
+        let q = &l4[8..];
+        if 40 + be16(q, 4) as usize == q.len() {
+            verify_ip6(q, &format!("{what} (quoted)"));
+        }
+    }
+}
+
+/// [`verify_ip6`] on the IPv6 packet of an Ethernet frame.
+pub fn verify6(frame: &[u8], what: &str) {
+    assert_eq!(be16(frame, 12), 0x86dd, "{what}: not IPv6");
+    verify_ip6(&frame[14..], what);
 }
 
 #[cfg(test)]

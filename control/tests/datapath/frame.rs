@@ -1,9 +1,10 @@
-//! Frame builders: Ethernet + IPv4 (options, fragments, any TTL) + TCP/UDP/ICMP with correct
-//! checksums (computed by the reference in `check`), plus raw patching for malformed cases.
+//! Frame builders: Ethernet + IPv4 (options, fragments, any TTL) or IPv6 + TCP/UDP/ICMP
+//! with correct checksums (computed by the reference in `check`), plus raw patching for
+//! malformed cases.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::check::{csum, pseudo};
+use super::check::{csum, pseudo, pseudo6};
 
 pub const ETH_IP: u16 = 0x0800;
 pub const ETH_ARP: u16 = 0x0806;
@@ -55,6 +56,68 @@ pub enum L4 {
         proto: u8,
         payload: Vec<u8>,
     },
+}
+
+impl L4 {
+    /// The segment with its checksum field zero, and that field's offset (none for raw
+    /// payloads and checksum-less UDP).
+    pub fn segment(&self) -> (Vec<u8>, Option<usize>) {
+        match self {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+                payload,
+            } => {
+                let mut t = Vec::with_capacity(20 + payload.len());
+                t.extend_from_slice(&sport.to_be_bytes());
+                t.extend_from_slice(&dport.to_be_bytes());
+                t.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
+                let ack = if flags & ACK != 0 { 0x0a0b_0c0du32 } else { 0 };
+                t.extend_from_slice(&ack.to_be_bytes());
+                t.push(5 << 4);
+                t.push(*flags);
+                t.extend_from_slice(&64240u16.to_be_bytes());
+                t.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+                t.extend_from_slice(payload);
+                (t, Some(16))
+            }
+            L4::Udp {
+                sport,
+                dport,
+                payload,
+                csum,
+            } => {
+                let mut u = Vec::with_capacity(8 + payload.len());
+                u.extend_from_slice(&sport.to_be_bytes());
+                u.extend_from_slice(&dport.to_be_bytes());
+                u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+                u.extend_from_slice(&[0, 0]);
+                u.extend_from_slice(payload);
+                (u, csum.then_some(6))
+            }
+            L4::Icmp {
+                ty,
+                code,
+                rest,
+                payload,
+            } => {
+                let mut m = vec![*ty, *code, 0, 0];
+                m.extend_from_slice(rest);
+                m.extend_from_slice(payload);
+                (m, Some(2))
+            }
+            L4::Raw { payload, .. } => (payload.clone(), None),
+        }
+    }
+
+    /// The checksum to store: UDP sends a computed zero as 0xffff (zero means "none").
+    pub fn finish(&self, c: u16) -> u16 {
+        match self {
+            L4::Udp { .. } if c == 0 => 0xffff,
+            _ => c,
+        }
+    }
 }
 
 /// An IPv4 packet to build.
@@ -220,64 +283,16 @@ impl Ip {
 
     /// The L4 segment (header + payload) with its checksum.
     pub fn l4_bytes(&self) -> Vec<u8> {
-        match &self.l4 {
-            L4::Tcp {
-                sport,
-                dport,
-                flags,
-                payload,
-            } => {
-                let mut t = Vec::with_capacity(20 + payload.len());
-                t.extend_from_slice(&sport.to_be_bytes());
-                t.extend_from_slice(&dport.to_be_bytes());
-                t.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
-                let ack = if flags & ACK != 0 { 0x0a0b_0c0du32 } else { 0 };
-                t.extend_from_slice(&ack.to_be_bytes());
-                t.push(5 << 4);
-                t.push(*flags);
-                t.extend_from_slice(&64240u16.to_be_bytes());
-                t.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
-                t.extend_from_slice(payload);
-                let c = csum(pseudo(self.src, self.dst, 6, t.len()), &t);
-                t[16..18].copy_from_slice(&c.to_be_bytes());
-                t
-            }
-            L4::Udp {
-                sport,
-                dport,
-                payload,
-                csum: with_csum,
-            } => {
-                let mut u = Vec::with_capacity(8 + payload.len());
-                u.extend_from_slice(&sport.to_be_bytes());
-                u.extend_from_slice(&dport.to_be_bytes());
-                u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-                u.extend_from_slice(&[0, 0]);
-                u.extend_from_slice(payload);
-                if *with_csum {
-                    let mut c = csum(pseudo(self.src, self.dst, 17, u.len()), &u);
-                    if c == 0 {
-                        c = 0xffff;
-                    }
-                    u[6..8].copy_from_slice(&c.to_be_bytes());
-                }
-                u
-            }
-            L4::Icmp {
-                ty,
-                code,
-                rest,
-                payload,
-            } => {
-                let mut m = vec![*ty, *code, 0, 0];
-                m.extend_from_slice(rest);
-                m.extend_from_slice(payload);
-                let c = csum(0, &m);
-                m[2..4].copy_from_slice(&c.to_be_bytes());
-                m
-            }
-            L4::Raw { payload, .. } => payload.clone(),
+        let (mut b, at) = self.l4.segment();
+        if let Some(at) = at {
+            let seed = match self.l4 {
+                L4::Icmp { .. } => 0,
+                _ => pseudo(self.src, self.dst, self.proto(), b.len()),
+            };
+            let c = self.l4.finish(csum(seed, &b));
+            b[at..at + 2].copy_from_slice(&c.to_be_bytes());
         }
+        b
     }
 
     fn header(&self, frag: u16, l3_payload: usize) -> Vec<u8> {
@@ -318,6 +333,116 @@ impl Ip {
         let mut later = self.header((first_len / 8) as u16, l4.len() - first_len);
         later.extend_from_slice(&l4[first_len..]);
         (first, later)
+    }
+}
+
+/// An IPv6 packet to build (no extension headers).
+#[derive(Clone, Debug)]
+pub struct Ip6 {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub hop_limit: u8,
+    pub l4: L4,
+}
+
+pub const ICMP6_TOO_BIG: u8 = 2;
+pub const ICMP6_ECHO: u8 = 128;
+pub const ICMP6_ECHO_REPLY: u8 = 129;
+
+impl Ip6 {
+    fn new(src: Ipv6Addr, dst: Ipv6Addr, l4: L4) -> Self {
+        Self {
+            src,
+            dst,
+            hop_limit: 64,
+            l4,
+        }
+    }
+
+    pub fn tcp(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Self {
+        let payload = Vec::new();
+        Self::new(
+            src,
+            dst,
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+                payload,
+            },
+        )
+    }
+
+    pub fn udp(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Self {
+        let payload = Vec::new();
+        Self::new(
+            src,
+            dst,
+            L4::Udp {
+                sport,
+                dport,
+                payload,
+                csum: true,
+            },
+        )
+    }
+
+    /// An ICMPv6 message: `rest` is identifier + sequence (echo) or the MTU (too big).
+    pub fn icmp(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, rest: [u8; 4], payload: &[u8]) -> Self {
+        let payload = payload.to_vec();
+        Self::new(
+            src,
+            dst,
+            L4::Icmp {
+                ty,
+                code: 0,
+                rest,
+                payload,
+            },
+        )
+    }
+
+    pub fn echo(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, id: u16) -> Self {
+        let [a, b] = id.to_be_bytes();
+        Self::icmp(src, dst, ty, [a, b, 0, 1], &[])
+    }
+
+    pub fn payload(mut self, data: &[u8]) -> Self {
+        match &mut self.l4 {
+            L4::Tcp { payload, .. }
+            | L4::Udp { payload, .. }
+            | L4::Icmp { payload, .. }
+            | L4::Raw { payload, .. } => *payload = data.to_vec(),
+        }
+        self
+    }
+
+    fn next(&self) -> u8 {
+        match self.l4 {
+            L4::Tcp { .. } => 6,
+            L4::Udp { .. } => 17,
+            L4::Icmp { .. } => 58,
+            L4::Raw { proto, .. } => proto,
+        }
+    }
+
+    /// The whole IPv6 packet, its upper-layer checksum over the pseudo-header.
+    pub fn bytes(&self) -> Vec<u8> {
+        let (mut l4, at) = self.l4.segment();
+        if let Some(at) = at {
+            let c = csum(
+                pseudo6(self.src, self.dst, l4.len() as u32, self.next()),
+                &l4,
+            );
+            l4[at..at + 2].copy_from_slice(&self.l4.finish(c).to_be_bytes());
+        }
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[self.next(), self.hop_limit]);
+        p.extend_from_slice(&self.src.octets());
+        p.extend_from_slice(&self.dst.octets());
+        p.extend_from_slice(&l4);
+        p
     }
 }
 

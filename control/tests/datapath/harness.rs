@@ -15,8 +15,8 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    net::Ipv4Addr,
-    os::fd::AsFd,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd, AsRawFd},
     path::PathBuf,
     sync::{Mutex, MutexGuard, OnceLock},
 };
@@ -28,12 +28,13 @@ use aya::{
 };
 use nix::sched::{CloneFlags, setns};
 use weir_common::{
-    config::Config,
-    conntrack::{CtEntry, FlowKey},
-    endpoint::{Endpoint, HostAddr, flags as ep_flags},
-    maps::{self as names, FragKey, FragPorts},
+    addr::from_std6,
+    config::{Config, Config6},
+    conntrack::{CtEntry, CtEntry6, FlowKey, FlowKey6},
+    endpoint::{Endpoint, Endpoint6, HostAddr, flags as ep_flags},
+    maps::{self as names, FragKey, FragKey6, FragPorts},
     policy::{NetPair, PolicyKey},
-    publish::{PublishKey, PublishTarget},
+    publish::{PublishKey, PublishKey6, PublishTarget, PublishTarget6},
     stats::{
         Counter, DROP_BASE, DropReason, EVENT_BASE, Event, HOOKS, Hook, PATH_BASE, Path,
         STATS_ENTRIES,
@@ -153,6 +154,10 @@ pub struct Datapath {
     /// The `uplink_xdp` loaded: [`control::datapath::UPLINK_XDP_PLAIN`] where the kernel
     /// refuses the metadata helper (then no frame carries the marker).
     pub xdp: &'static str,
+    /// Run TC programs on a CHECKSUM_COMPLETE skb (BPF_F_TEST_SKB_CHECKSUM_COMPLETE: the
+    /// kernel seeds skb->csum, as a NIC that sums every frame does, and fails the run with
+    /// EBADMSG if the program leaves it out of step with the bytes). Reset per test.
+    pub checksum_complete: bool,
 }
 
 static SHARED: OnceLock<Mutex<Datapath>> = OnceLock::new();
@@ -222,6 +227,16 @@ fn topology_netns() -> (File, BTreeMap<&'static str, u32>, u32) {
         "neigh replace {} lladdr {nm} nud permanent dev up0",
         topo::NEXTHOP
     ));
+    // IPv6: the uplink's global address, a default route through a resolved next hop, and
+    // forwarding, which the IPv6 FIB lookup asks of the ingress device (this namespace is
+    // the test's own).
+    ns.must(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    ip(&format!("addr add {}/64 dev up0 nodad", topo::UPLINK_IP6));
+    ip(&format!(
+        "neigh replace {} lladdr {nm} nud permanent dev up0",
+        topo::NEXTHOP6
+    ));
+    ip(&format!("route add default via {} dev up0", topo::NEXTHOP6));
     let uplink_ifindex = ifindex_of(&ns, "up0");
     let ns_file = File::open(ns.path()).expect("netns file");
     drop(ns); // only its name: the namespace lives on through ns_file
@@ -278,6 +293,7 @@ impl Datapath {
         Self {
             bpf,
             xdp,
+            checksum_complete: false,
             ns_file,
             ifindex,
             uplink_ifindex,
@@ -293,15 +309,24 @@ impl Datapath {
         self.clear::<PublishKey, PublishTarget>(names::PUBLISH);
         self.clear::<u32, Endpoint>(names::ENDPOINTS);
         self.clear::<u32, HostAddr>(names::HOST_ADDRS);
-        self.clear::<[u32; 4], weir_common::endpoint::Endpoint6>(names::ENDPOINTS6);
+        self.clear::<[u32; 4], Endpoint6>(names::ENDPOINTS6);
         self.clear::<u32, [u32; 4]>(names::LINKS6);
         self.clear::<[u32; 4], HostAddr>(names::HOST_ADDRS6);
-        let mut t: LpmTrie<_, u32, u32> = self.map(names::SUBNETS);
-        let keys: Vec<Key<u32>> = t.keys().filter_map(|k| k.ok()).collect();
+        self.clear::<FlowKey6, CtEntry6>(names::CONNTRACK6);
+        self.clear::<PublishKey6, PublishTarget6>(names::PUBLISH6);
+        self.clear::<FragKey6, FragPorts>(names::FRAGMENTS6);
+        self.clear_trie::<u32>(names::SUBNETS);
+        self.clear_trie::<[u32; 4]>(names::SUBNETS6);
+        self.checksum_complete = false;
+        self.fill_maps();
+    }
+
+    fn clear_trie<K: aya::Pod>(&mut self, name: &str) {
+        let mut t: LpmTrie<_, K, u32> = self.map(name);
+        let keys: Vec<Key<K>> = t.keys().filter_map(|k| k.ok()).collect();
         for k in keys {
             t.remove(&k).unwrap();
         }
-        self.fill_maps();
     }
 
     fn clear<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) {
@@ -322,6 +347,19 @@ impl Datapath {
         };
         let mut a: Array<_, Config> = self.map(names::CONFIG);
         a.set(0, cfg, 0).unwrap();
+        let up6 = from_std6(topo::UPLINK_IP6);
+        let mut a6: Array<_, Config6> = self.map(names::CONFIG6);
+        a6.set(
+            0,
+            Config6 {
+                uplink_ip6: up6,
+                ..Config6::default()
+            },
+            0,
+        )
+        .unwrap();
+        let mut h6: HashMap<_, [u32; 4], HostAddr> = self.map(names::HOST_ADDRS6);
+        h6.insert(up6, HostAddr::default(), 0).unwrap();
 
         let eps: Vec<(u32, Endpoint)> = topo::CONTAINERS
             .iter()
@@ -406,21 +444,53 @@ impl Datapath {
     /// Gives container `c` the IPv6 address `ip6`, as the control plane does for a container
     /// of a dual-stack network (its endpoint under that address, its link's address), and
     /// makes `host6` an address of the host (a gateway).
-    pub fn give_ipv6(&mut self, c: &Container, ip6: std::net::Ipv6Addr, host6: std::net::Ipv6Addr) {
-        let a = weir_common::addr::from_std6(ip6);
-        let ep = weir_common::endpoint::Endpoint6 {
+    pub fn give_ipv6(&mut self, c: &Container, ip6: Ipv6Addr, host6: Ipv6Addr) {
+        let a = from_std6(ip6);
+        let ep = Endpoint6 {
             ep: self.endpoint(c),
-            gateway6: weir_common::addr::from_std6(host6),
+            gateway6: from_std6(host6),
         };
         let ifindex = self.ifindex_of(c);
-        let mut m: HashMap<_, [u32; 4], weir_common::endpoint::Endpoint6> =
-            self.map(names::ENDPOINTS6);
+        let mut m: HashMap<_, [u32; 4], Endpoint6> = self.map(names::ENDPOINTS6);
         m.insert(a, ep, 0).unwrap();
         let mut l: HashMap<_, u32, [u32; 4]> = self.map(names::LINKS6);
         l.insert(ifindex, a, 0).unwrap();
         let mut h: HashMap<_, [u32; 4], HostAddr> = self.map(names::HOST_ADDRS6);
-        h.insert(weir_common::addr::from_std6(host6), HostAddr::default(), 0)
+        h.insert(from_std6(host6), HostAddr::default(), 0).unwrap();
+        let mut t: LpmTrie<_, [u32; 4], u32> = self.map(names::SUBNETS6);
+        let net = Ipv6Addr::from(u128::from(ip6) & !((1u128 << 64) - 1));
+        t.insert(&Key::new(64, from_std6(net)), c.network, 0)
             .unwrap();
+    }
+
+    /// Publishes `[host]:port` (`::` for every host address) on `c`'s IPv6 address `ip6`.
+    pub fn publish6(
+        &mut self,
+        host: Ipv6Addr,
+        proto: u8,
+        port: u16,
+        ip6: Ipv6Addr,
+        cport: u16,
+        c: &Container,
+    ) {
+        let mut p: HashMap<_, PublishKey6, PublishTarget6> = self.map(names::PUBLISH6);
+        p.insert(
+            PublishKey6::new(from_std6(host), port.to_be(), proto),
+            PublishTarget6 {
+                addr: from_std6(ip6),
+                port: cport.to_be(),
+                _pad: 0,
+                identity: c.identity,
+            },
+            0,
+        )
+        .unwrap();
+    }
+
+    /// The IPv6 conntrack entries.
+    pub fn ct6_len(&mut self) -> usize {
+        let m: HashMap<_, FlowKey6, CtEntry6> = self.map(names::CONNTRACK6);
+        m.keys().count()
     }
 
     pub fn ct(&mut self, key: FlowKey) -> Option<CtEntry> {
@@ -462,26 +532,17 @@ impl Datapath {
         let before = self.stats();
         let mut out = vec![0u8; frame.len() + 256];
         let xdp = matches!(self.bpf.program(prog), Some(aya::programs::Program::Xdp(_)));
-        let res = {
+        let (verdict, size_out) = {
             let _in = InNetns::enter(&self.ns_file);
-            let opts = TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: ctx,
-                ..TestRunOptions::default()
-            };
-            let p = self.bpf.program(prog).unwrap();
-            let r = match p {
-                aya::programs::Program::Xdp(x) => x.test_run(opts),
-                aya::programs::Program::SchedClassifier(c) => c.test_run(opts),
-                _ => unreachable!(),
-            };
-            r.map_err(|e| match e {
-                aya::programs::ProgramError::SyscallError(s) => s.io_error,
-                other => std::io::Error::other(other.to_string()),
-            })?
+            if self.checksum_complete && !xdp {
+                let p: &SchedClassifier = self.bpf.program(prog).unwrap().try_into().unwrap();
+                let fd = p.fd().expect("loaded").as_fd().as_raw_fd();
+                test_run_complete(fd, frame, &mut out, ctx.unwrap_or(&[]))?
+            } else {
+                self.test_run(prog, frame, &mut out, ctx)?
+            }
         };
-        out.truncate(res.data_size_out as usize);
+        out.truncate(size_out as usize);
         let meta = if xdp && out.len() > frame.len() {
             out.drain(..out.len() - frame.len()).collect()
         } else {
@@ -498,12 +559,38 @@ impl Datapath {
                 .collect()
         };
         Ok(Run {
-            verdict: res.return_value,
+            verdict,
             frame: out,
             meta,
             moved: delta(|c| c.0),
             moved_bytes: delta(|c| c.1),
         })
+    }
+
+    /// BPF_PROG_TEST_RUN through aya.
+    fn test_run(
+        &self,
+        prog: &str,
+        frame: &[u8],
+        out: &mut [u8],
+        ctx: Option<&[u8]>,
+    ) -> std::io::Result<(u32, u32)> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(out),
+            ctx_in: ctx,
+            ..TestRunOptions::default()
+        };
+        let r = match self.bpf.program(prog).unwrap() {
+            aya::programs::Program::Xdp(x) => x.test_run(opts),
+            aya::programs::Program::SchedClassifier(c) => c.test_run(opts),
+            _ => unreachable!(),
+        };
+        let res = r.map_err(|e| match e {
+            aya::programs::ProgramError::SyscallError(s) => s.io_error,
+            other => std::io::Error::other(other.to_string()),
+        })?;
+        Ok((res.return_value, res.data_size_out))
     }
 
     /// A `__sk_buff` context up to `ifindex`: the kernel resolves `ifindex` as the device the
@@ -563,4 +650,62 @@ impl Datapath {
 /// A flow key as the datapath stores it (addresses and ports in network order).
 pub fn key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, proto: u8) -> FlowKey {
     FlowKey::new(be(src), be(dst), sport.to_be(), dport.to_be(), proto)
+}
+
+/// BPF_PROG_TEST_RUN of the TC program `fd` on a CHECKSUM_COMPLETE skb, by hand: aya's
+/// options cannot carry the flag (Linux 6.11+). Returns the verdict and the output's size.
+fn test_run_complete(
+    fd: i32,
+    frame: &[u8],
+    out: &mut [u8],
+    ctx: &[u8],
+) -> std::io::Result<(u32, u32)> {
+    /// `union bpf_attr`'s `test` member.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    const BPF_F_TEST_SKB_CHECKSUM_COMPLETE: u32 = 1 << 2;
+    let mut a = TestAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        flags: BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
+        ..TestAttr::default()
+    };
+    // SAFETY: the attribute points at buffers that outlive the call, with their true sizes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut a as *mut TestAttr,
+            std::mem::size_of::<TestAttr>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((a.retval, a.data_size_out))
 }

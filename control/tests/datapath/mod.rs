@@ -14,6 +14,7 @@ mod from_container;
 mod fuzz;
 mod icmp_errors;
 mod malformed;
+mod nat66;
 mod ndp;
 mod policy;
 mod to_container;

@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 use weir_common::stats::{DropReason, Hook, Path};
 
 use super::{
-    check::csum,
+    check::{csum, pseudo6},
     frame::{ETH_IPV6, eth},
     harness::{TC_ACT_REDIRECT, datapath},
     topo::A,
@@ -17,23 +17,6 @@ const FC: Hook = Hook::FromContainer;
 
 fn ip(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
-}
-
-/// The partial sum of an IPv6 pseudo-header, byte by byte (RFC 8200 §8.1).
-fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, len: u32, next: u8) -> u32 {
-    let mut p = Vec::new();
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&len.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, next]);
-    let mut sum: u32 = 0;
-    for w in p.chunks(2) {
-        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum
 }
 
 /// An IPv6 frame from A carrying the ICMPv6 message `icmp` (its checksum computed here).

@@ -2,7 +2,7 @@
 //! addresses, published ports) and what the private namespace holds (veths, an uplink with a
 //! default route and a resolved next hop).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A container as the control plane would register it.
 #[derive(Debug)]
@@ -85,6 +85,12 @@ pub const HOST_EPHEMERAL: (u16, u16) = (45000, 60999);
 pub const HOST_OWNED_PORT: u16 = 50001;
 
 pub const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The uplink's global IPv6 address (NAT66 source), its default route's next hop (with a
+/// permanent neighbour entry, [`NEXTHOP_MAC`]) and two world hosts behind it.
+pub const UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 1);
+pub const NEXTHOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 2);
+pub const WORLD6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 0x10);
+pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 0xfe);
 pub const UPLINK_MAC: [u8; 6] = [0x02, 0x55, 0, 0, 0, 0x01];
 /// The default route's next hop, with a permanent neighbour entry.
 pub const NEXTHOP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
