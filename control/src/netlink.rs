@@ -41,11 +41,44 @@ pub struct Link {
     pub kind: Option<String>,
     pub up: bool,
     pub mtu: Option<u32>,
+    /// The largest GSO packets the link takes (BIG TCP past 64 KiB); None where the kernel
+    /// does not say (IPv4's before Linux 6.3).
+    pub gso: Gso<Option<u32>>,
     /// The kernel's counters for the link (from its own point of view: rx is what arrived on
     /// it).
     pub counters: Option<LinkCounters>,
     /// A veth's peer (its ifindex in the peer's namespace).
     pub peer: Option<u32>,
+}
+
+/// GSO packet sizes: IPv4's (`gso_ipv4_max_size`) and the rest's, IPv6 among them
+/// (`gso_max_size`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Gso<T> {
+    pub v4: T,
+    pub v6: T,
+}
+
+/// Linux's GSO size before BIG TCP, and the default of every link.
+pub const GSO_LEGACY: u32 = 65_536;
+
+/// How a container's veth is made: its MTU and the GSO (and GRO) sizes of both ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub mtu: u32,
+    pub gso: Gso<u32>,
+}
+
+impl Shape {
+    /// The attributes that give a link the shape's GSO and GRO sizes.
+    fn gso_attributes(&self) -> [LinkAttribute; 4] {
+        [
+            LinkAttribute::GsoMaxSize(self.gso.v6),
+            LinkAttribute::GroMaxSize(self.gso.v6),
+            LinkAttribute::GsoIpv4MaxSize(self.gso.v4),
+            LinkAttribute::GroIpv4MaxSize(self.gso.v4),
+        ]
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +97,7 @@ fn parse_link(m: &LinkMessage) -> Link {
         kind: None,
         up: m.header.flags.contains(LinkFlags::Up),
         mtu: None,
+        gso: Gso::default(),
         counters: None,
         peer: None,
     };
@@ -71,6 +105,8 @@ fn parse_link(m: &LinkMessage) -> Link {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::Mtu(m) => l.mtu = Some(*m),
+            LinkAttribute::GsoMaxSize(n) => l.gso.v6 = Some(*n),
+            LinkAttribute::GsoIpv4MaxSize(n) => l.gso.v4 = Some(*n),
             LinkAttribute::Link(p) => l.peer = Some(*p),
             LinkAttribute::Stats64(c) => {
                 l.counters = Some(LinkCounters {
@@ -130,7 +166,7 @@ pub async fn links(h: &Handle) -> Result<Vec<Link>> {
 }
 
 /// Creates a veth pair: `host_name` here, its peer `peer_name` directly inside the namespace
-/// open as `peer_netns_fd`, each with the given MAC, both with MTU `mtu`.
+/// open as `peer_netns_fd`, each with the given MAC, both of the given shape.
 pub async fn create_veth(
     h: &Handle,
     host_name: &str,
@@ -138,19 +174,21 @@ pub async fn create_veth(
     peer_name: &str,
     peer_mac: [u8; 6],
     peer_netns_fd: RawFd,
-    mtu: u32,
+    shape: Shape,
 ) -> Result<()> {
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer_name.to_string())
         .address(peer_mac.to_vec())
-        .mtu(mtu)
+        .mtu(shape.mtu)
         .setns_by_fd(peer_netns_fd)
         .build();
-    let msg = LinkVeth::new(host_name, peer_name)
+    peer.attributes.extend(shape.gso_attributes());
+    let mut msg = LinkVeth::new(host_name, peer_name)
         .address(host_mac.to_vec())
-        .mtu(mtu)
+        .mtu(shape.mtu)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
+    msg.attributes.extend(shape.gso_attributes());
     h.link()
         .add(msg)
         .execute()
@@ -161,6 +199,18 @@ pub async fn create_veth(
             )),
             _ => Error::Other(anyhow::anyhow!("creating veth {host_name}: {e}")),
         })
+}
+
+/// Gives a link the shape's MTU and GSO sizes (flows already open keep the GSO size their
+/// socket saw; new ones take the new).
+pub async fn set_shape(h: &Handle, index: u32, shape: Shape) -> Result<()> {
+    let mut m = LinkUnspec::new_with_index(index).mtu(shape.mtu).build();
+    m.attributes.extend(shape.gso_attributes());
+    h.link()
+        .set(m)
+        .execute()
+        .await
+        .ctx(|| format!("setting the MTU and GSO sizes of link #{index}"))
 }
 
 pub async fn set_up(h: &Handle, index: u32) -> Result<()> {

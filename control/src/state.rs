@@ -30,6 +30,18 @@ pub enum XdpMode {
     Off,
 }
 
+/// BIG TCP on the containers' links (`control init --big-tcp`): GSO and GRO packets past
+/// 64 KiB. `Auto` follows the uplink (on where the uplink takes them, so traffic to the
+/// world is never segmented in software for it).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BigTcp {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Uplink {
     pub name: String,
@@ -177,6 +189,9 @@ pub struct Settings {
     /// ran), which masquerading keeps clear of. Older state files lack it: Linux's default.
     #[serde(default = "default_host_ports")]
     pub host_ports: (u16, u16),
+    /// Older state files lack it: `Auto`, which is what they had (64 KiB where the uplink is).
+    #[serde(default)]
+    pub big_tcp: BigTcp,
 }
 
 fn default_host_ports() -> (u16, u16) {

@@ -12,6 +12,9 @@ pub trait PacketCtx {
     fn data_end(&self) -> usize;
     /// Length of the whole packet (for counters).
     fn packet_len(&self) -> u32;
+    /// Whether this is a GSO packet past 64 KiB (BIG TCP), whose IP length field reads 0:
+    /// its length is the skb's.
+    fn big_gso(&self) -> bool;
 }
 
 impl PacketCtx for TcContext {
@@ -27,6 +30,11 @@ impl PacketCtx for TcContext {
     fn packet_len(&self) -> u32 {
         self.len()
     }
+    #[inline(always)]
+    fn big_gso(&self) -> bool {
+        // SAFETY: the context pointer is valid for the whole program run.
+        unsafe { (*self.skb.skb).gso_size != 0 && (*self.skb.skb).len > 65_535 }
+    }
 }
 
 impl PacketCtx for XdpContext {
@@ -41,6 +49,11 @@ impl PacketCtx for XdpContext {
     #[inline(always)]
     fn packet_len(&self) -> u32 {
         (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+    /// XDP runs before GSO exists.
+    #[inline(always)]
+    fn big_gso(&self) -> bool {
+        false
     }
 }
 

@@ -234,8 +234,11 @@ pub fn parse_ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, DropReason> {
     if hlen < Ipv4Hdr::LEN {
         return Err(DropReason::Malformed);
     }
-    let tot_len = u16::from_be_bytes(ip.tot_len) as u32;
     let frame_l3 = ctx.packet_len().saturating_sub(L3_OFF as u32);
+    let tot_len = match u16::from_be_bytes(ip.tot_len) as u32 {
+        0 if ctx.big_gso() => frame_l3,
+        n => n,
+    };
     if tot_len < hlen as u32 || tot_len > frame_l3 {
         return Err(DropReason::Malformed);
     }

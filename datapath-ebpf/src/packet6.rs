@@ -171,9 +171,16 @@ fn parse_into(ctx: &TcContext, p: &mut Ipv6) -> Result<(), DropReason> {
         return Err(DropReason::Malformed);
     }
     let payload = u16::from_be_bytes([fixed[4], fixed[5]]) as u32;
-    let end = L4_OFF as u32 + payload;
-    // A payload length of 0 means a jumbogram (or BIG TCP's GSO packets): not carried here.
-    if payload == 0 || end > ctx.packet_len() {
+    // A payload length of 0 means a jumbogram: not carried here, but for BIG TCP's GSO
+    // packets, whose length is the skb's (and whose hop-by-hop jumbo option, where the
+    // kernel still adds one, the walk below skips).
+    let big = payload == 0 && ctx.big_gso();
+    let end = if big {
+        ctx.packet_len()
+    } else {
+        L4_OFF as u32 + payload
+    };
+    if (payload == 0 && !big) || end > ctx.packet_len() {
         return Err(DropReason::Malformed);
     }
     *p = Ipv6 {

@@ -444,6 +444,11 @@ impl Sandbox {
         self.listed(c, "ip")
     }
 
+    /// The IPv6 address `control` gave a container (panics when it has none).
+    pub fn ip6_of(&self, c: &Netns) -> String {
+        self.listed(c, "ip6")
+    }
+
     /// The name of a container's host-side veth.
     pub fn host_if_of(&self, c: &Netns) -> String {
         self.listed(c, "host_if")

@@ -486,7 +486,7 @@ async fn plumb(
     };
     let nsfile =
         File::open(peer_ns).ctx(|| format!("opening network namespace {}", peer_ns.display()))?;
-    let mtu = super::mtu::of_network(ctx, st, &net).await?;
+    let shape = super::shape::of_network(ctx, st, &net).await?;
     netlink::create_veth(
         &ctx.nl,
         &c.host_if,
@@ -494,7 +494,7 @@ async fn plumb(
         ifname,
         mac,
         nsfile.as_raw_fd(),
-        mtu,
+        shape,
     )
     .await?;
     let host = netlink::link_by_name(&ctx.nl, &c.host_if)

@@ -72,17 +72,7 @@ pub async fn status(ctx: &Ctx, st: &State) -> Result<Status> {
     }
     problems.extend(container_problems(ctx, st).await?);
     problems.extend(ephemeral_moved(st)?);
-    let stale = super::mtu::out_of_step(ctx, st).await?;
-    if let Some((name, c, _, mtu)) = stale.first() {
-        let whose = match st.networks.get(&c.network).and_then(|n| n.mtu) {
-            Some(m) if m == *mtu => "their network's",
-            _ => "the uplink's",
-        };
-        problems.push(format!(
-            "{} container link(s) (e.g. {name}) do not have {whose} MTU {mtu}: run `control init` to follow",
-            stale.len()
-        ));
-    }
+    problems.extend(shape_problems(ctx, st).await?);
     let programs = programs(ctx, st);
     for p in &programs {
         if p.program_id.is_none() {
@@ -577,4 +567,36 @@ pub fn flush(ctx: &Ctx, st: &State, container: Option<&str>) -> Result<usize> {
             Ok(v4 + v6)
         }
     }
+}
+
+/// Container links whose MTU or GSO sizes are not what their network and the instance's BIG
+/// TCP setting give: one line for each kind.
+async fn shape_problems(ctx: &Ctx, st: &State) -> Result<Vec<String>> {
+    let stale = super::shape::out_of_step(ctx, st).await?;
+    let mut problems = Vec::new();
+    let (mtu, gso): (Vec<_>, Vec<_>) = stale.iter().partition(|s| s.4);
+    if let Some((name, c, _, shape, _)) = mtu.first() {
+        let whose = match st.networks.get(&c.network).and_then(|n| n.mtu) {
+            Some(m) if m == shape.mtu => "their network's",
+            _ => "the uplink's",
+        };
+        problems.push(format!(
+            "{} container link(s) (e.g. {name}) do not have {whose} MTU {}: run `control init` to follow",
+            mtu.len(),
+            shape.mtu
+        ));
+    }
+    if let Some((name, _, _, shape, _)) = gso.first() {
+        problems.push(format!(
+            "{} container link(s) (e.g. {name}) do not have the GSO sizes BIG TCP {} gives (IPv4 {}, IPv6 {}): run `control init` to follow",
+            gso.len(),
+            serde_json::to_value(st.settings.big_tcp)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            shape.gso.v4,
+            shape.gso.v6
+        ));
+    }
+    Ok(problems)
 }

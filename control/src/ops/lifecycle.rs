@@ -6,7 +6,7 @@ use aya::programs::TcAttachType;
 use serde::Serialize;
 use weir_common::{SCHEMA_VERSION, config::Timeouts, maps as names};
 
-use super::{Ctx, container, mtu, reconcile, restore, tx};
+use super::{Ctx, container, reconcile, restore, shape, tx};
 use crate::{
     cgroup,
     datapath::{self, links, maps},
@@ -14,7 +14,7 @@ use crate::{
     error::{Error, Result},
     instance::Instance,
     netlink, netns, snat_ports,
-    state::{self, Settings, State, Uplink, XdpMode},
+    state::{self, BigTcp, Settings, State, Uplink, XdpMode},
 };
 
 /// Where every network's gateway address lives (as a /32) so the host owns those addresses
@@ -27,6 +27,7 @@ pub struct InitOpts {
     pub host_netns: Option<String>,
     pub uplink: Option<String>,
     pub xdp: Option<XdpMode>,
+    pub big_tcp: Option<BigTcp>,
     pub conntrack_max: Option<u32>,
     pub timeouts: Vec<(String, u32)>,
     pub snat_ports: Option<(u16, u16)>,
@@ -48,8 +49,10 @@ pub struct InitReport {
     /// Why the instance's SNAT ports moved, when they did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snat_note: Option<String>,
-    /// Containers whose MTU followed a changed uplink MTU.
+    /// Containers whose links took a changed MTU or GSO size (the uplink's, or `--big-tcp`).
     pub mtu_resynced: usize,
+    /// The GSO sizes container links get (BIG TCP past 65,536).
+    pub gso: crate::netlink::Gso<u32>,
     /// Containers whose links were gone (after a reboot), and what became of them.
     pub restored: restore::Restored,
 }
@@ -145,7 +148,9 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
         let attached = attach_all(ctx, &mut st, &uplink, &settings.xdp).await?;
         // Fresh maps get everything; kept maps are brought in line with the state (normally a no-op).
         reconcile::sync_maps(ctx, &st)?;
-        let mtu_resynced = mtu::resync(ctx, &st).await?;
+        let mtu_resynced = shape::resync(ctx, &st).await?;
+        let up = shape::uplink(ctx, &st).await?.unwrap_or(shape::FALLBACK);
+        let gso = shape::gso(st.settings.big_tcp, up.1);
         state::save(&ctx.inst, &st)?;
         Ok(InitReport {
             state_dir: ctx.inst.state_dir.display().to_string(),
@@ -159,6 +164,7 @@ pub async fn init(ctx: &Ctx, opts: InitOpts) -> Result<InitReport> {
             snat_ports: settings.snat_ports,
             snat_note,
             mtu_resynced,
+            gso,
             restored,
         })
     })
@@ -200,9 +206,13 @@ pub fn merge_settings(
         // Both chosen below, from the host's ephemeral ports.
         snat_ports: (0, 0),
         host_ports: (0, 0),
+        big_tcp: BigTcp::Auto,
     });
     if let Some(x) = &opts.xdp {
         settings.xdp = x.clone();
+    }
+    if let Some(b) = opts.big_tcp {
+        settings.big_tcp = b;
     }
     if let Some(n) = opts.conntrack_max {
         if !(64..=16_777_216).contains(&n) {
@@ -548,6 +558,7 @@ mod tests {
         assert_eq!(s.conntrack_max, names::CONNTRACK_MAX);
         assert_eq!(s.snat_ports, (1024, 32767), "beside the host's, not in it");
         assert_eq!(s.host_ports, HOST);
+        assert_eq!(s.big_tcp, BigTcp::Auto, "follows the uplink");
     }
 
     #[test]
@@ -558,16 +569,24 @@ mod tests {
             timeouts: Timeouts::KERNEL_DEFAULTS,
             snat_ports: (10000, 20000),
             host_ports: HOST,
+            big_tcp: BigTcp::On,
         };
         let kept = merge_settings(Some(&prev), &opts(), true, HOST).unwrap().0;
-        assert_eq!((kept.xdp, kept.snat_ports), (XdpMode::Off, (10000, 20000)));
+        assert_eq!(
+            (kept.xdp, kept.snat_ports, kept.big_tcp),
+            (XdpMode::Off, (10000, 20000), BigTcp::On)
+        );
         let o = InitOpts {
             xdp: Some(XdpMode::On),
             snat_ports: Some((1024, 2048)),
+            big_tcp: Some(BigTcp::Off),
             ..opts()
         };
         let s = merge_settings(Some(&prev), &o, true, HOST).unwrap().0;
-        assert_eq!((s.xdp, s.snat_ports), (XdpMode::On, (1024, 2048)));
+        assert_eq!(
+            (s.xdp, s.snat_ports, s.big_tcp),
+            (XdpMode::On, (1024, 2048), BigTcp::Off)
+        );
         // An instance from before the host's range was kept clear moves, and says so.
         let old = Settings {
             snat_ports: HOST,

@@ -6,12 +6,12 @@ pub mod container;
 pub mod inspect;
 pub mod lifecycle;
 pub mod metrics;
-pub mod mtu;
 pub mod network;
 pub mod policy;
 pub mod publish;
 pub mod reconcile;
 pub mod restore;
+pub mod shape;
 pub mod tx;
 
 use rtnetlink::Handle;

@@ -221,7 +221,7 @@ async fn mtu_for(ctx: &Ctx, st: &State, mtu: u32, ipv6: bool) -> Result<()> {
             "MTU {mtu} is below {why} {min}: give --mtu {min} or more"
         )));
     }
-    if let Some(up) = super::mtu::uplink(ctx, st).await?
+    if let Some(up) = super::shape::uplink_mtu(ctx, st).await?
         && mtu > up
     {
         return Err(Error::invalid(format!(

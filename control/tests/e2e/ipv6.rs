@@ -23,23 +23,12 @@ fn canon(a: &str) -> String {
         .map_or_else(|_| a.to_string(), |ip| ip.to_string())
 }
 
-fn ip6_of(s: &Sandbox, c: &Netns) -> String {
-    let v = s.json(&["container", "ls"]);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == c.name.as_str())
-        .and_then(|r| r["ip6"].as_str())
-        .unwrap_or_else(|| panic!("{} has no ip6: {v}", c.name))
-        .to_string()
-}
-
 /// [`dual`] with two containers, `a` and `b`, and `b`'s IPv6 address.
 fn two(subnet6: &str) -> (Sandbox, Netns, Netns, String) {
     let (s, n) = dual(subnet6);
     let a = s.container("a", &n, &[]);
     let b = s.container("b", &n, &[]);
-    let b6 = ip6_of(&s, &b);
+    let b6 = s.ip6_of(&b);
     (s, a, b, b6)
 }
 
@@ -54,7 +43,7 @@ fn dual_stack_containers_talk_reach_the_host_and_the_world() {
     let (s, n) = dual("fd00:97::/64");
     let a = s.container("a", &n, &[]);
     let b = s.container("b", &n, &["--ip6", "fd00:97::20"]);
-    let (a6, b6) = (ip6_of(&s, &a), ip6_of(&s, &b));
+    let (a6, b6) = (s.ip6_of(&a), s.ip6_of(&b));
     assert_eq!(a6, "fd00:97::2");
     assert_eq!(b6, "fd00:97::20");
     // Usable at once: never tentative, bindable the moment create returns.
@@ -200,7 +189,7 @@ fn rules_are_by_identity_so_they_cover_both_families() {
 fn the_world_never_reaches_a_container_address() {
     let (s, n) = dual("fd00:9a::/64");
     let a = s.container("a", &n, &[]);
-    let a6 = ip6_of(&s, &a);
+    let a6 = s.ip6_of(&a);
     s.ext.must(&[
         "ip",
         "-6",
@@ -356,7 +345,7 @@ fn published_ports_answer_on_the_hosts_ipv6_addresses() {
     // Hairpin through the host's address: the peer's own address; itself: its gateway.
     assert_eq!(
         canon(&net::ask_peer6(&other, rig::UPLINK_IP6, 8080)),
-        ip6_of(&s, &other)
+        s.ip6_of(&other)
     );
     assert_eq!(
         canon(&net::ask_peer6(&web, rig::UPLINK_IP6, 8080)),
@@ -507,7 +496,7 @@ fn a_smaller_path_mtu_reaches_the_container_through_nat66_and_published_ports() 
 fn conntrack_lists_and_flushes_ipv6_flows() {
     let (s, n) = dual("fd00:9e::/64");
     let a = s.container("a", &n, &[]);
-    let a6 = ip6_of(&s, &a);
+    let a6 = s.ip6_of(&a);
     let _ext = s.ext.spawn(&[
         "socat",
         "TCP6-LISTEN:7200,reuseaddr,fork",
@@ -571,7 +560,7 @@ fn the_hosts_own_ipv6_sockets_reach_published_ports() {
         &n,
         &["--publish", "8080:7000", "--publish", "5353:53/udp"],
     );
-    let web6 = ip6_of(&s, &web);
+    let web6 = s.ip6_of(&web);
     let _srv = net::peer_echo6(&web, 7000);
     // [::1] and the host's own IPv6 address, through connect6 (Docker needs docker-proxy for
     // the first, netavark cannot).
@@ -736,7 +725,7 @@ fn fragments_follow_their_flow() {
          mac = open('/sys/class/net/eth0/address').read().strip()\n\
          p = Ether(src=mac)/IPv6(src=sys.argv[1], dst=sys.argv[2])/IPv6ExtHdrFragment(offset=100, m=0, id=0xabcdef, nh=17)/Raw(b'x'*64)\n\
          sendp(p, iface='eth0', count=1, verbose=False)\n",
-        &[&ip6_of(&s, &a), EXT_IP6],
+        &[&s.ip6_of(&a), EXT_IP6],
     );
     assert_eq!(s.drops("fragment-untracked"), 1, "{}", s.stats()["drops"]);
 }
@@ -871,7 +860,7 @@ fn soak_with_ipv6_connections_leaves_nothing() {
     let n = s.network("d", "10.97.0.0/24", &["--subnet6", "fd00:a6::/64"]);
     let client = s.container("client", &n, &[]);
     let server = s.container("server", &n, &["--publish", "8080:7000"]);
-    let server6 = ip6_of(&s, &server);
+    let server6 = s.ip6_of(&server);
     let _srv = server.spawn(&["socat", "TCP6-LISTEN:7000,reuseaddr,fork", "EXEC:echo ok"]);
     let _ext = s
         .ext
@@ -948,7 +937,7 @@ fn ipv6_only_networks() {
     assert!(e.contains("--subnet6"), "{e}");
     let a = s.container("a", &n, &[]);
     let b = s.container("b", &n, &["--publish", "8081:80"]);
-    let (a6, b6) = (ip6_of(&s, &a), ip6_of(&s, &b));
+    let (a6, b6) = (s.ip6_of(&a), s.ip6_of(&b));
     assert_eq!(a6, "fd00:4a::2");
     let v4 = a.must(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(

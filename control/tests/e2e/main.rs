@@ -4,6 +4,7 @@
 //! One module per concern; helpers several modules share live in `rig`, or here when they
 //! read the instance through the control library.
 
+mod big_tcp;
 mod checksums;
 mod cli;
 mod crafted;
