@@ -16,6 +16,9 @@ Topologies (each in its own sandbox of network namespaces — nothing touches th
   veth      bare veth pairs, plain routing, no NAT and no rules: the upper bound
   weir-base with --baseline-control PATH: Weir again, built from other code (say, the commit
             before a change), so weir/weir-base shows what the change costs or gains
+  weir-bigtcp  Weir with `control init --big-tcp on` (185,000-byte GSO on the containers'
+            links; the default, auto, follows the uplink's 64 KiB here): opt in with
+            --topologies, e.g. --only throughput --topologies weir,weir-bigtcp,iptables
   docker-bridge  a dockerd of the bench's own in the sandbox's host namespace, Docker's bridge
             driver as shipped (--iptables=true, docker-proxy), a user-defined bridge network
   docker-weir    the same dockerd with --iptables=false --bridge=none --ip-forward=false, on
@@ -125,6 +128,8 @@ pub const TOPOLOGIES: [&str; 4] = ["weir", "iptables", "netavark", "veth"];
 pub const DOCKER_TOPOLOGIES: [&str; 2] = ["docker-bridge", "docker-weir"];
 /// The topology of `--baseline-control`.
 pub const BASELINE: &str = "weir-base";
+/// Weir with `control init --big-tcp on`: opt in with `--topologies`.
+pub const BIG_TCP: &str = "weir-bigtcp";
 
 impl Cli {
     pub fn wants(&self, workload: &str) -> bool {

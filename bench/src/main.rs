@@ -103,13 +103,15 @@ fn preflight(cli: &Cli) -> Result<()> {
         if t == cli::BASELINE && cli.baseline_control.is_none() {
             bail!("topology {t} needs --baseline-control PATH (the other control binary)");
         }
-        let known =
-            cli::TOPOLOGIES.contains(&t.as_str()) || cli::DOCKER_TOPOLOGIES.contains(&t.as_str());
+        let known = cli::TOPOLOGIES.contains(&t.as_str())
+            || cli::DOCKER_TOPOLOGIES.contains(&t.as_str())
+            || t == cli::BIG_TCP;
         if t != cli::BASELINE && !known {
             bail!(
-                "unknown topology {t:?}: pick from {:?}, {:?} or {}",
+                "unknown topology {t:?}: pick from {:?}, {:?}, {} or {}",
                 cli::TOPOLOGIES,
                 cli::DOCKER_TOPOLOGIES,
+                cli::BIG_TCP,
                 cli::BASELINE
             );
         }
@@ -131,6 +133,7 @@ fn build(cli: &Cli, control: &Path, which: &[String], r: &Runner) -> Result<Topo
             "iptables" => Box::new(Bridge::build(control)?),
             "netavark" => Box::new(Netavark::build(control)?),
             "veth" => Box::new(Veth::build(control)?),
+            cli::BIG_TCP => Box::new(Weir::big_tcp(control)?),
             cli::BASELINE => {
                 let Some(base) = &cli.baseline_control else {
                     bail!("topology {} needs --baseline-control PATH", cli::BASELINE);

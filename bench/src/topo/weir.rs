@@ -36,16 +36,26 @@ impl Weir {
     /// `xdp`: attach `uplink_xdp` too (only for the drop-rate workload: native XDP on a veth
     /// turns TSO off on its peer, which would hurt every other workload).
     pub fn build(control: &Path, xdp: bool) -> Result<Self> {
-        Self::build_as(control, xdp, if xdp { "weir-xdp" } else { "weir" })
+        if xdp {
+            Self::build_as(control, &["--xdp", "on"], "weir-xdp")
+        } else {
+            Self::build_as(control, &[], "weir")
+        }
     }
 
     /// The same topology on another build of `control` (`--baseline-control`), so that a
     /// change is measured against the code before it in the same interleaved run.
     pub fn baseline(control: &Path) -> Result<Self> {
-        Self::build_as(control, false, "weir-base")
+        Self::build_as(control, &[], "weir-base")
     }
 
-    fn build_as(control: &Path, xdp: bool, label: &'static str) -> Result<Self> {
+    /// Weir with BIG TCP on the containers' links (`control init --big-tcp on`).
+    pub fn big_tcp(control: &Path) -> Result<Self> {
+        Self::build_as(control, &["--big-tcp", "on"], crate::cli::BIG_TCP)
+    }
+
+    /// `init_extra`: flags for `control init` beside the uplink (XDP is off unless given).
+    fn build_as(control: &Path, init_extra: &[&str], label: &'static str) -> Result<Self> {
         let sandbox = Sandbox::new(control);
         let ipv6 = has_ipv6(control)?;
         // Before `init`: ports published without a host IP answer on the addresses the host
@@ -63,13 +73,12 @@ impl Weir {
             dummies: 0,
             ipv6,
         };
-        me.ctl(&[
-            "init",
-            "--uplink",
-            "up0",
-            "--xdp",
-            if xdp { "on" } else { "off" },
-        ])?;
+        let mut init = vec!["init", "--uplink", "up0"];
+        if !init_extra.contains(&"--xdp") {
+            init.extend(["--xdp", "off"]);
+        }
+        init.extend_from_slice(init_extra);
+        me.ctl(&init)?;
         let net = me.network.clone();
         let mut a = vec!["network", "create", &net, "--subnet", SUBNET];
         if ipv6 {
