@@ -111,6 +111,15 @@ impl L4 {
         }
     }
 
+    pub fn set_payload(&mut self, data: &[u8]) {
+        match self {
+            L4::Tcp { payload, .. }
+            | L4::Udp { payload, .. }
+            | L4::Icmp { payload, .. }
+            | L4::Raw { payload, .. } => *payload = data.to_vec(),
+        }
+    }
+
     /// The checksum to store: UDP sends a computed zero as 0xffff (zero means "none").
     pub fn finish(&self, c: u16) -> u16 {
         match self {
@@ -252,12 +261,7 @@ impl Ip {
     }
 
     pub fn payload(mut self, data: &[u8]) -> Self {
-        match &mut self.l4 {
-            L4::Tcp { payload, .. }
-            | L4::Udp { payload, .. }
-            | L4::Icmp { payload, .. }
-            | L4::Raw { payload, .. } => *payload = data.to_vec(),
-        }
+        self.l4.set_payload(data);
         self
     }
 
@@ -408,12 +412,7 @@ impl Ip6 {
     }
 
     pub fn payload(mut self, data: &[u8]) -> Self {
-        match &mut self.l4 {
-            L4::Tcp { payload, .. }
-            | L4::Udp { payload, .. }
-            | L4::Icmp { payload, .. }
-            | L4::Raw { payload, .. } => *payload = data.to_vec(),
-        }
+        self.l4.set_payload(data);
         self
     }
 
