@@ -574,28 +574,30 @@ pub fn flush(ctx: &Ctx, st: &State, container: Option<&str>) -> Result<usize> {
 async fn shape_problems(ctx: &Ctx, st: &State) -> Result<Vec<String>> {
     let stale = super::shape::out_of_step(ctx, st).await?;
     let mut problems = Vec::new();
-    let (mtu, gso): (Vec<_>, Vec<_>) = stale.iter().partition(|s| s.4);
-    if let Some((name, c, _, shape, _)) = mtu.first() {
-        let whose = match st.networks.get(&c.network).and_then(|n| n.mtu) {
-            Some(m) if m == shape.mtu => "their network's",
+    let (mtu, gso): (Vec<_>, Vec<_>) = stale.iter().partition(|s| s.mtu_differs);
+    if let Some(s) = mtu.first() {
+        let whose = match st.networks.get(&s.container.network).and_then(|n| n.mtu) {
+            Some(m) if m == s.want.mtu => "their network's",
             _ => "the uplink's",
         };
         problems.push(format!(
-            "{} container link(s) (e.g. {name}) do not have {whose} MTU {}: run `control init` to follow",
+            "{} container link(s) (e.g. {}) do not have {whose} MTU {}: run `control init` to follow",
             mtu.len(),
-            shape.mtu
+            s.name,
+            s.want.mtu
         ));
     }
-    if let Some((name, _, _, shape, _)) = gso.first() {
+    if let Some(s) = gso.first() {
         problems.push(format!(
-            "{} container link(s) (e.g. {name}) do not have the GSO sizes BIG TCP {} gives (IPv4 {}, IPv6 {}): run `control init` to follow",
+            "{} container link(s) (e.g. {}) do not have the GSO sizes BIG TCP {} gives (IPv4 {}, IPv6 {}): run `control init` to follow",
             gso.len(),
+            s.name,
             serde_json::to_value(st.settings.big_tcp)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
-            shape.gso.v4,
-            shape.gso.v6
+            s.want.gso.v4,
+            s.want.gso.v6
         ));
     }
     Ok(problems)

@@ -85,9 +85,17 @@ pub async fn of_network(ctx: &Ctx, st: &State, net: &Network) -> Result<Shape> {
     Ok(target(net, st.settings.big_tcp, up))
 }
 
-/// A ready container whose link differs from the shape it should have: name, container,
-/// host-end ifindex, the shape it should have, and whether its MTU is what differs.
-pub type Stale<'a> = (&'a String, &'a Container, u32, Shape, bool);
+/// A ready container whose link differs from the shape it should have.
+pub struct Stale<'a> {
+    pub name: &'a String,
+    pub container: &'a Container,
+    /// The host end's ifindex, and the container end's in the container's namespace.
+    pub host_index: u32,
+    pub peer_index: Option<u32>,
+    pub want: Shape,
+    /// Whether the MTU is what differs (else a GSO size).
+    pub mtu_differs: bool,
+}
 
 /// The ready containers whose host end differs from the shape they should have. A container
 /// whose host end is gone is left to `status`. A kernel that does not report a GSO size is
@@ -109,7 +117,14 @@ pub async fn out_of_step<'a>(ctx: &Ctx, st: &'a State) -> Result<Vec<Stale<'a>>>
         let gso_differs = host.gso.v4.is_some_and(|n| n != want.gso.v4)
             || host.gso.v6.is_some_and(|n| n != want.gso.v6);
         if mtu_differs || gso_differs {
-            stale.push((name, c, host.index, want, mtu_differs));
+            stale.push(Stale {
+                name,
+                container: c,
+                host_index: host.index,
+                peer_index: host.peer,
+                want,
+                mtu_differs,
+            });
         }
     }
     Ok(stale)
@@ -121,22 +136,26 @@ pub async fn out_of_step<'a>(ctx: &Ctx, st: &'a State) -> Result<Vec<Stale<'a>>>
 pub async fn resync(ctx: &Ctx, st: &State) -> Result<usize> {
     let stale = out_of_step(ctx, st).await?;
     let mut changed = 0;
-    for (name, c, host_index, shape, _) in stale {
-        let ns = container::netns_path(name, c);
+    for s in stale {
+        let ns = container::netns_path(s.name, s.container);
         if !ns.exists() {
             continue;
         }
         // Inside first: until the host end follows, the container's larger packets still
-        // reach the datapath, which hands the DF ones to the host stack for the error.
-        let ifname = c.cni_ifname.clone().unwrap_or_else(|| "eth0".into());
+        // reach the datapath, which hands the DF ones to the host stack for the error. The
+        // container end is found as the veth's peer, whatever the runtime named it (Docker
+        // renames it, a further network's is not eth0).
+        let (peer, shape) = (s.peer_index, s.want);
         netns::run_async_in(&ns, move || async move {
             let h = netlink::connect()?;
-            if let Some(l) = netlink::link_by_name(&h, &ifname).await? {
-                netlink::set_shape(&h, l.index, shape).await?;
+            if let Some(i) = peer
+                && netlink::link_by_index(&h, i).await?.is_some()
+            {
+                netlink::set_shape(&h, i, shape).await?;
             }
             Ok(())
         })?;
-        netlink::set_shape(&ctx.nl, host_index, shape).await?;
+        netlink::set_shape(&ctx.nl, s.host_index, shape).await?;
         changed += 1;
     }
     Ok(changed)
