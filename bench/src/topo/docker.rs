@@ -35,8 +35,10 @@ pub const DOCKER_SUBNET: &str = "10.99.0.0/16";
 /// containerd and disk, so a few in flight keep both cores busy.
 pub const PARALLEL: usize = 8;
 /// Threads (pids) one published container costs, measured here: its containerd shim runs 12,
-/// and on docker-bridge its two docker-proxies (0.0.0.0 and ::) 7 each.
+/// and on docker-bridge its two docker-proxies (0.0.0.0 and ::) 7 each; on docker-weir there
+/// is no proxy. Rounded up.
 const THREADS_PER_CONTAINER: usize = 30;
+const THREADS_PER_CONTAINER_NO_PROXY: usize = 15;
 /// Share of the machine's pid space the fillers may fill: it is shared with other people's
 /// builds and tests, and a fork failing there breaks their work, not only ours.
 const PID_BUDGET: f64 = 0.7;
@@ -281,7 +283,12 @@ impl Docker {
     /// Makes `total` filler containers exist, each publishing a port of its own, started
     /// `PARALLEL` at a time. Returns how long the new ones took.
     pub fn fill(&mut self, total: usize) -> Result<Duration> {
-        affordable(total.saturating_sub(self.fillers.len()))?;
+        let each = if self.driver.is_some() {
+            THREADS_PER_CONTAINER_NO_PROXY
+        } else {
+            THREADS_PER_CONTAINER
+        };
+        affordable(total.saturating_sub(self.fillers.len()), each)?;
         let t = Instant::now();
         while self.fillers.len() < total {
             crate::interrupt::check()?;
@@ -317,10 +324,10 @@ impl Docker {
     }
 }
 
-/// Fails, before starting any, when `more` containers would take the machine's pid space
-/// (pid_max 32,768 here: 1,000 containers on both Docker topologies at once need ~36,000
-/// threads) past [`PID_BUDGET`].
-fn affordable(more: usize) -> Result<()> {
+/// Fails, before starting any, when `more` containers of `each` threads would take the
+/// machine's pid space (pid_max 32,768 here: 1,000 containers on both Docker topologies at
+/// once need ~36,000 threads) past [`PID_BUDGET`].
+fn affordable(more: usize, each: usize) -> Result<()> {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     // /proc/loadavg's fourth field: runnable/total scheduling entities, i.e. threads.
     let in_use: usize = read("/proc/loadavg")
@@ -333,10 +340,12 @@ fn affordable(more: usize) -> Result<()> {
         .filter_map(|p| read(p).trim().parse::<usize>().ok())
         .min()
         .unwrap_or(usize::MAX);
-    let need = more * THREADS_PER_CONTAINER;
+    let need = more * each;
     if (in_use + need) as f64 > limit as f64 * PID_BUDGET {
         bail!(
-            "{more} more containers need ~{need} threads; {in_use} of the machine's {limit} are              in use, and the bench keeps within {:.0}% of them: unaffordable here (lower the              docker counts)",
+            "{more} more containers need ~{need} threads; {in_use} of the machine's {limit} are \
+             in use, and the bench keeps within {:.0}% of them: unaffordable here (lower the \
+             docker counts)",
             PID_BUDGET * 100.0
         );
     }
