@@ -9,10 +9,11 @@ use crate::{
 };
 
 /// Display order of topology columns.
-pub const ORDER: [&str; 8] = [
+pub const ORDER: [&str; 9] = [
     "weir-xdp",
     "weir",
     "weir-base",
+    crate::cli::BIG_TCP,
     "iptables",
     "netavark",
     "veth",
@@ -77,6 +78,16 @@ fn cell(c: &Case, label: &str) -> String {
     }
 }
 
+/// The ratio a column shows: the primary against `other`, but a variant of Weir
+/// (`weir-bigtcp`) against Weir, so that above 1 means the variant gains.
+fn pair<'a>(w: &'a Workload, other: &'a str) -> (&'a str, &'a str) {
+    if other == crate::cli::BIG_TCP {
+        (other, w.primary)
+    } else {
+        (w.primary, other)
+    }
+}
+
 pub fn table(w: &Workload) -> String {
     let labels = labels(w);
     let others: Vec<&str> = labels
@@ -89,7 +100,8 @@ pub fn table(w: &Workload) -> String {
         let _ = write!(s, " {l} |");
     }
     for o in &others {
-        let _ = write!(s, " {}/{o} |", w.primary);
+        let (a, b) = pair(w, o);
+        let _ = write!(s, " {a}/{b} |");
     }
     s.push_str("\n|---|");
     for _ in 0..labels.len() + others.len() {
@@ -102,9 +114,11 @@ pub fn table(w: &Workload) -> String {
             let _ = write!(s, " {} |", cell(c, l));
         }
         for o in &others {
-            match ratio(c, w.primary, o) {
+            let (a, b) = pair(w, o);
+            match ratio(c, a, b) {
                 Some(r) => {
-                    let mark = if ahead(w, c, o) == Some(true) {
+                    // A variant of Weir is compared with Weir itself: no "ahead" mark.
+                    let mark = if a == w.primary && ahead(w, c, o) == Some(true) {
                         " ✓"
                     } else {
                         ""
