@@ -57,7 +57,7 @@ absolute numbers swing ±30% between runs on shared VMs.
 
 Output: results.md (tables with median, min–max and ratios), results.json (raw samples),
 and SVG charts, in --out (default bench/results, or bench/results/quick with --quick).
-The full run takes about 48 minutes on 2 cores (10 of them the IPv6 twins, 20 the docker
+The full run takes about 35 minutes on 2 cores (10 of them the IPv6 twins, 13 the docker
 workload); --quick about three minutes (what CI runs: it checks that every topology and
 workload produces numbers, never a speed).
 
