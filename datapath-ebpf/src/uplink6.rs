@@ -69,9 +69,11 @@ fn try_uplink_tc6(ctx: &TcContext, len: u32) -> Result<i32, DropReason> {
     if config().is_none() {
         return Ok(TC_ACT_OK as i32);
     }
-    // Neighbour discovery, router advertisements, multicast: the host's.
+    // Neighbour discovery, router advertisements, multicast: the host's. So is anything from
+    // `::`, which only a duplicate-address probe may carry (the fuzzer had one published
+    // into a container).
     let host_only = |a: &Ipv6Be| is_link_local6(a) || is_multicast6(a);
-    if host_only(&saddr) || host_only(&daddr) {
+    if host_only(&saddr) || host_only(&daddr) || is_unspecified6(&saddr) {
         return Ok(TC_ACT_OK as i32);
     }
     // What does not parse is not for a container; the host stack validates and drops it.

@@ -1,7 +1,8 @@
 //! Datapath fuzzing: generated frames through every packet program (from_container — and by
-//! tail call its new-flow half —, uplink_tc, uplink_xdp, to_container), valid traffic and
-//! mangled versions of it (lengths, flags, options, fragments, ICMP quotes, VLAN, ARP,
-//! spoofed addresses), checked against invariants rather than expected outputs:
+//! tail call its new-flow half and the IPv6 programs —, uplink_tc, uplink_xdp,
+//! to_container), valid traffic and mangled versions of it (lengths, flags, options,
+//! fragments, ICMP quotes, VLAN, ARP, spoofed addresses; IPv6 frames from `fuzz6`), checked
+//! against invariants rather than expected outputs:
 //!
 //! * every drop has exactly one reason counted, and nothing else counts a drop;
 //! * nothing leaves towards a container with a source its sender does not own, nor towards
@@ -20,34 +21,35 @@ use weir_common::policy::VERDICT_DENY;
 use super::{
     check::{parse, verify},
     frame::*,
+    fuzz6,
     harness::*,
     inbound, sent_by,
     topo::*,
 };
 
 /// Seeds of cases that once failed.
-const REGRESSIONS: &[u64] = &[0x18ed_c286_1cb4_d734];
+const REGRESSIONS: &[u64] = &[0x18ed_c286_1cb4_d734, 0xc4f3_b054_2b28_d394];
 
 /// xorshift64*: reproducible from its seed, no dependency.
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn chance(&mut self, percent: u64) -> bool {
+    pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.below(xs.len() as u64) as usize]
     }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }
@@ -192,7 +194,7 @@ fn container_by_mac(mac: [u8; 6]) -> Option<&'static Container> {
 }
 
 /// Exactly one drop reason counted for a drop verdict, none otherwise.
-fn drops_accounted(r: &Run, drop_verdict: u32) -> Result<(), String> {
+pub fn drops_accounted(r: &Run, drop_verdict: u32) -> Result<(), String> {
     let d = r.drops();
     match (r.verdict == drop_verdict, d.len()) {
         (true, 1) | (false, 0) => Ok(()),
@@ -203,6 +205,11 @@ fn drops_accounted(r: &Run, drop_verdict: u32) -> Result<(), String> {
 
 /// Checksums of a frame that leaves, when it was built valid.
 fn checksums(r: &Run, valid: bool) -> Result<(), String> {
+    checksums_with(r, valid, verify)
+}
+
+/// [`checksums`] with the family's verifier.
+pub fn checksums_with(r: &Run, valid: bool, verify: fn(&[u8], &str)) -> Result<(), String> {
     if !valid {
         return Ok(());
     }
@@ -291,10 +298,15 @@ struct Tally {
     to_uplink: u64,
     shot: u64,
     xdp_dropped: u64,
+    /// IPv6 frames redirected (into a container or out of the uplink).
+    v6_through: u64,
 }
 
 impl Tally {
-    fn count(&mut self, r: &Run, xdp: bool) {
+    fn count(&mut self, r: &Run, xdp: bool, v6: bool) {
+        if v6 && !xdp && r.verdict == TC_ACT_REDIRECT {
+            self.v6_through += 1;
+        }
         match (xdp, r.verdict) {
             (true, XDP_DROP) => self.xdp_dropped += 1,
             (false, TC_ACT_SHOT) => self.shot += 1,
@@ -329,23 +341,33 @@ fn case(dp: &mut Datapath, seed: u64, t: &mut Tally) -> Result<(), String> {
     let mut r = Rng(seed | 1);
     dp.flush_ct();
     for step in 0..1 + r.below(4) {
+        let v6 = r.chance(30);
         let res = match r.below(4) {
             0 => {
-                let (f, valid) = world_frame(&mut r);
+                let (f, valid) = match v6 {
+                    true => fuzz6::world_frame(&mut r),
+                    false => world_frame(&mut r),
+                };
                 // Half of them as from a NIC that sums every frame (CHECKSUM_COMPLETE): a
                 // rewrite that leaves skb->csum stale fails the run.
                 dp.checksum_complete = r.below(2) == 0 && !padded(&f);
                 let res = dp.try_uplink_tc(&f);
                 dp.checksum_complete = false;
                 run(res)
-                    .inspect(|r| t.count(r, false))
-                    .and_then(|r| check_uplink_tc(&r, valid))
+                    .inspect(|r| t.count(r, false, v6))
+                    .and_then(|r| match v6 {
+                        true => fuzz6::check_uplink_tc(&r, valid),
+                        false => check_uplink_tc(&r, valid),
+                    })
                     .map_err(|e| (e, f))
             }
             1 => {
-                let (f, _) = world_frame(&mut r);
+                let (f, _) = match v6 {
+                    true => fuzz6::world_frame(&mut r),
+                    false => world_frame(&mut r),
+                };
                 run(dp.try_uplink_xdp(&f))
-                    .inspect(|r| t.count(r, true))
+                    .inspect(|r| t.count(r, true, v6))
                     .and_then(|r| check_xdp(&r, &f))
                     .map_err(|e| (e, f))
             }
@@ -360,11 +382,17 @@ fn case(dp: &mut Datapath, seed: u64, t: &mut Tally) -> Result<(), String> {
             }
             _ => {
                 let c = r.pick(&SENDERS);
-                let (f, valid) = container_frame(&mut r, c);
+                let (f, valid) = match v6 {
+                    true => fuzz6::container_frame(&mut r, c),
+                    false => container_frame(&mut r, c),
+                };
                 let on = dp.ifindex_of(c);
                 run(dp.try_from_container_on(on, &f))
-                    .inspect(|r| t.count(r, false))
-                    .and_then(|r| check_from_container(c, &r, valid))
+                    .inspect(|r| t.count(r, false, v6))
+                    .and_then(|r| match v6 {
+                        true => fuzz6::check_from_container(c, &r, valid),
+                        false => check_from_container(c, &r, valid),
+                    })
                     .map_err(|e| (e, f))
             }
         };
@@ -378,6 +406,7 @@ fn generated_frames_keep_every_invariant() {
     let mut dp = datapath();
     dp.rule(A.identity, B.identity, 0, 0, VERDICT_DENY);
     dp.rule(B.identity, A.identity, 0, 0, VERDICT_DENY);
+    fuzz6::set_up(&mut dp);
     let cases: u64 = std::env::var("WEIR_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -410,7 +439,8 @@ fn generated_frames_keep_every_invariant() {
             t.into_containers > least
                 && t.to_uplink > least
                 && t.shot > least
-                && t.xdp_dropped > least,
+                && t.xdp_dropped > least
+                && t.v6_through > least / 4,
             "the frames no longer exercise every outcome: {t:?}"
         );
     }

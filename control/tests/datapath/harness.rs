@@ -510,8 +510,10 @@ impl Datapath {
         m.keys().count()
     }
 
+    /// Empties both families' conntrack maps.
     pub fn flush_ct(&mut self) {
         self.clear::<FlowKey, CtEntry>(names::CONNTRACK);
+        self.clear::<FlowKey6, CtEntry6>(names::CONNTRACK6);
     }
 
     /// Every counter as (packets, bytes), summed over the CPUs.

@@ -12,6 +12,7 @@ mod checksums;
 mod fragments;
 mod from_container;
 mod fuzz;
+mod fuzz6;
 mod icmp_errors;
 mod malformed;
 mod nat66;

@@ -234,3 +234,20 @@ fn retarget(l4: &L4, port: u16) -> L4 {
     }
     l
 }
+
+/// Sources no one holds on a wire never reach a published port's container: `::` (only a
+/// duplicate-address probe carries it: the fuzzer had one published into B), link-local and
+/// multicast (the host's business), loopback and v4-mapped (martians).
+#[test]
+fn special_world_sources_reach_no_container() {
+    let mut dp = dual_stack(false);
+    dp.publish6(UPLINK_IP6, UDP, 5353, B6, 53, &B);
+    for src in ["::", "fe80::1", "ff02::1", "::1", "::ffff:198.19.0.10"] {
+        let ip = Ip6::udp(src.parse().unwrap(), 443, UPLINK_IP6, 5353).payload(b"hello");
+        let r = dp.uplink_tc(&inbound6(&ip));
+        assert_ne!(r.verdict, TC_ACT_REDIRECT, "from {src}: delivered");
+    }
+    // The same from a world address is delivered: the case above is not vacuous.
+    let ip = Ip6::udp(WORLD6, 443, UPLINK_IP6, 5353).payload(b"hello");
+    to(&B, &dp.try_uplink_tc(&inbound6(&ip)), "from the world");
+}
