@@ -48,16 +48,9 @@ pub fn l4_csum(proto: u8, l4_off: usize) -> Option<(usize, u64)> {
     }
 }
 
-/// Whether the upper layer at `l4_off` is UDP sent without a checksum (zero). Rewrites then
-/// leave the field alone (`BPF_F_MARK_MANGLED_0`), so nothing amends skb->csum for the bytes
-/// they change: on a CHECKSUM_COMPLETE skb (a NIC that sums every frame) those writes must
-/// amend it themselves (`BPF_F_RECOMPUTE_CSUM`), or the receiver finds the sum stale.
-#[inline(always)]
-pub fn udp_unsummed(ctx: &TcContext, proto: u8, l4_off: usize) -> bool {
-    proto == IPPROTO_UDP && ctx.load::<u16>(l4_off + 6).is_ok_and(|c| c == 0)
-}
-
-/// `bpf_skb_store_bytes` flags for a write no checksum field compensates: skb->csum amended.
+/// `bpf_skb_store_bytes` flags for a write no checksum field compensates (checksum-less UDP's
+/// ports, IPv6's hop limit, a later fragment's addresses): skb->csum is amended, or on a
+/// CHECKSUM_COMPLETE skb (a NIC that sums every frame) the receiver finds the sum stale.
 pub const UNCOMPENSATED: u64 = BPF_F_RECOMPUTE_CSUM as u64;
 
 #[inline(always)]
@@ -81,30 +74,22 @@ fn set_addr(ctx: &TcContext, pkt: &Ipv4, off: usize, old: u32, new: u32) -> Resu
     ctx.store(off, &new, 0).map_err(|_| DropReason::WriteFailed)
 }
 
-/// Rewrites a port (or echo identifier) at `off` of a packet whose upper layer is `proto` at
-/// `l4_off`, with its checksum. Both families: ports and identifiers sit at the same offsets,
-/// and neither ICMP checksum covers a pseudo-header for them.
+/// Rewrites a port (or echo identifier) at `off` of the upper layer `l4`, with its checksum.
+/// Both families: ports and identifiers sit at the same offsets, and neither ICMP checksum
+/// covers a pseudo-header for them.
 #[inline(always)]
-pub fn set_port(
-    ctx: &TcContext,
-    proto: u8,
-    l4_off: usize,
-    later_fragment: bool,
-    off: usize,
-    old: u16,
-    new: u16,
-) -> Result<(), DropReason> {
-    if old == new || later_fragment {
+pub fn set_port(ctx: &TcContext, l4: &L4, off: usize, old: u16, new: u16) -> Result<(), DropReason> {
+    if old == new || l4.later {
         return Ok(());
     }
-    let (csum_off, extra) = match proto {
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => (l4_off + 2, 0),
-        _ => match l4_csum(proto, l4_off) {
+    let (csum_off, extra) = match l4.proto {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => (l4.l4_off + 2, 0),
+        _ => match l4_csum(l4.proto, l4.l4_off) {
             Some(c) => c,
             None => return Ok(()),
         },
     };
-    if udp_unsummed(ctx, proto, l4_off) {
+    if l4.udp_unsummed {
         return ctx
             .store(off, &new, UNCOMPENSATED)
             .map_err(|_| DropReason::WriteFailed);
@@ -126,6 +111,7 @@ pub fn rewrite(ctx: &TcContext, pkt: &Ipv4, new: &FlowKey) -> Result<(), DropRea
         icmp_type: pkt.icmp_type,
         sport: pkt.sport,
         dport: pkt.dport,
+        udp_unsummed: pkt.udp_unsummed,
     };
     rewrite_ports(ctx, &l4, new.sport, new.dport)
 }
@@ -139,14 +125,14 @@ pub struct L4 {
     pub icmp_type: u8,
     pub sport: u16,
     pub dport: u16,
+    /// UDP sent without a checksum (never over IPv6: its parser refuses it).
+    pub udp_unsummed: bool,
 }
 
 /// Rewrites the ports (or echo identifier) of a packet of either family to `sport`/`dport`.
 #[inline(always)]
 pub fn rewrite_ports(ctx: &TcContext, l4: &L4, sport: u16, dport: u16) -> Result<(), DropReason> {
-    let port = |off: usize, old: u16, new: u16| {
-        set_port(ctx, l4.proto, l4.l4_off, l4.later, off, old, new)
-    };
+    let port = |off: usize, old: u16, new: u16| set_port(ctx, l4, off, old, new);
     // The echo identifier sits in `sport` for requests and `dport` for replies.
     let (request, reply) = match l4.proto {
         IPPROTO_ICMP => (ICMP_ECHO, ICMP_ECHO_REPLY),

@@ -54,10 +54,11 @@ pub fn set_addr(
     if Ipv6Be::same(old, new) {
         return Ok(());
     }
-    // A later fragment, checksum-less UDP (illegal over IPv6, yet a sender may send it) and
-    // protocols without a checksum have no field that compensates the change in skb->csum.
-    let compensated = pkt.frag != Frag::Later && !nat::udp_unsummed(ctx, pkt.proto, pkt.l4_off);
-    if compensated && let Some((csum_off, extra)) = pseudo_csum(pkt) {
+    // A later fragment and protocols without a checksum have no field that compensates the
+    // change in skb->csum (checksum-less UDP never gets here: the parser refuses it).
+    if pkt.frag != Frag::Later
+        && let Some((csum_off, extra)) = pseudo_csum(pkt)
+    {
         let diff = addr_diff(old, new)?;
         // Size 0: `to` is a precomputed difference.
         let flags = BPF_F_PSEUDO_HDR as u64 | extra;
@@ -99,6 +100,7 @@ pub fn rewrite(ctx: &TcContext, pkt: &Ipv6, new: &FlowKey6) -> Result<(), DropRe
         icmp_type: pkt.icmp_type,
         sport: pkt.sport,
         dport: pkt.dport,
+        udp_unsummed: false,
     };
     nat::rewrite_ports(ctx, &l4, new.sport, new.dport)
 }

@@ -58,6 +58,8 @@ pub struct Ipv4 {
     /// IP identification (network order): with the addresses and protocol, names a datagram's
     /// fragments.
     pub id: u16,
+    /// UDP sent without a checksum (zero): its rewrites leave the field as it is.
+    pub udp_unsummed: bool,
 }
 
 impl Ipv4 {
@@ -266,6 +268,7 @@ pub fn parse_ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, DropReason> {
         frag,
         dont_fragment: frags & 0x4000 != 0,
         id: u16::from_ne_bytes(ip.id),
+        udp_unsummed: false,
     };
     if frag == Frag::Later {
         if !has_ports(p.proto) {
@@ -319,6 +322,7 @@ fn parse_l4<C: PacketCtx>(
             }
             p.sport = u16::from_ne_bytes([h[0], h[1]]);
             p.dport = u16::from_ne_bytes([h[2], h[3]]);
+            p.udp_unsummed = h[6] == 0 && h[7] == 0;
         }
         IPPROTO_ICMP => {
             if l4_len < 8 {
