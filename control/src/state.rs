@@ -42,6 +42,16 @@ pub enum BigTcp {
     Off,
 }
 
+impl BigTcp {
+    pub fn name(self) -> &'static str {
+        match self {
+            BigTcp::Auto => "auto",
+            BigTcp::On => "on",
+            BigTcp::Off => "off",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Uplink {
     pub name: String,

@@ -592,10 +592,7 @@ async fn shape_problems(ctx: &Ctx, st: &State) -> Result<Vec<String>> {
             "{} container link(s) (e.g. {}) do not have the GSO sizes BIG TCP {} gives (IPv4 {}, IPv6 {}): run `control init` to follow",
             gso.len(),
             s.name,
-            serde_json::to_value(st.settings.big_tcp)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
+            st.settings.big_tcp.name(),
             s.want.gso.v4,
             s.want.gso.v6
         ));

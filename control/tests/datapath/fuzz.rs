@@ -127,6 +127,19 @@ fn mangle(r: &mut Rng, f: &mut Vec<u8>) {
     }
 }
 
+/// `f` as built (valid) seven times in ten, else broken by `mangle`; whether it is valid.
+pub fn mangled_or_not(
+    r: &mut Rng,
+    mut f: Vec<u8>,
+    mangle: fn(&mut Rng, &mut Vec<u8>),
+) -> (Vec<u8>, bool) {
+    let valid = r.chance(70);
+    if !valid {
+        mangle(r, &mut f);
+    }
+    (f, valid)
+}
+
 /// One frame a container sends: IP (sometimes spoofed, tagged or fragmented) or ARP.
 /// Returns it and whether it was built valid.
 fn container_frame(r: &mut Rng, c: &Container) -> (Vec<u8>, bool) {
@@ -147,16 +160,12 @@ fn container_frame(r: &mut Rng, c: &Container) -> (Vec<u8>, bool) {
     let dst = address(r);
     let ip = valid_ip(r, src, dst);
     let bytes = ip_bytes(r, &ip);
-    let mut f = if r.chance(5) {
+    let f = if r.chance(5) {
         vlan_frame(c.host_mac, eth_src, r.below(4095) as u16, &bytes)
     } else {
         ip_frame(c.host_mac, eth_src, &bytes)
     };
-    let valid = r.chance(70);
-    if !valid {
-        mangle(r, &mut f);
-    }
-    (f, valid)
+    mangled_or_not(r, f, mangle)
 }
 
 /// One frame from the world on the uplink: mostly to the host's address and its published
@@ -172,11 +181,7 @@ fn world_frame(r: &mut Rng) -> (Vec<u8>, bool) {
     let mut f = inbound(&Ip::tcp(src, 1, dst, 1, SYN));
     f.truncate(14);
     f.extend_from_slice(&ip_bytes(r, &ip));
-    let valid = r.chance(70);
-    if !valid {
-        mangle(r, &mut f);
-    }
-    (f, valid)
+    mangled_or_not(r, f, mangle)
 }
 
 /// The addresses a frame may carry as its source when it is delivered into a container.

@@ -8,7 +8,7 @@ use std::net::Ipv6Addr;
 use super::{
     check::{parse_ip6, verify6},
     frame::*,
-    fuzz::{Rng, checksums_with, drops_accounted},
+    fuzz::{Rng, checksums_with, drops_accounted, mangled_or_not},
     harness::*,
     topo::*,
 };
@@ -122,17 +122,13 @@ pub fn container_frame(r: &mut Rng, c: &Container) -> (Vec<u8>, bool) {
     };
     let src = if r.chance(80) { own(c).0 } else { address(r) };
     let dst = address(r);
-    let mut f = eth(
+    let f = eth(
         c.host_mac,
         eth_src,
         ETH_IPV6,
         &valid_ip6(r, src, dst).bytes(),
     );
-    let valid = r.chance(70);
-    if !valid {
-        mangle(r, &mut f);
-    }
-    (f, valid)
+    mangled_or_not(r, f, mangle)
 }
 
 /// One IPv6 frame from the world: mostly to the host's address and its published ports.
@@ -143,17 +139,13 @@ pub fn world_frame(r: &mut Rng) -> (Vec<u8>, bool) {
         address(r)
     };
     let dst = if r.chance(70) { UPLINK_IP6 } else { address(r) };
-    let mut f = eth(
+    let f = eth(
         UPLINK_MAC,
         NEXTHOP_MAC,
         ETH_IPV6,
         &valid_ip6(r, src, dst).bytes(),
     );
-    let valid = r.chance(70);
-    if !valid {
-        mangle(r, &mut f);
-    }
-    (f, valid)
+    mangled_or_not(r, f, mangle)
 }
 
 /// The sources a frame from the world may never carry into a container: the containers'
